@@ -1,0 +1,1 @@
+"""The ``netmorph`` command (click). Thin: parse, call the library, print."""

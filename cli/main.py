@@ -1,0 +1,59 @@
+"""Entry point of the ``netmorph`` command.
+
+Subcommands live one per module and are imported only when invoked, so ``netmorph --help``
+and ``netmorph --version`` stay fast (no torch import). Every command reports bad input as
+one line on stderr and exit code 2 (see :mod:`netmorph.cli.errors`).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from netmorph import __version__
+
+# name -> (module, attribute, one-line help shown by `netmorph --help`)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "verify": ("netmorph.cli.verify_cmd", "verify", "Check two models compute the same function."),
+    "inspect": ("netmorph.cli.inspect_cmd", "inspect", "Show a model's interface, ops and structure."),
+    "new": ("netmorph.cli.new_cmd", "new", "Build a PlainNet / ResNet(r) DynamicNet model."),
+    "passes": ("netmorph.cli.passes_cmd", "passes", "List the morph passes and their contracts."),
+    "grow": ("netmorph.cli.grow_cmd", "grow", "Apply morph passes, verify, write the child."),
+    "train": ("netmorph.cli.train_cmd", "train", "Train a model and write the weights back."),
+    "iterate": ("netmorph.cli.iterate_cmd", "iterate", "Network iterative learning: train, grow, repeat."),
+    "run": ("netmorph.cli.run_cmd", "run", "Run a growth pipeline written as TOML."),
+    "plot": ("netmorph.cli.plot_cmd", "plot", "Plot the results of an iterate/run directory."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n, (mod, _, _) in COMMANDS.items() if importlib.util.find_spec(mod) is not None]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        spec = COMMANDS.get(name)
+        if spec is None:
+            return None
+        module = importlib.import_module(spec[0])
+        return getattr(module, spec[1])
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="netmorph")
+def cli() -> None:
+    """netmorph: grow networks by function-preserving morphs, verified in ONNX Runtime."""
+
+
+def main() -> None:
+    cli(prog_name="netmorph")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

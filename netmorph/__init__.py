@@ -1,0 +1,62 @@
+"""netmorph: a graph-IR compiler for function-preserving network growth.
+
+Public API (the rest is reachable through the subpackages)::
+
+    g = netmorph.load("model.onnx")          # ONNX -> IR
+    netmorph.save(g, "out.onnx")             # IR -> ONNX, atomic
+    report = netmorph.verify(a, b)           # function equivalence in ONNX Runtime
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+
+from .ir import Graph, IRError, Node, Parameter, TensorType, Value
+from .onnx_io import OnnxFormatError, from_onnx, load, save, to_onnx
+
+try:
+    __version__ = _metadata.version("netmorph")
+except _metadata.PackageNotFoundError:  # pragma: no cover - source tree without install
+    __version__ = "0.0.0+unknown"
+
+
+def verify(a, b, **kwargs):
+    """Compare two models in ONNX Runtime; see :func:`netmorph.verify.verify_models`."""
+    from .verify import verify_models
+
+    return verify_models(a, b, **kwargs)
+
+
+def build(family: str, **kwargs):
+    """Build a DynamicNet model; see :func:`netmorph.dynamicnet.build`."""
+    from .dynamicnet import build as _build
+
+    return _build(family, **kwargs)
+
+
+def recognise(graph):
+    """Find the DynamicNet structure of a graph; see :func:`netmorph.structure.recognise`."""
+    from .structure import recognise as _recognise
+
+    return _recognise(graph)
+
+
+def lower(graph, **kwargs):
+    """Lower a graph to a ``torch.fx.GraphModule``; see :func:`netmorph.lower.lower`."""
+    from .lower import lower as _lower
+
+    return _lower(graph, **kwargs)
+
+
+def write_back(graph, module):
+    """Copy trained weights back into a new graph; see :func:`netmorph.lower.write_back`."""
+    from .lower import write_back as _write_back
+
+    return _write_back(graph, module)
+
+
+__all__ = [
+    "build", "lower", "recognise", "write_back",
+    "Graph", "IRError", "Node", "OnnxFormatError", "Parameter", "TensorType", "Value",
+    "from_onnx", "load", "save", "to_onnx", "verify", "__version__",
+]

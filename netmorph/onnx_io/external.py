@@ -1,0 +1,103 @@
+"""Reading ONNX external data safely: only regular files inside the model's own folder."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto
+
+from .convert import OnnxFormatError
+
+
+def _entries(t: TensorProto) -> dict[str, str]:
+    return {e.key: e.value for e in t.external_data}
+
+
+def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
+    """The file ``location`` names, refusing anything that could leave ``base_dir``.
+
+    Refused: empty or absolute locations, drive letters, ``..`` components, symlinks
+    anywhere on the way, files with more than one hard link, and anything that is not a
+    regular file. ``base_dir`` itself is resolved first, so a model inside a symlinked
+    folder still works.
+    """
+    where = f"external data of tensor {tensor_name!r}"
+    if not location:
+        raise OnnxFormatError(f"{where}: empty location")
+    if "\\" in location or ":" in location:
+        raise OnnxFormatError(f"{where}: location {location!r} is not a plain relative path")
+    rel = Path(location)
+    if rel.is_absolute() or location.startswith("/"):
+        raise OnnxFormatError(f"{where}: absolute location {location!r} refused")
+    if any(part == ".." for part in rel.parts):
+        raise OnnxFormatError(f"{where}: location {location!r} leaves the model's folder")
+    base = base_dir.resolve()
+    cur = base
+    for part in rel.parts:
+        if part in ("", "."):
+            continue
+        cur = cur / part
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            raise OnnxFormatError(f"{where}: file {location!r} not found next to the model") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise OnnxFormatError(f"{where}: {location!r} goes through a symlink; refused")
+    st = os.lstat(cur)
+    if not stat.S_ISREG(st.st_mode):
+        raise OnnxFormatError(f"{where}: {location!r} is not a regular file")
+    if st.st_nlink > 1:
+        raise OnnxFormatError(f"{where}: {location!r} has {st.st_nlink} hard links; refused")
+    if os.path.commonpath([str(base), str(cur.resolve())]) != str(base):
+        raise OnnxFormatError(f"{where}: location {location!r} leaves the model's folder")
+    return cur
+
+
+def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
+    """Read every external tensor of ``model`` into ``raw_data``, in place.
+
+    Returns the number of tensors read. Files are opened once each.
+    """
+    tensors = [
+        t
+        for t in _all_tensors(model)
+        if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL
+    ]
+    handles: dict[Path, object] = {}
+    try:
+        for t in tensors:
+            info = _entries(t)
+            path = resolve_location(base_dir, info.get("location", ""), t.name)
+            f = handles.get(path)
+            if f is None:
+                f = handles[path] = open(path, "rb")  # noqa: SIM115
+            size = os.fstat(f.fileno()).st_size
+            offset = int(info.get("offset", 0) or 0)
+            length = info.get("length")
+            length = size - offset if length in (None, "") else int(length)
+            if offset < 0 or length < 0 or offset + length > size:
+                raise OnnxFormatError(
+                    f"external data of tensor {t.name!r}: bytes {offset}..{offset + length} "
+                    f"are outside {info.get('location')!r} ({size} bytes)"
+                )
+            f.seek(offset)
+            data = f.read(length)
+            del t.external_data[:]
+            t.data_location = TensorProto.DEFAULT
+            t.raw_data = data
+    finally:
+        for f in handles.values():
+            f.close()
+    return len(tensors)
+
+
+def _all_tensors(model: onnx.ModelProto):
+    yield from model.graph.initializer
+    for n in model.graph.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
