@@ -1,0 +1,41 @@
+"""Function-equivalence checks in ONNX Runtime, and their reports.
+
+::
+
+    from netmorph.verify import verify_models
+    report = verify_models(parent, child, rtol=1e-4, atol=1e-5)
+    report.raise_if_failed("conv-split of conv3")
+
+``netmorph.verify(a, b)`` also works, before and after this subpackage is imported (the
+module itself is callable and forwards to :func:`verify_models`).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from .compare import compare_output
+from .equivalence import verify_models
+from .errors import InputsError, InterfaceMismatchError, ModelRunError
+from .inputs import load_npz, make_inputs
+from .interface import Interface
+from .report import OutputDiff, VerifyReport
+from .session import default_providers
+from .tolerance import Tolerance
+
+__all__ = [
+    "Interface", "InputsError", "InterfaceMismatchError", "ModelRunError", "OutputDiff", "Tolerance",
+    "VerifyReport", "compare_output", "default_providers", "load_npz", "make_inputs", "verify_models",
+]
+
+
+class _CallableModule(types.ModuleType):
+    """Importing ``netmorph.verify`` replaces the top-level function ``netmorph.verify`` by
+    this module (Python sets the attribute on the parent package); keep it callable."""
+
+    def __call__(self, a, b, **kwargs) -> VerifyReport:
+        return verify_models(a, b, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,51 @@
+"""Turning what the user hands us (Graph, ModelProto or file path) into ONNX bytes for ORT."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from ..ir import Graph
+from ..onnx_io import OnnxFormatError, read_model_proto, to_onnx
+
+ModelSource = Graph | onnx.ModelProto | str | os.PathLike
+"""Anything :func:`~netmorph.verify.verify_models` accepts as a model."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for ONNX Runtime, with a label for messages (the path, or a description)."""
+
+    proto: onnx.ModelProto
+    label: str
+
+    def serialized(self) -> bytes:
+        """The model as bytes (ORT is always handed bytes, never a path)."""
+        try:
+            return self.proto.SerializeToString()
+        except ValueError as e:  # protobuf refuses messages over 2 GiB
+            raise ValueError(f"{self.label}: cannot serialise the model for ONNX Runtime ({e})") from None
+
+
+def load_model(source: ModelSource, role: str) -> LoadedModel:
+    """Read ``source`` into a :class:`LoadedModel`; ``role`` (``"a"``/``"b"``) names it in messages.
+
+    Paths are read with :func:`netmorph.onnx_io.read_model_proto` (external data only from
+    inside the model's folder; a truncated or corrupt file raises ``OnnxFormatError``).
+    """
+    if isinstance(source, Graph):
+        return LoadedModel(to_onnx(source), f"model {role} (graph {source.name!r})")
+    if isinstance(source, onnx.ModelProto):
+        name = source.graph.name or "unnamed"
+        return LoadedModel(source, f"model {role} (ModelProto {name!r})")
+    if isinstance(source, str | os.PathLike):
+        try:
+            return LoadedModel(read_model_proto(source), str(Path(source)))
+        except OSError as e:
+            raise OnnxFormatError(f"{Path(source)}: cannot read ({e.strerror or e})") from None
+    raise TypeError(
+        f"model {role}: expected a netmorph Graph, an onnx.ModelProto or a path, got {type(source).__name__}"
+    )

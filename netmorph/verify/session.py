@@ -1,0 +1,88 @@
+"""ONNX Runtime sessions for verification: provider choice, threads, optimisation level."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelRunError
+from .models import LoadedModel
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+# TF32 would round float32 matmuls/convs to 10 mantissa bits on Ampere+ GPUs and swamp
+# the differences a verification is looking for.
+CUDA_OPTIONS = {"use_tf32": "0"}
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+def cpu_threads() -> int:
+    """Intra-op threads: the CPUs this process may use, at most 8 (2 on the CI machine)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def default_providers() -> list[Any]:
+    """CUDA (TF32 off) then CPU when onnxruntime-gpu is installed, else CPU only.
+
+    Whether a GPU is really usable is only known once a session exists: ORT falls back to
+    CPU when CUDA cannot start, and :attr:`VerifyReport.provider` records what ran.
+    """
+    if CUDA in _ort().get_available_providers():
+        return [(CUDA, dict(CUDA_OPTIONS)), CPU]
+    return [CPU]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any] | None = None):
+    """An ``InferenceSession`` on ``model``'s bytes.
+
+    ``optimize=False`` disables every graph optimisation (``ORT_DISABLE_ALL``), so ORT runs
+    the graph as written; ``True`` uses ORT's default (``ORT_ENABLE_ALL``).
+    """
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    so.intra_op_num_threads = cpu_threads()
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # errors only: fallbacks are reported through get_providers()
+    chosen = list(providers) if providers is not None else default_providers()
+    try:
+        data = model.serialized()
+    except ValueError as e:
+        raise ModelRunError(str(e)) from None
+    try:
+        return ort.InferenceSession(data, sess_options=so, providers=chosen)
+    except Exception as e:  # ORT raises its own pybind exception types
+        if providers is None and chosen and isinstance(chosen[0], tuple):
+            try:  # an older onnxruntime-gpu may not know an option: retry with plain CUDA
+                return ort.InferenceSession(data, sess_options=so, providers=[CUDA, CPU])
+            except Exception:
+                pass
+        raise ModelRunError(f"{model.label}: ONNX Runtime cannot load the model: {_first_line(e)}") from None
+
+
+def run_session(session, model: LoadedModel, feed: dict[str, np.ndarray], outputs: list[str], batch: int):
+    """Run one batch; ORT failures become :class:`ModelRunError` naming the model and batch."""
+    try:
+        return dict(zip(outputs, session.run(outputs, feed), strict=True))
+    except Exception as e:
+        msg = f"{model.label}: ONNX Runtime failed on batch {batch}: {_first_line(e)}"
+        raise ModelRunError(msg) from None
