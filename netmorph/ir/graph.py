@@ -173,6 +173,24 @@ class Node:
             raise IRError(f"node {self.name!r} ({self.op_type}) has {len(self.outputs)} outputs")
         return self.outputs[0]
 
+    @property
+    def has_subgraphs(self) -> bool:
+        """True when an attribute holds a graph (``If`` branches, ``Loop`` / ``Scan`` bodies)."""
+        return any(a.type in _GRAPH_ATTRS for a in self.attributes.values())
+
+    def captured_names(self) -> set[str]:
+        """Names of outer values that this node's subgraphs read (implicit inputs).
+
+        ONNX subgraphs may read any value of the enclosing graph by name; such reads are not
+        in :attr:`inputs`. The IR honours them in :meth:`Graph.check`, :meth:`Graph.toposort`,
+        :meth:`Graph.remove_node` and :meth:`Graph.rename_value`.
+        """
+        free: set[str] = set()
+        for a in self.attributes.values():
+            for sub in attribute_subgraphs(a):
+                free |= _free_names(sub, frozenset())
+        return free
+
     def param(self, index: int) -> np.ndarray | None:
         """The array of input ``index`` when it is a parameter, else ``None``."""
         if index >= len(self._inputs) or self._inputs[index] is None:
@@ -203,6 +221,7 @@ class Graph:
         self.opset_imports: dict[str, int] = dict(opset_imports or {"": 17})
         self._values: dict[str, Value] = {}
         self._node_names: set[str] = set()
+        self._reserved_names: set[str] = set()  # defined inside subgraphs: never reused
         self._params: list[Value] = []  # initializers, in file order
         self.extras: dict[str, Any] = {}
         self.ir_version: int = onnx.IR_VERSION
@@ -215,12 +234,16 @@ class Graph:
 
     # -- name authority -----------------------------------------------------------------
     def unique_value_name(self, hint: str) -> str:
-        if hint and hint not in self._values:
+        """``hint``, or ``hint.1``, ``hint.2`` … : the first name no value (here or inside a
+        subgraph) has."""
+        taken = self._values
+        reserved = self._reserved_names
+        if hint and hint not in taken and hint not in reserved:
             return hint
         base = hint or "v"
         for i in itertools.count(1):
             cand = f"{base}.{i}"
-            if cand not in self._values:
+            if cand not in taken and cand not in reserved:
                 return cand
         raise AssertionError  # pragma: no cover
 
@@ -400,10 +423,16 @@ class Graph:
 
     def remove_node(self, node: Node) -> None:
         """Remove a node whose outputs nobody reads any more."""
+        captured = self._captured_by()
         for o in node.outputs:
             if o._uses or o.is_graph_output:
                 users = ", ".join(n.name for n, _ in o._uses) or "the graph outputs"
                 raise IRError(f"cannot remove {node.name!r}: its output {o.name!r} is read by {users}")
+            if o.name in captured:
+                raise IRError(
+                    f"cannot remove {node.name!r}: its output {o.name!r} is read inside the "
+                    f"subgraph of {captured[o.name]!r}"
+                )
         del self.nodes[self._index(node)]
         node._detach_inputs()
         for o in node.outputs:
@@ -411,10 +440,11 @@ class Graph:
         self._node_names.discard(node.name)
 
     def remove_unused_parameters(self) -> int:
-        """Drop parameters nobody reads; returns how many were dropped."""
+        """Drop parameters nobody reads (subgraphs included); returns how many were dropped."""
         keep, dropped = [], 0
+        captured = self._captured_by()
         for v in self._params:
-            if v._uses or v.is_graph_output or v.is_graph_input:
+            if v._uses or v.is_graph_output or v.is_graph_input or v.name in captured:
                 keep.append(v)
             else:
                 del self._values[v.name]
@@ -425,11 +455,25 @@ class Graph:
     def rename_value(self, value: Value, new_name: str) -> None:
         if new_name == value.name:
             return
-        if new_name in self._values:
+        if new_name in self._values or new_name in self._reserved_names:
             raise IRError(f"value name {new_name!r} is already used")
+        captured = self._captured_by()
+        if value.name in captured:
+            raise IRError(
+                f"cannot rename {value.name!r}: the subgraph of {captured[value.name]!r} reads it by name"
+            )
         del self._values[value.name]
         value._name = new_name
         self._values[new_name] = value
+
+    def _captured_by(self) -> dict[str, str]:
+        """Outer value name -> name of a node whose subgraph reads it."""
+        out: dict[str, str] = {}
+        for n in self.nodes:
+            if n.has_subgraphs:
+                for name in n.captured_names():
+                    out.setdefault(name, n.name)
+        return out
 
     # -- whole-graph operations ---------------------------------------------------------
     def clone(self) -> Graph:
@@ -443,6 +487,7 @@ class Graph:
         g.metadata_props = list(self.metadata_props)
         g.extras = dict(self.extras)
         g._node_names = set(self._node_names)
+        g._reserved_names = set(self._reserved_names)
         vmap: dict[int, Value] = {}
 
         def copy_value(v: Value) -> Value:
@@ -475,15 +520,24 @@ class Graph:
         """A networkx view: one vertex per node (keyed by node name), one edge per value use.
 
         Edge data: ``value`` (the value name). Graph inputs and parameters are not vertices.
+        Outer values read inside a node's subgraphs count as uses (see
+        :meth:`Node.captured_names`).
         """
         g = nx.MultiDiGraph()
         for n in self.nodes:
             g.add_node(n.name, op_type=n.op_type)
         for n in self.nodes:
-            for v in n._inputs:
-                if v is not None and v.producer is not None:
+            for v in self._reads(n):
+                if v.producer is not None:
                     g.add_edge(v.producer.name, n.name, value=v.name)
         return g
+
+    def _reads(self, n: Node) -> list[Value]:
+        """The values ``n`` reads: its inputs, then the outer values its subgraphs capture."""
+        vals = [v for v in n._inputs if v is not None]
+        if n.has_subgraphs:
+            vals += [self._values[k] for k in sorted(n.captured_names()) if k in self._values]
+        return vals
 
     def toposort(self) -> None:
         """Reorder ``nodes`` topologically (stable: keeps the current order where it can)."""
@@ -491,8 +545,8 @@ class Graph:
         dg = nx.DiGraph()
         for n in self.nodes:
             dg.add_node(id(n))
-            for v in n._inputs:
-                if v is not None and v.producer is not None:
+            for v in self._reads(n):
+                if v.producer is not None:
                     dg.add_edge(id(v.producer), id(n))
         try:
             ids = list(nx.lexicographical_topological_sort(dg, key=lambda k: order[k]))
@@ -507,8 +561,8 @@ class Graph:
         Invariants: every value has one producer (SSA) and is registered under its name;
         node names are unique; ``nodes`` is in topological order (so the graph is acyclic);
         no node reads a value that is not a graph input, a parameter or an earlier node's
-        output; use lists and input lists agree both ways; graph outputs exist; every
-        parameter's type matches its array.
+        output (nor does a subgraph read such a value by name); use lists and input lists
+        agree both ways; graph outputs exist; every parameter's type matches its array.
         """
         known: set[int] = set()
         for v in self.inputs:
@@ -539,6 +593,14 @@ class Graph:
                     )
                 if (n, i) not in v._uses:
                     raise IRError(f"use list of {v.name!r} misses {n.name!r} input {i}")
+            if n.has_subgraphs:
+                for name in sorted(n.captured_names()):
+                    v = self._values.get(name)
+                    if v is None or id(v) not in known:
+                        raise IRError(
+                            f"node {n.name!r} ({n.op_type}): its subgraph reads {name!r}, which is "
+                            "not defined before it"
+                        )
             for i, o in enumerate(n.outputs):
                 if o.producer is not n or o.output_index != i:
                     raise IRError(f"output {o.name!r} of {n.name!r} has a wrong producer link")
@@ -573,3 +635,40 @@ class Graph:
 
 def producers(values: Iterable[Value]) -> list[Node]:
     return [v.producer for v in values if v.producer is not None]
+
+
+_GRAPH_ATTRS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+def attribute_subgraphs(a: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    """The graphs an attribute holds (none unless it is a GRAPH / GRAPHS attribute)."""
+    if a.type == onnx.AttributeProto.GRAPH:
+        return [a.g]
+    if a.type == onnx.AttributeProto.GRAPHS:
+        return list(a.graphs)
+    return []
+
+
+def _free_names(gp: onnx.GraphProto, bound: frozenset[str]) -> set[str]:
+    """Names read inside ``gp`` (nested subgraphs included) that ``gp`` does not define."""
+    local = set(bound) | {v.name for v in gp.input} | {t.name for t in gp.initializer}
+    local |= {t.values.name for t in gp.sparse_initializer}
+    free: set[str] = set()
+    for n in gp.node:
+        free.update(i for i in n.input if i and i not in local)
+        for a in n.attribute:
+            for sub in attribute_subgraphs(a):
+                free |= _free_names(sub, frozenset(local))
+        local.update(o for o in n.output if o)
+    return free
+
+
+def subgraph_defined_names(gp: onnx.GraphProto) -> set[str]:
+    """Every name ``gp`` and its nested subgraphs define (inputs, initializers, outputs)."""
+    names = {v.name for v in gp.input} | {t.name for t in gp.initializer}
+    for n in gp.node:
+        names.update(o for o in n.output if o)
+        for a in n.attribute:
+            for sub in attribute_subgraphs(a):
+                names |= subgraph_defined_names(sub)
+    return names

@@ -6,7 +6,7 @@ import onnx
 from onnx import helper
 
 from ..errors import NetmorphError
-from ..ir.graph import Graph, IRError, Node, Value
+from ..ir.graph import Graph, IRError, Node, Value, attribute_subgraphs, subgraph_defined_names
 from ..ir.parameter import Parameter
 from ..ir.types import TensorType
 
@@ -21,11 +21,31 @@ _GRAPH_EXTRAS = ("quantization_annotation", "metadata_props")
 
 
 def _set_type(v: Value, tp: onnx.TypeProto) -> None:
+    """Type ``v`` from ``tp``; the proto itself is kept when ``TensorType`` cannot say it all.
+
+    Non-tensor types (sequences, optionals …) live only in ``type_proto``. Tensor types that
+    carry more than ``TensorType`` models (denotations) keep their proto too; it is written
+    back as long as ``v.type`` still describes the same tensor type.
+    """
     tt = TensorType.from_type_proto(tp)
-    if tt is not None:
-        v.type = tt
-    else:
+    if tt is None:
         v.type_proto = tp
+        return
+    v.type = tt
+    if tt.to_type_proto() != tp:
+        v.type_proto = tp
+
+
+def _read_value_info(v: Value, vi: onnx.ValueInfoProto, *, replace: bool = False) -> None:
+    """Copy the documentation fields of ``vi`` onto ``v`` (its type is set separately).
+
+    Empty fields of ``vi`` leave ``v``'s alone unless ``replace``.
+    """
+    if vi.doc_string or replace:
+        v.doc_string = vi.doc_string
+    props = [(p.key, p.value) for p in getattr(vi, "metadata_props", ())]
+    if props or replace:
+        v.metadata_props = props
 
 
 def from_onnx(model: onnx.ModelProto) -> Graph:
@@ -37,6 +57,13 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
     """
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"expected onnx.ModelProto, got {type(model).__name__}")
+    try:
+        return _build_graph(model)
+    except IRError as e:  # duplicate names and the like: the file is at fault, not the caller
+        raise OnnxFormatError(str(e)) from None
+
+
+def _build_graph(model: onnx.ModelProto) -> Graph:
     gp = model.graph
     if len(gp.sparse_initializer):
         raise OnnxFormatError(
@@ -72,7 +99,7 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
             continue  # an initializer listed as input (IR < 4 style); handled below
         v = g._new_value(vi.name, None)
         _set_type(v, vi.type)
-        v.doc_string = vi.doc_string
+        _read_value_info(v, vi)
         g.inputs.append(v)
     inputs_with_init = {vi.name: vi for vi in gp.input if vi.name in init_names}
     for t in gp.initializer:
@@ -86,7 +113,7 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
         for vi in gp.input:
             v = g.value(vi.name)
             if vi.name in inputs_with_init:
-                v.doc_string = vi.doc_string
+                _read_value_info(v, vi)
             g.inputs.append(v)
         g.extras["inputs_with_initializer"] = True
 
@@ -101,6 +128,8 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
         node.metadata_props = [(p.key, p.value) for p in getattr(np_, "metadata_props", ())]
         for a in np_.attribute:
             node.attributes[a.name] = a
+            for sub in attribute_subgraphs(a):
+                g._reserved_names |= subgraph_defined_names(sub)
         for name in np_.input:
             if name == "":
                 node.append_input(None)
@@ -123,20 +152,34 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
             node.outputs.append(v)
         g.nodes.append(node)
     for vi in gp.value_info:
-        if g.has_value(vi.name):
-            v = g.value(vi.name)
+        v = g._values.get(vi.name)
+        if v is not None and v.producer is not None:
             _set_type(v, vi.type)
-            v.doc_string = vi.doc_string
-        else:
+            _read_value_info(v, vi)
+        elif v is not None:
+            # value_info about a graph input or an initializer: kept verbatim, written back
+            # while the value exists (retyped if a pass changed it).
+            g.extras.setdefault("kept_value_info", []).append(vi)
+        else:  # about a name that is not a value here (a subgraph's, or stale): kept, reserved
             g.extras.setdefault("orphan_value_info", []).append(vi)
+            g._reserved_names.add(vi.name)
     for vi in gp.output:
         if not g.has_value(vi.name):
             raise OnnxFormatError(f"graph output {vi.name!r} is not produced by anything")
         v = g.value(vi.name)
+        g.outputs.append(v)
+        if v.producer is None:
+            # an input or initializer passed straight through: its output entry may say
+            # something else than its input entry, so it is kept as written
+            g.extras.setdefault("passthrough_outputs", {})[vi.name] = vi
+            continue
         if vi.type.WhichOneof("value") is not None:
             _set_type(v, vi.type)
-        v.doc_string = vi.doc_string or v.doc_string
-        g.outputs.append(v)
+        _read_value_info(v, vi, replace=True)  # the graph-output entry is what is written back
+    outputs = {v.name for v in g.outputs if v.producer is not None}
+    for vi in gp.value_info:  # value_info that repeats a graph output: kept as written
+        if vi.name in outputs:
+            g.extras.setdefault("kept_value_info", []).append(vi)
     try:
         g.check()
     except IRError as e:
@@ -147,13 +190,47 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
 def _value_info(v: Value) -> onnx.ValueInfoProto:
     vi = onnx.ValueInfoProto()
     vi.name = v.name
-    if v.type is not None:
+    kept = v.type_proto
+    if kept is not None and (v.type is None or TensorType.from_type_proto(kept) == v.type):
+        vi.type.CopyFrom(kept)
+    elif v.type is not None:
         vi.type.CopyFrom(v.type.to_type_proto())
-    elif v.type_proto is not None:
-        vi.type.CopyFrom(v.type_proto)
     if v.doc_string:
         vi.doc_string = v.doc_string
+    for k, val in v.metadata_props:
+        p = vi.metadata_props.add()
+        p.key, p.value = k, val
     return vi
+
+
+def _kept_value_info(g: Graph) -> list[onnx.ValueInfoProto]:
+    """Stored value_info entries (of inputs, parameters, graph outputs) still to be written.
+
+    An entry is dropped once its value is gone, or when the value became an intermediate
+    (which gets a generated entry); it is retyped if a pass changed the value's type.
+    """
+    out = []
+    for vi in g.extras.get("kept_value_info", ()):
+        v = g._values.get(vi.name)
+        if v is None or (v.producer is not None and not v.is_graph_output):
+            continue
+        out.append(_current(vi, v))
+    return out
+
+
+def _current(vi: onnx.ValueInfoProto, v: Value) -> onnx.ValueInfoProto:
+    """``vi`` as stored, or retyped when ``v``'s type now contradicts it."""
+    t = TensorType.from_type_proto(vi.type)
+    if t is not None and v.type is not None and not t.compatible(v.type):
+        return _retyped(vi, v.type)
+    return vi
+
+
+def _retyped(vi: onnx.ValueInfoProto, t: TensorType) -> onnx.ValueInfoProto:
+    new = onnx.ValueInfoProto()
+    new.CopyFrom(vi)
+    new.type.CopyFrom(t.to_type_proto())
+    return new
 
 
 def graph_proto_without_initializers(g: Graph) -> onnx.GraphProto:
@@ -181,7 +258,11 @@ def graph_proto_without_initializers(g: Graph) -> onnx.GraphProto:
             p = np_.metadata_props.add()
             p.key, p.value = k, val
     gp.input.extend(_value_info(v) for v in g.inputs)
-    gp.output.extend(_value_info(v) for v in g.outputs)
+    passthrough = g.extras.get("passthrough_outputs", {})
+    gp.output.extend(
+        _current(passthrough[v.name], v) if v.producer is None and v.name in passthrough else _value_info(v)
+        for v in g.outputs
+    )
     interface = {id(v) for v in g.inputs} | {id(v) for v in g.outputs}
     for n in g.nodes:
         for o in n.outputs:
@@ -189,6 +270,7 @@ def graph_proto_without_initializers(g: Graph) -> onnx.GraphProto:
                 o.type is not None or o.type_proto is not None
             ):
                 gp.value_info.append(_value_info(o))
+    gp.value_info.extend(_kept_value_info(g))
     gp.value_info.extend(g.extras.get("orphan_value_info", ()))
     for field in _GRAPH_EXTRAS:
         items = g.extras.get("graph." + field)

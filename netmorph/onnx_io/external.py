@@ -56,6 +56,24 @@ def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
     return cur
 
 
+def _open_checked(path: Path, tensor_name: str):
+    """Open ``path`` without following a symlink swapped in since it was checked, and
+    re-check on the open descriptor that it is a regular file with one link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        raise OnnxFormatError(
+            f"external data of tensor {tensor_name!r}: cannot open {path.name!r} ({e.strerror})"
+        ) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        raise OnnxFormatError(
+            f"external data of tensor {tensor_name!r}: {path.name!r} changed while being opened; refused"
+        )
+    return os.fdopen(fd, "rb")
+
+
 def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
     """Read every external tensor of ``model`` into ``raw_data``, in place.
 
@@ -73,11 +91,17 @@ def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
             path = resolve_location(base_dir, info.get("location", ""), t.name)
             f = handles.get(path)
             if f is None:
-                f = handles[path] = open(path, "rb")  # noqa: SIM115
+                f = handles[path] = _open_checked(path, t.name)
             size = os.fstat(f.fileno()).st_size
-            offset = int(info.get("offset", 0) or 0)
-            length = info.get("length")
-            length = size - offset if length in (None, "") else int(length)
+            try:
+                offset = int(info.get("offset", 0) or 0)
+                length = info.get("length")
+                length = size - offset if length in (None, "") else int(length)
+            except ValueError:
+                raise OnnxFormatError(
+                    f"external data of tensor {t.name!r}: offset/length "
+                    f"{info.get('offset')!r}/{info.get('length')!r} are not integers"
+                ) from None
             if offset < 0 or length < 0 or offset + length > size:
                 raise OnnxFormatError(
                     f"external data of tensor {t.name!r}: bytes {offset}..{offset + length} "
@@ -95,9 +119,34 @@ def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
 
 
 def _all_tensors(model: onnx.ModelProto):
-    yield from model.graph.initializer
-    for n in model.graph.node:
+    """Every ``TensorProto`` of ``model``: initializers and tensor attributes, subgraphs and
+    local functions included (any of them may point at external data)."""
+    yield from _graph_tensors(model.graph)
+    for f in model.functions:
+        yield from _node_tensors(f.node)
+
+
+def _graph_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for st in graph.sparse_initializer:
+        yield st.values
+        yield st.indices
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes):
+    for n in nodes:
         for a in n.attribute:
             if a.HasField("t"):
                 yield a.t
             yield from a.tensors
+            if a.HasField("sparse_tensor"):
+                yield a.sparse_tensor.values
+                yield a.sparse_tensor.indices
+            for st in a.sparse_tensors:
+                yield st.values
+                yield st.indices
+            if a.HasField("g"):
+                yield from _graph_tensors(a.g)
+            for sub in a.graphs:
+                yield from _graph_tensors(sub)

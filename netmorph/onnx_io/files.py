@@ -20,6 +20,7 @@ from .external import load_external_data
 
 # Above this many bytes of weights, save() writes them to a side file (protobuf's 2 GiB cap).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay inline with external_data=True (onnx's default)
 _ALIGN = 64
 
 
@@ -30,7 +31,10 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
         raise OnnxFormatError(f"{p}: no such file")
     if not p.is_file():
         raise OnnxFormatError(f"{p}: not a regular file")
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise OnnxFormatError(f"{p}: cannot be read ({e.strerror or e})") from None
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
@@ -41,7 +45,10 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
         raise OnnxFormatError(
             f"{p}: not an ONNX model (no ir_version, opset imports or graph in the file)"
         )
-    load_external_data(model, p.parent)
+    try:
+        load_external_data(model, p.parent)
+    except OnnxFormatError as e:
+        raise OnnxFormatError(f"{p}: {e}") from None
     return model
 
 
@@ -52,7 +59,11 @@ def load(path: str | os.PathLike) -> Graph:
     :func:`netmorph.onnx_io.external.resolve_location`). Weights are not copied: the graph's
     parameters keep the parsed tensors and turn into numpy arrays when first read.
     """
-    return from_onnx(read_model_proto(path))
+    model = read_model_proto(path)
+    try:
+        return from_onnx(model)
+    except OnnxFormatError as e:
+        raise OnnxFormatError(f"{Path(path)}: {e}") from None
 
 
 # -- protobuf wire helpers for the streaming writer ----------------------------------------
@@ -76,31 +87,38 @@ _MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9
 
 
 def _plan_tensors(g: Graph, side, side_name: str | None):
-    """Per parameter: (header bytes or a TensorProto, raw buffer or None, serialised length)."""
+    """Per parameter: (header bytes or a TensorProto, raw buffer or None, serialised length).
+
+    With a ``side`` file open, tensors of at least ``EXTERNAL_MIN_BYTES`` raw bytes are
+    written there (64-byte aligned) and their header points at it; smaller ones and
+    tensors stored in typed fields (``float_data`` …) stay inline.
+    """
     plan = []
     offset = 0
     for v in g.parameters:
         header, raw = v.const.header_proto(v.name)
-        if side is not None and (raw is not None or not header.HasField("raw_data")):
-            if raw is None:  # an untouched loaded tensor: pull out its raw bytes
-                full = header
-                header = onnx.TensorProto()
-                header.CopyFrom(full)
-                raw = header.raw_data if header.HasField("raw_data") else None
-                header.ClearField("raw_data")
-                if raw is None:  # typed fields (float_data …): keep it inline
-                    plan.append((full, None, full.ByteSize()))
-                    continue
-            pad = (-offset) % _ALIGN
-            side.write(b"\0" * pad)
-            offset += pad
-            side.write(raw)
-            header.data_location = onnx.TensorProto.EXTERNAL
-            for k, val in (("location", side_name), ("offset", str(offset)), ("length", str(len(raw)))):
-                e = header.external_data.add()
-                e.key, e.value = k, val
-            offset += len(raw)
-            raw = None
+        if raw is None and header.data_location == onnx.TensorProto.EXTERNAL:
+            raise OnnxFormatError(
+                f"parameter {v.name!r} still refers to external data that was never read; "
+                "build the graph with netmorph.load (or onnx.load) so its weights are in memory"
+            )
+        if side is not None:
+            if raw is None and header.HasField("raw_data"):
+                data = header.raw_data  # one copy of the bytes (protobuf hands out copies)
+                if len(data) >= EXTERNAL_MIN_BYTES:  # an untouched loaded tensor: split it
+                    raw, header = data, _without_raw_data(header)
+                del data
+            if raw is not None and len(raw) >= EXTERNAL_MIN_BYTES:
+                pad = (-offset) % _ALIGN
+                side.write(b"\0" * pad)
+                offset += pad
+                side.write(raw)
+                header.data_location = onnx.TensorProto.EXTERNAL
+                for k, val in (("location", side_name), ("offset", str(offset)), ("length", str(len(raw)))):
+                    e = header.external_data.add()
+                    e.key, e.value = k, val
+                offset += len(raw)
+                raw = None
         if raw is None:
             # Serialised only when written, one tensor at a time (no full-model copy).
             plan.append((header, None, header.ByteSize()))
@@ -109,6 +127,35 @@ def _plan_tensors(g: Graph, side, side_name: str | None):
         n = len(hb) + len(_tag(_TENSOR_RAW_DATA)) + len(_varint(len(raw))) + len(raw)
         plan.append((hb, raw, n))
     return plan
+
+
+def _without_raw_data(t: onnx.TensorProto) -> onnx.TensorProto:
+    """A copy of ``t`` without its ``raw_data`` (copied field by field: the bytes are not)."""
+    h = onnx.TensorProto()
+    for fd, val in t.ListFields():
+        if fd.name == "raw_data":
+            continue
+        if fd.is_repeated:
+            getattr(h, fd.name).extend(val)
+        elif fd.type == fd.TYPE_MESSAGE:
+            getattr(h, fd.name).CopyFrom(val)
+        else:
+            setattr(h, fd.name, val)
+    return h
+
+
+def _split_fields(msg, field_number: int) -> tuple[bytes, bytes]:
+    """``msg`` serialised as (fields numbered below ``field_number``, fields above it).
+
+    Writing ``head``, then field ``field_number``, then ``tail`` gives the bytes protobuf's
+    own serialiser would (fields in number order).
+    """
+    head, tail = type(msg)(), type(msg)()
+    head.CopyFrom(msg)
+    tail.CopyFrom(msg)
+    for fd, _ in msg.ListFields():
+        (tail if fd.number < field_number else head).ClearField(fd.name)
+    return head.SerializeToString(), tail.SerializeToString()
 
 
 def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
@@ -140,29 +187,35 @@ def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = 
                 os.fsync(side.fileno())
                 side.close()
         shell = model_shell(graph).SerializeToString()
-        gbytes = graph_proto_without_initializers(graph).SerializeToString()
+        graph_head, graph_tail = _split_fields(graph_proto_without_initializers(graph), _GRAPH_INITIALIZER)
         tag_init = _tag(_GRAPH_INITIALIZER)
-        glen = len(gbytes) + sum(len(tag_init) + len(_varint(n)) + n for _, _, n in plan)
+        glen = len(graph_head) + len(graph_tail) + sum(
+            len(tag_init) + len(_varint(n)) + n for _, _, n in plan
+        )
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         tmp_files.append(tmp)
         with os.fdopen(fd, "wb") as f:
+            # The graph goes last: a file cut anywhere after the small header then breaks the
+            # graph's declared length, so a truncated save is always detected on load.
             f.write(shell)
             f.write(_tag(_MODEL_GRAPH) + _varint(glen))
-            f.write(gbytes)
+            f.write(graph_head)
             for hb, raw, n in plan:
                 f.write(tag_init + _varint(n))
                 f.write(hb if isinstance(hb, bytes) else hb.SerializeToString())
                 if raw is not None:
                     f.write(_tag(_TENSOR_RAW_DATA) + _varint(len(raw)))
                     f.write(raw)
+            f.write(graph_tail)
             f.flush()
             os.fsync(f.fileno())
         mode = 0o666 & ~_umask()
-        if side_tmp is not None:
-            os.chmod(side_tmp, mode)
-            os.replace(side_tmp, side_final)
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if side_tmp is None:
+            os.replace(tmp, path)
+        else:
+            os.chmod(side_tmp, mode)
+            _replace_pair(side_tmp, side_final, tmp, path)
         tmp_files.clear()
     finally:
         for t in tmp_files:
@@ -171,6 +224,30 @@ def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = 
             except FileNotFoundError:
                 pass
     return path
+
+
+def _replace_pair(side_tmp: str, side_final: Path, tmp: str, path: Path) -> None:
+    """Move the side file, then the model, into place; if the model cannot be moved, put
+    the previous side file back so an existing model still finds the data it was saved with.
+
+    (Two renames are not one atomic step: a crash between them can still pair the old model
+    with the new data. Errors cannot.)
+    """
+    backup = None
+    if os.path.lexists(side_final):
+        backup = tempfile.mktemp(prefix=f".{side_final.name}.old.", dir=side_final.parent)
+        os.replace(side_final, backup)
+    try:
+        os.replace(side_tmp, side_final)
+        os.replace(tmp, path)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, side_final)
+        elif os.path.lexists(side_final):
+            os.unlink(side_final)
+        raise
+    if backup is not None:
+        os.unlink(backup)
 
 
 def _umask() -> int:
