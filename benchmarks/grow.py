@@ -1,0 +1,88 @@
+"""Wall time of ``deepen`` (PlainNet-52 -> 100, ResNet-50 -> 98) including verification, per solver.
+
+Prints one JSON object: for each (model, solver) the median over ``--runs`` of the total time of
+``PassManager.run`` and its breakdown (solve: kernel solvers; surgery: graph rewriting and
+type inference; check: graph + strict type check; prove: the exact-solver surgery proof of an
+approximate pass; verify: ONNX Runtime verification of the child), plus the depth change and the
+largest kernel residual / output error seen. ``--quick``: PlainNet-7 -> 10 and ResNet-8 -> 14, one run. Each
+configuration is run once more first, uncounted (warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+
+def _bench(graph, solver: str, max_iter: int, runs: int) -> dict:
+    from netmorph.passes import PassManager, get_pass
+
+    opts = {"solver": solver}
+    if solver != "exact":
+        opts["max_iter"] = max_iter
+    totals, parts = [], {}
+    rep = None
+    for i in range(runs + 1):  # run 0 warms up (imports, torch / ORT initialisation): not counted
+        # time, not accuracy, is measured: an approximate child is reported, never refused
+        loose = {} if solver == "exact" else {"rtol": 1e9, "atol": 1e9}
+        pm = PassManager(batches=1, batch_size=2, **loose)
+        t0 = time.perf_counter()
+        _, (rep,) = pm.run(graph, [get_pass("deepen", **opts)])
+        if i == 0:
+            continue
+        totals.append(time.perf_counter() - t0)
+        for k, v in rep.timings.items():
+            parts.setdefault(k, []).append(v)
+    return {
+        "solver": solver,
+        "max_iter": max_iter if solver != "exact" else None,
+        "depth": f"{rep.depth_before}->{rep.depth_after}",
+        "convs_solved": len(rep.solves),
+        "runs": runs,
+        "total_s_median": statistics.median(totals),
+        "total_s_all": totals,
+        "breakdown_s_median": {k: statistics.median(v) for k, v in parts.items()},
+        "max_kernel_residual": rep.max_residual,
+        "child_max_abs": rep.verification["max_abs"],
+        "child_max_rel": rep.verification["max_rel"],
+        "surgery_proof_max_abs": None if rep.surgery_proof is None else rep.surgery_proof.get("max_abs"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small models, one run (smoke test)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--optgd-iters", type=int, default=50)
+    args = ap.parse_args()
+
+    import netmorph
+
+    runs = 1 if args.quick else args.runs
+    iters = 5 if args.quick else args.optgd_iters
+    models = {
+        "plainnet": netmorph.build("plain", blocks=2 if args.quick else 17, bn_stats=True, seed=0),
+        "resnet_r0.5": netmorph.build("resnet", blocks=1 if args.quick else 8, residual_ratio=0.5,
+                                      bn_stats=True, seed=0),
+    }
+    results = []
+    for name, g in models.items():
+        for solver in ("exact", "optgd"):
+            if name.startswith("resnet") and solver != "exact":
+                continue  # ResNet growth uses the dense identity split only: no kernel solver
+            results.append({"model": name, **_bench(g, solver, iters, runs)})
+    print(json.dumps({
+        "benchmark": "grow",
+        "quick": args.quick,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "omp_threads": os.environ.get("OMP_NUM_THREADS")},
+        "results": results,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

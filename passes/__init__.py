@@ -1,0 +1,22 @@
+"""Morph passes and the ``PassManager`` (one pass per module).
+
+>>> from netmorph.passes import PassManager, get_pass
+>>> child, reports = PassManager().run(graph, [get_pass("deepen")])
+"""
+
+from ..errors import PreconditionError
+from .base import Contract, ConvSolve, Option, Pass, PassContext, PassReport
+from .conv_split import ConvSplit
+from .deepen_level import Deepen, DeepenLevel
+from .duplicate_block import DuplicateBlock
+from .insert_identity_bn import InsertIdentityBN
+from .insert_identity_prelu import InsertIdentityPReLU
+from .manager import PassManager
+from .registry import PASSES, get_pass, list_passes, register
+from .restore_bn import RestoreBN
+
+__all__ = [
+    "PASSES", "Contract", "ConvSolve", "ConvSplit", "Deepen", "DeepenLevel", "DuplicateBlock",
+    "InsertIdentityBN", "InsertIdentityPReLU", "Option", "Pass", "PassContext", "PassManager",
+    "PassReport", "PreconditionError", "RestoreBN", "get_pass", "list_passes", "register",
+]

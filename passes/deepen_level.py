@@ -1,0 +1,121 @@
+"""``deepen-level`` / ``deepen``: double the depth of a level (or of every level).
+
+PlainNet: n -> 2n−1 blocks (every template conv is split; the channel switch stays; each half
+of a split conv is a template block). ResNet: n -> 2n blocks (an identity block after each).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import PreconditionError, StructureError
+from ..ir import Graph
+from .base import Contract, Option, Pass, PassContext
+from .conv_split import MID_BN, SOLVER_OPTIONS, check_splittable, solver_contract, split_conv
+from .duplicate_block import (
+    _fresh_block_name,
+    check_insertable,
+    insert_identity_block,
+    residual_ratio_of,
+    wants_bn,
+)
+from .layers import find_node, find_value
+from .select import recognise, select_levels, template_convs
+
+
+def _expected_blocks(family: str, n: int) -> int:
+    return 2 * n - 1 if family == "plain" else 2 * n
+
+
+class DeepenLevel(Pass):
+    """Deepen one level (``level``) or all of them: PlainNet n -> 2n−1, ResNet n -> 2n."""
+
+    name = "deepen-level"
+    summary = "Deepen a level: PlainNet n -> 2n-1 blocks (split template convs), ResNet n -> 2n."
+    option_specs = (
+        Option("level", str, None, "the level to deepen, or 'all'"),
+        Option("cmid", int, None, "PlainNet: channels between F1 and F2 (default: Cout)"),
+        Option("k1", int, None, "PlainNet: F1 kernel size (default 3 for 3x3, 1 for 1x1)"),
+        Option("k2", int, None, "PlainNet: F2 kernel size (default 3 for 3x3, 1 for 1x1)"),
+        Option("residual_ratio", float, None, "ResNet: r (default: read from the structure)"),
+        MID_BN,
+        *SOLVER_OPTIONS,
+    )
+    _level_default: str | None = None
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self._expected: dict[int, int] = {}  # level index -> block count, set by call for ensures
+        if self.options.get("level") is None:
+            self.options["level"] = self._level_default
+
+    @property
+    def contract(self) -> Contract:
+        return solver_contract(self.options)
+
+    def exact_variant(self) -> Pass:
+        return type(self)(**{**self.options, "solver": "exact"})
+
+    def _plan(self, graph: Graph) -> tuple[Any, list[Any]]:
+        if self.options["level"] is None:
+            raise PreconditionError(f"{self.name}: say which level to deepen (--level I|all)")
+        st = recognise(graph)
+        if st.family not in ("plain", "resnet"):
+            raise PreconditionError(f"{self.name}: unknown DynamicNet family {st.family!r}")
+        return st, select_levels(st, self.options["level"], self.name)
+
+    def requires(self, graph: Graph) -> None:
+        st, levels = self._plan(graph)
+        for lv in levels:
+            if st.family == "plain":
+                for c in template_convs(lv):
+                    check_splittable(find_node(graph, c), self.options)
+            else:
+                r = residual_ratio_of(graph, st, lv, self.options["residual_ratio"], self.name)
+                if not 0.0 <= r <= 1.0:
+                    raise PreconditionError(f"{self.name}: residual ratio r={r} is outside [0, 1]")
+                for b in lv.blocks:
+                    check_insertable(graph, find_value(graph, _name(b.output)),
+                                     f"{self.name} after block {b.name!r}")
+
+    def call(self, graph: Graph, ctx: PassContext) -> None:
+        st, levels = self._plan(graph)
+        self._expected = {lv.index: _expected_blocks(st.family, len(lv.blocks)) for lv in levels}
+        if st.family == "plain":
+            convs = [c for lv in levels for c in template_convs(lv)]
+            ctx.expect_solves(len(convs))
+            for c in convs:
+                split_conv(graph, ctx, graph.node(c), self.options)
+            return
+        work = [(lv, b) for lv in levels for b in lv.blocks]
+        ctx.expect_solves(len(work))
+        for lv, b in work:
+            r = residual_ratio_of(graph, st, lv, self.options["residual_ratio"], self.name)
+            insert_identity_block(graph, ctx, graph.value(_name(b.output)), r=r,
+                                  name=_fresh_block_name(graph, b.name),
+                                  bn=wants_bn(graph, b, self.options["mid_bn"] or "auto"))
+
+    def ensures(self, graph: Graph) -> None:
+        expected = self._expected
+        if not expected:
+            return
+        st = recognise(graph)
+        for lv in st.levels:
+            want = expected.get(lv.index)
+            if want is not None and len(lv.blocks) != want:
+                raise StructureError(
+                    f"{self.name}: after deepening, level {lv.index} has {len(lv.blocks)} blocks, "
+                    f"expected {want}"
+                )
+
+
+class Deepen(DeepenLevel):
+    """``deepen-level`` applied to every level."""
+
+    name = "deepen"
+    summary = "Deepen every level (PlainNet n -> 2n-1 blocks, ResNet n -> 2n): one growth step."
+    _level_default = "all"
+
+
+def _name(v: Any) -> str:
+    return v if isinstance(v, str) else v.name
