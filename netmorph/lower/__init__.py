@@ -5,9 +5,8 @@
 weights and BatchNorm statistics. See ``docs/lowering.md``.
 """
 
-import sys
-import types
 
+from .._callable import make_module_callable
 from ..errors import LoweringError
 from .build import lower
 from .writeback import write_back
@@ -15,12 +14,4 @@ from .writeback import write_back
 __all__ = ["LoweringError", "lower", "write_back"]
 
 
-class _CallableModule(types.ModuleType):
-    """Importing this package rebinds ``netmorph.lower`` from the function to the package;
-    making the package callable keeps ``netmorph.lower(graph)`` working either way."""
-
-    def __call__(self, graph, **kwargs):
-        return lower(graph, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, lower)

@@ -12,9 +12,7 @@ module itself is callable and forwards to :func:`verify_models`).
 
 from __future__ import annotations
 
-import sys
-import types
-
+from .._callable import make_module_callable
 from .compare import compare_output
 from .equivalence import verify_models
 from .errors import InputsError, InterfaceMismatchError, ModelRunError
@@ -30,12 +28,4 @@ __all__ = [
 ]
 
 
-class _CallableModule(types.ModuleType):
-    """Importing ``netmorph.verify`` replaces the top-level function ``netmorph.verify`` by
-    this module (Python sets the attribute on the parent package); keep it callable."""
-
-    def __call__(self, a, b, **kwargs) -> VerifyReport:
-        return verify_models(a, b, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, verify_models)
