@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
+
+from netmorph.atomic import atomic_write_json
 
 from .errors import EXIT_FAILED, fail, handle_errors
 
@@ -67,17 +66,7 @@ def summary_table(reports: list[Any]) -> str:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, data, default=str)
 
 
 def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> list[Any]:

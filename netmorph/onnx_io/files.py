@@ -9,6 +9,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
+from ..atomic import _umask, atomic_write_bytes
 from ..ir.graph import Graph
 from .convert import (
     OnnxFormatError,
@@ -250,26 +251,6 @@ def _replace_pair(side_tmp: str, side_final: Path, tmp: str, path: Path) -> None
         os.unlink(backup)
 
 
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
-
-
 def save_proto(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     """Write an in-memory ``ModelProto`` atomically (for protos not built from a Graph)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, model.SerializeToString())

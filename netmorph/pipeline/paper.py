@@ -124,7 +124,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 def write_comparison(path: Any, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
     """Write ``rows`` (and ``extra``) as JSON to ``path``."""
-    from .toml_io import write_text_atomic
+    from ..atomic import atomic_write_text as write_text_atomic
 
     write_text_atomic(path, json.dumps({"rows": rows, **(extra or {})}, indent=1) + "\n")
 

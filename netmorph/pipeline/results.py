@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text as write_text_atomic
 from .spec import PipelineError
-from .toml_io import write_text_atomic
 
 RESULTS_NAME = "results.json"
 RESULTS_FORMAT = "netmorph-pipeline-results/1"

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text as write_text_atomic
 from ..errors import NetmorphError
 from .lr_policy import parse_lr_policy, stage_config
 from .results import Results, StageRecord, finite_or_none
 from .spec import Pipeline, PipelineError, Start
-from .toml_io import dumps_pipeline, write_text_atomic
+from .toml_io import dumps_pipeline
 
 OnStage = Callable[[StageRecord], object]
 PIPELINE_NAME = "pipeline.toml"

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from .spec import Pipeline, PipelineError
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -141,21 +142,6 @@ def dumps_pipeline(pipeline: Pipeline) -> str:
     return header + dumps_toml(pipeline.to_dict())
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_pipeline(pipeline: Pipeline, path: str | os.PathLike) -> None:
     """Write ``pipeline`` as TOML to ``path`` atomically."""
-    write_text_atomic(path, dumps_pipeline(pipeline))
+    atomic_write_text(path, dumps_pipeline(pipeline))

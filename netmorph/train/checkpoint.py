@@ -8,11 +8,11 @@ needs arbitrary unpickling, so a resumed run never executes code from the file.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_open
 from .config import TrainConfigError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -36,17 +36,8 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

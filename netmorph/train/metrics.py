@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_open
+
 METRIC_KEYS = (
     "epoch", "lr", "train_loss", "train_err", "test_loss", "test_err", "test_err_lossless",
     "images_per_s", "seconds",
@@ -24,11 +26,9 @@ def append_metrics(path: Path, record: dict) -> None:
 
 def write_metrics(path: Path, records: list[dict]) -> None:
     """Replace ``path`` atomically with ``records`` (used when a run starts or resumes)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_json
 from ..errors import VerificationError
 
 
@@ -194,24 +193,7 @@ class VerifyReport:
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` to ``path`` atomically (temporary file, fsync, rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_write_json(path, self.to_dict(), allow_nan=False)
 
     def raise_if_failed(self, what: str) -> None:
         """Raise :class:`~netmorph.errors.VerificationError` (one line) unless ``ok``."""
