@@ -78,22 +78,21 @@ def solve_optgd(target: np.ndarray, *, cmid: int, k1: int, k2: int, g: np.ndarra
     n = gt.numel()
     ref = float(torch.sum(gt * gt))
 
-    def loss(a, b):
-        r = comp.compose(a, b) - gt
-        return float(torch.sum(r * r)) / n
-
     def half_step(a, b, r, which):
         """Optimal gradient step on factor ``which`` (0: a, 1: b); returns the new factor and residual."""
         x = a if which == 0 else b
         d = (2.0 / n) * (comp.adjoint_f1(r, b) if which == 0 else comp.adjoint_f2(r, a))
+        # compose() is linear in each factor, so the residual at x - eta*d is r - eta*p with
+        # p = compose(d, other): one composition per half step gives l(0), l(alpha), l(2*alpha).
+        p = comp.compose(d, b) if which == 0 else comp.compose(a, d)
         if step == "parabola":
             l0 = float(torch.sum(r * r)) / n
-            l1 = loss(x - alpha * d, b) if which == 0 else loss(a, x - alpha * d)
-            l2 = loss(x - 2 * alpha * d, b) if which == 0 else loss(a, x - 2 * alpha * d)
-            x = x - parabola_step(l0, l1, l2, alpha) * d
-            r = (comp.compose(x, b) if which == 0 else comp.compose(a, x)) - gt
+            l1 = float(torch.sum((r - alpha * p) ** 2)) / n
+            l2 = float(torch.sum((r - 2.0 * alpha * p) ** 2)) / n
+            eta = parabola_step(l0, l1, l2, alpha)
+            x = x - eta * d
+            r = r - eta * p
         else:
-            p = comp.compose(d, b) if which == 0 else comp.compose(a, d)
             pp = float(torch.sum(p * p))
             eta = float(torch.sum(r * p)) / pp if pp > 0.0 else 0.0
             x = x - eta * d
