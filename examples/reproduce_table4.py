@@ -26,8 +26,11 @@ from netmorph.pipeline.paper import TABLE_4, add_scale_arguments, pipeline_from_
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", default="runs/table4", help="run directory [%(default)s]")
-    parser.add_argument("--approx-atol", type=float, default=None,
-                        help="output bound of the approximate contract (the pass default when omitted)")
+    parser.add_argument("--approx-atol", type=float, default=10.0,
+                        help="output bound (on the logits) of the approximate contract [%(default)s]: "
+                             "optGD/LSQ splits of a deep PlainNet move the logits by ~0.5-0.8 "
+                             "(docs/results.md), far past the pass default 0.05, so the default here "
+                             "records the error instead of stopping the run")
     add_scale_arguments(parser)
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
