@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from netmorph.pipeline import plot_run, run_pipeline, save_pipeline
 from netmorph.pipeline.paper import (
     TABLE_1A,
     add_scale_arguments,
-    compare,
-    format_rows,
     pipeline_from_args,
-    write_comparison,
+    report_table,
+    run_or_write,
 )
 
 
@@ -37,16 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
     pipeline = pipeline_from_args(args, "plain", name="table1a-plainnet")
-    out.mkdir(parents=True, exist_ok=True)
-    if args.dry_run:
-        save_pipeline(pipeline, out / "pipeline.toml")
-        print(f"wrote {out / 'pipeline.toml'}")
-        return
-    results = run_pipeline(pipeline, out, progress=not args.quiet)
-    plot_run(out)
-    rows = compare(results, TABLE_1A)
-    write_comparison(out / "comparison.json", rows, {"table": "1a", "pipeline": pipeline.name})
-    print(format_rows(rows))
+    results = run_or_write(pipeline, out, args)
+    if results is not None:
+        report_table(results, out, TABLE_1A, {"table": "1a", "pipeline": pipeline.name})
 
 
 if __name__ == "__main__":

@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from netmorph.pipeline import plot_run, run_pipeline, save_pipeline
 from netmorph.pipeline.paper import (
     TABLE_1B_R05,
     add_scale_arguments,
-    compare,
-    format_rows,
     pipeline_from_args,
-    write_comparison,
+    report_table,
+    run_or_write,
 )
 
 
@@ -39,16 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out_dir)
     r = args.residual_ratio
     pipeline = pipeline_from_args(args, "resnet", residual_ratio=r, name=f"table1b-resnet-r{r:g}")
-    out.mkdir(parents=True, exist_ok=True)
-    if args.dry_run:
-        save_pipeline(pipeline, out / "pipeline.toml")
-        print(f"wrote {out / 'pipeline.toml'}")
-        return
-    results = run_pipeline(pipeline, out, progress=not args.quiet)
-    plot_run(out)
-    rows = compare(results, TABLE_1B_R05 if r == 0.5 else {})
-    write_comparison(out / "comparison.json", rows, {"table": "1b", "residual_ratio": r})
-    print(format_rows(rows))
+    results = run_or_write(pipeline, out, args)
+    if results is not None:
+        report_table(results, out, TABLE_1B_R05 if r == 0.5 else {}, {"table": "1b", "residual_ratio": r})
 
 
 if __name__ == "__main__":

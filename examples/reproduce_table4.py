@@ -19,8 +19,14 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from netmorph.pipeline import Baseline, run_pipeline, save_pipeline
-from netmorph.pipeline.paper import TABLE_4, add_scale_arguments, pipeline_from_args, write_comparison
+from netmorph.pipeline import Baseline
+from netmorph.pipeline.paper import (
+    TABLE_4,
+    add_scale_arguments,
+    pipeline_from_args,
+    run_or_write,
+    write_comparison,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,13 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         if solver == "optgd" and not args.no_baseline:
             p = p.replace(baseline=Baseline(budget=args.baseline_budget, depths="final",
                                             epochs=args.epochs if args.half else None))
-        run_dir = out / solver
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if args.dry_run:
-            save_pipeline(p, run_dir / "pipeline.toml")
-            print(f"wrote {run_dir / 'pipeline.toml'}")
+        results = run_or_write(p, out / solver, args)
+        if results is None:
             continue
-        results = run_pipeline(p, run_dir, progress=not args.quiet)
         final = results.stages[-1]
         worst = max(((s.morph or {}).get("max_residual") or 0.0 for s in results.stages), default=0.0)
         rows.append({"solver": solver, "depth": final.depth, "test_err": 100 * final.test_err,

@@ -32,6 +32,13 @@ MID_BN = Option(
     "none, so both halves look like the original block), always, never", ("auto", "always", "never"),
 )
 
+SPLIT_OPTIONS = (
+    Option("cmid", int, None, "channels between F1 and F2 (default: the conv's Cout)"),
+    Option("k1", int, None, "F1 kernel size (default 3 for a 3x3 conv, 1 for 1x1)"),
+    Option("k2", int, None, "F2 kernel size (default 3 for a 3x3 conv, 1 for 1x1)"),
+)
+"""Shape options of a conv split (conv-split, and deepen-level on a PlainNet)."""
+
 SOLVER_OPTIONS = (
     Option("solver", str, "exact", "kernel solver: exact (contract exact), optgd or lsq (approx)", SOLVERS),
     Option("max_iter", int, 1000, "iteration cap of optgd / lsq"),
@@ -126,9 +133,7 @@ class ConvSplit(Pass):
     option_specs = (
         Option("node", str, None, "the conv node to split"),
         Option("level", str, None, "split every template conv of level I (or 'all')"),
-        Option("cmid", int, None, "channels between F1 and F2 (default: the conv's Cout)"),
-        Option("k1", int, None, "F1 kernel size (default 3 for a 3x3 conv, 1 for 1x1)"),
-        Option("k2", int, None, "F2 kernel size (default 3 for a 3x3 conv, 1 for 1x1)"),
+        *SPLIT_OPTIONS,
         MID_BN,
         *SOLVER_OPTIONS,
     )

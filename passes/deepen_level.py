@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import PreconditionError, StructureError
 from ..ir import Graph
 from .base import Contract, Option, Pass, PassContext
-from .conv_split import MID_BN, SOLVER_OPTIONS, check_splittable, solver_contract, split_conv
+from .conv_split import MID_BN, SOLVER_OPTIONS, SPLIT_OPTIONS, check_splittable, solver_contract, split_conv
 from .duplicate_block import (
     _fresh_block_name,
     check_insertable,
@@ -34,9 +34,7 @@ class DeepenLevel(Pass):
     summary = "Deepen a level: PlainNet n -> 2n-1 blocks (split template convs), ResNet n -> 2n."
     option_specs = (
         Option("level", str, None, "the level to deepen, or 'all'"),
-        Option("cmid", int, None, "PlainNet: channels between F1 and F2 (default: Cout)"),
-        Option("k1", int, None, "PlainNet: F1 kernel size (default 3 for 3x3, 1 for 1x1)"),
-        Option("k2", int, None, "PlainNet: F2 kernel size (default 3 for 3x3, 1 for 1x1)"),
+        *SPLIT_OPTIONS,  # PlainNet
         Option("residual_ratio", float, None, "ResNet: r (default: read from the structure)"),
         MID_BN,
         *SOLVER_OPTIONS,

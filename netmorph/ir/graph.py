@@ -9,7 +9,7 @@ kept as the original ONNX protos and written back untouched.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import networkx as nx
@@ -632,9 +632,6 @@ class Graph:
         lines += [f"  out {v!r}" for v in self.outputs]
         return "\n".join(lines + [")"])
 
-
-def producers(values: Iterable[Value]) -> list[Node]:
-    return [v.producer for v in values if v.producer is not None]
 
 
 _GRAPH_ATTRS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .types import TensorType
@@ -105,6 +104,3 @@ class Parameter:
     def __repr__(self) -> str:
         return f"Parameter({self._type})"
 
-
-def parameter_from_proto(proto: onnx.TensorProto) -> Parameter:
-    return Parameter(proto=proto)

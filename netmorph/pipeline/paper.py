@@ -8,7 +8,6 @@ enough for a laptop or a short GPU lease; :func:`compare` puts a run next to the
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from .presets import PAPER_EPOCHS, paper_pipeline
@@ -124,9 +123,39 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 def write_comparison(path: Any, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
     """Write ``rows`` (and ``extra``) as JSON to ``path``."""
-    from ..atomic import atomic_write_text as write_text_atomic
+    from ..atomic import atomic_write_json
 
-    write_text_atomic(path, json.dumps({"rows": rows, **(extra or {})}, indent=1) + "\n")
+    atomic_write_json(path, {"rows": rows, **(extra or {})}, indent=1)
+
+
+def run_or_write(pipeline: Pipeline, out: Any, args: argparse.Namespace) -> Results | None:
+    """The scripts' common start: with ``--dry-run`` write ``out/pipeline.toml`` and return ``None``,
+    otherwise run the pipeline in ``out`` and return its results."""
+    from pathlib import Path
+
+    from .runner import run_pipeline
+    from .toml_io import save_pipeline
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.dry_run:
+        save_pipeline(pipeline, out / "pipeline.toml")
+        print(f"wrote {out / 'pipeline.toml'}")
+        return None
+    return run_pipeline(pipeline, out, progress=not args.quiet)
+
+
+def report_table(results: Results, out: Any, paper: dict[str, dict[int, float]],
+                 extra: dict[str, Any]) -> None:
+    """Plot the run in ``out``, compare it with the paper's table, write and print the comparison."""
+    from pathlib import Path
+
+    from .plots import plot_run
+
+    plot_run(out)
+    rows = compare(results, paper)
+    write_comparison(Path(out) / "comparison.json", rows, extra)
+    print(format_rows(rows))
 
 
 def _pct(v: float | None) -> float | None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text as write_text_atomic
+from ..atomic import atomic_write_text
 from .spec import PipelineError
 
 RESULTS_NAME = "results.json"
@@ -120,7 +120,7 @@ class Results:
         if target is None:
             raise PipelineError("Results.save needs an out_dir")
         path = target / RESULTS_NAME
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n")
         return path
 
     @classmethod

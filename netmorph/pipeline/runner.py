@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text as write_text_atomic
+from ..atomic import atomic_write_text
 from ..errors import NetmorphError
 from .lr_policy import parse_lr_policy, stage_config
 from .results import Results, StageRecord, finite_or_none
@@ -104,7 +104,7 @@ class _Run:
             self.train_data = self.train_data.subset(pick, name=f"{self.train_data.name}[{n}]")
         self.pipeline = resolve(self.pipeline, self.train_data)
         self.results = self._open_results()
-        write_text_atomic(self.out / PIPELINE_NAME, dumps_pipeline(self.pipeline))
+        atomic_write_text(self.out / PIPELINE_NAME, dumps_pipeline(self.pipeline))
         self.results.status = "running"
         self.results.save(self.out)
         try:
@@ -165,7 +165,7 @@ class _Run:
                         graph = start_graph(p.start)
                     self.log(f"stage {k}: growing with {stage.describe()}")
                     model_in, morph, reports = grow(graph, stage, seed=p.seed + k, verify=p.verify)
-                    write_text_atomic(morph_path, json.dumps({"summary": morph, "reports": reports}, indent=1,
+                    atomic_write_text(morph_path, json.dumps({"summary": morph, "reports": reports}, indent=1,
                                                              default=str))
                 netmorph.save(model_in, init_path)
             policy = p.stage_policy(k - 1)
