@@ -56,9 +56,9 @@ def main() -> None:
     args = ap.parse_args()
     blocks, repeats = (2, 2) if args.quick else (args.blocks, args.repeats)
 
-    from netmorph.verify import make_inputs, verify_models
-    from netmorph.verify.models import load_model
-    from netmorph.verify.session import make_session
+    from netmorph.verification import make_inputs, verify_models
+    from netmorph.verification.models import load_model
+    from netmorph.verification.session import make_session
 
     a, b = plainnet(blocks), plainnet(blocks)
     feeds = make_inputs(a, batches=2, batch_size=2)

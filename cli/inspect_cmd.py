@@ -31,7 +31,7 @@ def structure_of(graph) -> tuple[Any, str | None]:
 def inspect(model, as_json):
     """Show MODEL's inputs/outputs, op counts, parameter count, opset and structure."""
     import netmorph
-    from netmorph.verify.describe import describe_model, format_description
+    from netmorph.verification.describe import describe_model, format_description
 
     graph = netmorph.load(model)
     d = {"path": model, **describe_model(graph)}

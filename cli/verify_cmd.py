@@ -35,7 +35,7 @@ def verify(a, b, inputs, rtol, atol, seed, batches, batch_size, optimize_b, json
     |a-b| > rtol*|a|. Exit 0: equivalent; 1: not equivalent (table of the worst
     differences); 2: bad input (unreadable model, mismatched interfaces, bad --inputs).
     """
-    from netmorph.verify import verify_models
+    from netmorph.verification import verify_models
 
     report = verify_models(
         a, b, inputs=inputs, rtol=rtol, atol=atol, seed=seed, batches=batches,

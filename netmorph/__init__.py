@@ -21,8 +21,8 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - source tree without
 
 
 def verify(a, b, **kwargs):
-    """Compare two models in ONNX Runtime; see :func:`netmorph.verify.verify_models`."""
-    from .verify import verify_models
+    """Compare two models in ONNX Runtime; see :func:`netmorph.verification.verify_models`."""
+    from .verification import verify_models
 
     return verify_models(a, b, **kwargs)
 
@@ -42,15 +42,15 @@ def recognise(graph):
 
 
 def lower(graph, **kwargs):
-    """Lower a graph to a ``torch.fx.GraphModule``; see :func:`netmorph.lower.lower`."""
-    from .lower import lower as _lower
+    """Lower a graph to a ``torch.fx.GraphModule``; see :func:`netmorph.lowering.lower`."""
+    from .lowering import lower as _lower
 
     return _lower(graph, **kwargs)
 
 
 def write_back(graph, module):
-    """Copy trained weights back into a new graph; see :func:`netmorph.lower.write_back`."""
-    from .lower import write_back as _write_back
+    """Copy trained weights back into a new graph; see :func:`netmorph.lowering.write_back`."""
+    from .lowering import write_back as _write_back
 
     return _write_back(graph, module)
 

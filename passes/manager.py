@@ -50,7 +50,7 @@ class PassManager:
     rtol, atol
         Override the tolerances of every contract (e.g. tighter ones from the CLI).
     inputs
-        Inputs to verify on (see :func:`netmorph.verify.verify_models`); ``None``: seeded
+        Inputs to verify on (see :func:`netmorph.verification.verify_models`); ``None``: seeded
         random batches.
     progress
         ``progress(pass_name, done, total, item)``, called around each solved kernel.
@@ -83,7 +83,7 @@ class PassManager:
                 contract.atol if self.atol is None else self.atol)
 
     def _verify(self, parent: Graph, child: Graph, rtol: float, atol: float) -> Any:
-        from ..verify import verify_models
+        from ..verification import verify_models
 
         return verify_models(parent, child, inputs=self.inputs, rtol=rtol, atol=atol, seed=self.seed,
                              batches=self.batches, batch_size=self.batch_size)

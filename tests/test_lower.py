@@ -21,7 +21,7 @@ from torch import nn
 
 import netmorph
 from netmorph.errors import LoweringError
-from netmorph.lower import lower, write_back
+from netmorph.lowering import lower, write_back
 
 torch.set_num_threads(2)
 RTOL = 1e-5

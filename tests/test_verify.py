@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 import netmorph
 from netmorph.errors import NetmorphError, VerificationError
 from netmorph.onnx_io import OnnxFormatError
-from netmorph.verify import (
+from netmorph.verification import (
     InputsError,
     InterfaceMismatchError,
     ModelRunError,
@@ -292,11 +292,31 @@ def test_unreadable_and_unrunnable_models(tmp_path):
 
 
 # -- top-level entry point ------------------------------------------------------------------------
-def test_netmorph_verify_is_callable_after_subpackage_import():
-    import netmorph.verify as mod  # noqa: F401  (Python rebinds netmorph.verify to the module)
+def test_netmorph_verify_is_a_plain_function_after_subpackage_import():
+    import inspect
 
+    import netmorph.lowering
+    import netmorph.verification  # noqa: F401
+
+    assert inspect.isfunction(netmorph.verify) and inspect.isfunction(netmorph.lower)
     r = netmorph.verify(small_cnn(), small_cnn(), batches=1)
     assert r.ok and r.batches == 1
+
+
+def test_no_module_of_the_package_is_callable():
+    import importlib
+    import pkgutil
+    import types
+
+    import netmorph
+
+    seen = 0
+    for info in pkgutil.walk_packages(netmorph.__path__, "netmorph."):
+        mod = importlib.import_module(info.name)
+        seen += 1
+        assert type(mod) is types.ModuleType, info.name
+        assert not callable(mod), info.name
+    assert seen > 30
 
 
 def test_initializers_listed_as_inputs_are_not_fed():

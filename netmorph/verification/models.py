@@ -12,7 +12,7 @@ from ..ir import Graph
 from ..onnx_io import OnnxFormatError, read_model_proto, to_onnx
 
 ModelSource = Graph | onnx.ModelProto | str | os.PathLike
-"""Anything :func:`~netmorph.verify.verify_models` accepts as a model."""
+"""Anything :func:`~netmorph.verification.verify_models` accepts as a model."""
 
 
 @dataclass

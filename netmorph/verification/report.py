@@ -65,7 +65,7 @@ class OutputDiff:
 
 @dataclass
 class VerifyReport:
-    """The verdict of :func:`~netmorph.verify.verify_models` and the evidence for it.
+    """The verdict of :func:`~netmorph.verification.verify_models` and the evidence for it.
 
     ``ok`` is true iff every output passes. ``worst_output`` is the failing output with the
     largest ``max_abs`` (when none fails: the output with the largest ``max_abs``);

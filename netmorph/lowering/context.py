@@ -1,8 +1,8 @@
 """The state of one lowering: the fx graph being built, its modules, and where weights live.
 
-Converters (``netmorph.lower.ops_*``) read their inputs through this object and add fx nodes
+Converters (``netmorph.lowering.ops_*``) read their inputs through this object and add fx nodes
 and modules through it; it keeps the name map (IR node → module path) and the *bindings*
-(which module tensor holds which graph parameter) that :func:`netmorph.lower.write_back`
+(which module tensor holds which graph parameter) that :func:`netmorph.lowering.write_back`
 reads later.
 """
 

@@ -2,17 +2,15 @@
 
 ::
 
-    from netmorph.verify import verify_models
+    from netmorph.verification import verify_models
     report = verify_models(parent, child, rtol=1e-4, atol=1e-5)
     report.raise_if_failed("conv-split of conv3")
 
-``netmorph.verify(a, b)`` also works, before and after this subpackage is imported (the
-module itself is callable and forwards to :func:`verify_models`).
+``netmorph.verify(a, b)`` is the same call as a plain function of the top-level package.
 """
 
 from __future__ import annotations
 
-from .._callable import make_module_callable
 from .compare import compare_output
 from .equivalence import verify_models
 from .errors import InputsError, InterfaceMismatchError, ModelRunError
@@ -27,5 +25,3 @@ __all__ = [
     "VerifyReport", "compare_output", "default_providers", "load_npz", "make_inputs", "verify_models",
 ]
 
-
-make_module_callable(__name__, verify_models)

@@ -6,12 +6,9 @@ weights and BatchNorm statistics. See ``docs/lowering.md``.
 """
 
 
-from .._callable import make_module_callable
 from ..errors import LoweringError
 from .build import lower
 from .writeback import write_back
 
 __all__ = ["LoweringError", "lower", "write_back"]
 
-
-make_module_callable(__name__, lower)

@@ -1,7 +1,7 @@
 """Errors of the verifier: each means "bad input" (the CLI prints one line and exits 2).
 
 A model that runs but computes a different function is *not* an error: it is a
-:class:`~netmorph.verify.VerifyReport` with ``ok == False`` (CLI exit 1).
+:class:`~netmorph.verification.VerifyReport` with ``ok == False`` (CLI exit 1).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def write_back(graph: Graph, module: nn.Module) -> Graph:
     graph
         The graph that was lowered (not modified).
     module
-        The module :func:`netmorph.lower.lower` returned, possibly wrapped in
+        The module :func:`netmorph.lowering.lower` returned, possibly wrapped in
         ``DistributedDataParallel`` or ``torch.compile``.
 
     Raises

@@ -1,7 +1,7 @@
 """Shape and layout ops: Shape, Gather, Slice, (Un)Squeeze, Concat, Reshape, Flatten, Transpose,
 Expand, ConstantOfShape, Pad.
 
-On shape values (:class:`~netmorph.lower.values.Sym`) they compute lists of ints while
+On shape values (:class:`~netmorph.lowering.values.Sym`) they compute lists of ints while
 lowering; on tensors they become the matching torch calls.
 """
 

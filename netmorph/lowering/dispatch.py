@@ -2,7 +2,7 @@
 
 A converter is ``fn(ctx, node) -> Lowered | list[Lowered]`` (one entry per node output),
 registered with :func:`converter`. Before a converter runs, a node whose inputs are all
-constants is folded (:mod:`netmorph.lower.fold`), so converters only see run-time tensors
+constants is folded (:mod:`netmorph.lowering.fold`), so converters only see run-time tensors
 in at least one input (or shape values).
 """
 
