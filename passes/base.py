@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import PreconditionError
 from ..ir import Graph
 from ..ir.infer import infer_types
+from ..morphs.lineage import Lineage, ParamLineage
 
 ProgressFn = Callable[[str, int, int, str], None]
 """``progress(pass_name, done, total, item)``: called before and after each solved conv."""
@@ -108,6 +109,8 @@ class PassReport:
     surgery_proof: dict[str, Any] | None = None
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    lineage: Lineage = field(default_factory=Lineage)
+    """Where each created or changed child parameter came from (see :mod:`netmorph.morphs.lineage`)."""
 
     @property
     def max_residual(self) -> float | None:
@@ -130,6 +133,7 @@ class PassReport:
             "surgery_proof": self.surgery_proof,
             "seconds": self.seconds,
             "timings": dict(self.timings),
+            "lineage": self.lineage.to_dict(),
         }
 
 
@@ -142,9 +146,14 @@ class PassContext:
         self.rng = np.random.default_rng(seed)
         self.progress = progress
         self.solves: list[ConvSolve] = []
+        self.lineage = Lineage()
         self.solve_seconds = 0.0
         self._total = 0
         self._done = 0
+
+    def derive(self, child: str, kind: str, parent: str | None = None, **kw: Any) -> None:
+        """Record where child parameter ``child`` came from (a :class:`ParamLineage`)."""
+        self.lineage.add(ParamLineage(child, kind, parent=parent, **kw))
 
     def expect_solves(self, n: int) -> None:
         """Announce how many kernels this application will solve (for the progress bar)."""
@@ -285,6 +294,7 @@ class Pass:
             params_before=graph.parameter_count(),
             params_after=child.parameter_count(),
             solves=ctx.solves,
+            lineage=ctx.lineage,
         )
         report.seconds = time.perf_counter() - t0
         report.timings["solve"] = ctx.solve_seconds
