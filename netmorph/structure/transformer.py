@@ -159,7 +159,8 @@ class TransformerStructure:
 
     def summary(self) -> str:
         emb = ", ".join(f"{e['name']} {e['rows']}x{e['dim']}" for e in self.embeddings) or "none"
-        head = "none" if self.head is None else f"{self.head['name']} ({self.head['in']} -> {self.head['out']})"
+        h = self.head
+        head = "none" if h is None else f"{h['name']} ({h['in']} -> {h['out']})"
         return (f"transformer, {len(self.layers)} {self.norm}-LN layers, hidden {self.hidden}, "
                 f"{self.heads} heads x {self.head_size}, MLP {self.mlp}; {self.inputs} in; "
                 f"embeddings: {emb}; head: {head}")
