@@ -12,12 +12,14 @@ from .duplicate_block import DuplicateBlock
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .restore_bn import RestoreBN
+from .transformer_deepen import TransformerDeepen
 
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
                 Deepen)
 }
+PASSES.update({cls.name: cls for cls in (TransformerDeepen,)})  # transformers (issue 10)
 
 
 def register(cls: type[Pass]) -> type[Pass]:

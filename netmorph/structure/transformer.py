@@ -113,10 +113,14 @@ class ResidualUnit:
 
 @dataclass
 class TransformerLayer:
+    """An attention unit then an MLP unit; ``gate`` holds the ``Sub, Mul, Add`` of a gated layer
+    ``h + g ⊙ (layer(h) − h)`` (a post-LN layer inserted by ``deepen``)."""
+
     index: int
     attention: ResidualUnit
     mlp: ResidualUnit
     norm: str  # "pre" or "post"
+    gate: tuple[Node, Node, Node] | None = None
 
     @property
     def input(self) -> Value:
@@ -124,12 +128,12 @@ class TransformerLayer:
 
     @property
     def output(self) -> Value:
-        return self.mlp.output
+        return self.gate[2].outputs[0] if self.gate is not None else self.mlp.output
 
     @property
     def nodes(self) -> list[Node]:
         post = [u.post_norm for u in (self.attention, self.mlp) if u.post_norm is not None]
-        return self.attention.segment.nodes + self.mlp.segment.nodes + post
+        return self.attention.segment.nodes + self.mlp.segment.nodes + post + list(self.gate or ())
 
     @property
     def up(self) -> Linear:
@@ -252,6 +256,78 @@ def _unit(flow: StreamFlow, seg: Segment, nxt: Segment | None) -> ResidualUnit |
     return ResidualUnit(kind, seg, add, norm, post, linears)
 
 
+def _gate(flow: StreamFlow, seg: Segment) -> tuple[Node, Node, Node] | None:
+    """``(Sub, Mul, Add)`` when ``seg`` is ``h + g ⊙ (x − h)`` with a parameter ``g``."""
+    add = seg.last
+    if add.op_type != "Add" or len(seg.nodes) < 4 or seg.entry not in add.inputs:
+        return None
+    other = [v for v in add.inputs if v is not seg.entry]
+    mul = other[0].producer if len(other) == 1 else None
+    if mul is None or mul.op_type != "Mul" or len(flow.data_inputs(mul)) != 1:
+        return None
+    g = [v for v in mul.inputs if not flow.is_data(v)]
+    sub = flow.data_inputs(mul)[0].producer
+    if len(g) != 1 or _param(g[0]) is None or sub is None or sub.op_type != "Sub":
+        return None
+    if sub.inputs[1] is not seg.entry or not flow.is_data(sub.inputs[0]):
+        return None
+    return sub, mul, add
+
+
+def _inner_segments(flow: StreamFlow, seg: Segment, gate: tuple[Node, Node, Node]) -> list[Segment]:
+    """The cut-value chain from ``seg.entry`` to the gated value ``x`` of ``h + g ⊙ (x − h)``."""
+    import networkx as nx
+
+    sub = gate[0]
+    members = [n for n in seg.nodes if n not in gate]
+    ids = {id(n) for n in members}
+    dag = nx.DiGraph()
+    src = "\0entry"
+    dag.add_node(src)
+    for n in members:
+        dag.add_node(id(n))
+        for v in flow.data_inputs(n):
+            if v is seg.entry:
+                dag.add_edge(src, id(n))
+            elif v.producer is not None and id(v.producer) in ids:
+                dag.add_edge(id(v.producer), id(n))
+    sink = sub.inputs[0].producer
+    idom = nx.immediate_dominators(dag, src)
+    chain = [id(sink)]
+    while chain[-1] != src:
+        chain.append(idom[chain[-1]])
+    chain.reverse()
+    on_chain = set(chain)
+    groups: dict = {d: [] for d in chain[:-1]}
+    for n in members:
+        d = idom.get(id(n))
+        while d is not None and d not in on_chain:
+            d = idom[d]
+        if d is not None and d in groups:
+            groups[d].append(n)
+    by_id = {id(n): n for n in members}
+    out, entry = [], seg.entry
+    for d, nxt in zip(chain[:-1], chain[1:], strict=True):
+        exit_ = flow.data_output(by_id[nxt])
+        out.append(Segment(groups[d], entry, exit_))
+        entry = exit_
+    return out
+
+
+def _units(flow: StreamFlow, segs: list[Segment]) -> list[ResidualUnit | tuple]:
+    """Residual units along ``segs``; a gated layer gives ``("gate", (sub, mul, add), inner units)``."""
+    units: list = []
+    for i, seg in enumerate(segs):
+        gate = _gate(flow, seg)
+        if gate is not None:
+            units.append(("gate", gate, _units(flow, _inner_segments(flow, seg, gate))))
+            continue
+        u = _unit(flow, seg, segs[i + 1] if i + 1 < len(segs) else None)
+        if u is not None:
+            units.append(u)
+    return units
+
+
 def _scores_value(unit: ResidualUnit) -> Value:
     soft = [n for n in unit.branch if n.op_type == "Softmax"]
     if len(soft) != 1:
@@ -338,31 +414,12 @@ def recognise_transformer(graph: Graph) -> TransformerStructure:
         No residual attention + MLP layer pairs, mixed pre-/post-LN, or unreadable heads.
     """
     flow = StreamFlow(graph)
-    segs = flow.segments
-    units: list[ResidualUnit] = []
-    for i, seg in enumerate(segs):
-        u = _unit(flow, seg, segs[i + 1] if i + 1 < len(segs) else None)
-        if u is not None:
-            units.append(u)
-    if not any(u.kind == "attention" for u in units):
+    layers: list[TransformerLayer] = []
+    _layers(_units(flow, flow.segments), layers, None)
+    if not layers:
         raise StructureError("no attention unit (a residual Add around a branch with a Softmax) on the "
                              "graph's main chain")
-    layers: list[TransformerLayer] = []
-    i = 0
-    while i < len(units):
-        u = units[i]
-        if u.kind != "attention":
-            raise StructureError(f"residual unit ending at {u.add.name!r} (an MLP) does not follow an "
-                                 "attention unit")
-        if i + 1 >= len(units) or units[i + 1].kind != "mlp":
-            raise StructureError(f"attention unit ending at {u.add.name!r} is not followed by an MLP unit")
-        m = units[i + 1]
-        if m.entry is not u.output:
-            raise StructureError(f"the MLP unit ending at {m.add.name!r} does not read the attention unit's "
-                                 f"output {u.output.name!r}")
-        norm = _norm_kind(u, m)
-        layers.append(TransformerLayer(len(layers), u, m, norm))
-        i += 2
+    units = [u for lay in layers for u in (lay.attention, lay.mlp)]
     kinds = {lay.norm for lay in layers}
     if len(kinds) != 1:
         raise StructureError(f"layers mix pre-LN and post-LN ({sorted(kinds)})")
@@ -381,6 +438,35 @@ def recognise_transformer(graph: Graph) -> TransformerStructure:
         head_size=first.attention.head_size, mlp=first.up.out_features,
         inputs="tokens" if tokens else "images", embeddings=_embeddings(graph, flow), head=head, flow=flow,
     )
+
+
+def _layers(units: list, layers: list[TransformerLayer], gate) -> None:
+    """Pair ``units`` into layers (appended to ``layers``); gated layers recurse into their units."""
+    i = 0
+    while i < len(units):
+        u = units[i]
+        if isinstance(u, tuple):
+            inner: list[TransformerLayer] = []
+            _layers(u[2], inner, u[1])
+            if len(inner) != 1:
+                raise StructureError(f"the gate ending at {u[1][2].name!r} holds {len(inner)} layers; "
+                                     "expected one")
+            inner[0].index = len(layers)
+            layers.append(inner[0])
+            i += 1
+            continue
+        if u.kind != "attention":
+            raise StructureError(f"residual unit ending at {u.add.name!r} (an MLP) does not follow an "
+                                 "attention unit")
+        if i + 1 >= len(units) or units[i + 1].kind != "mlp":
+            raise StructureError(f"attention unit ending at {u.add.name!r} is not followed by an MLP unit")
+        m = units[i + 1]
+        if m.entry is not u.output:
+            raise StructureError(f"the MLP unit ending at {m.add.name!r} does not read the attention unit's "
+                                 f"output {u.output.name!r}")
+        norm = _norm_kind(u, m)
+        layers.append(TransformerLayer(len(layers), u, m, norm, gate))
+        i += 2
 
 
 def _norm_kind(att: ResidualUnit, mlp: ResidualUnit) -> str:
@@ -406,6 +492,7 @@ def _head(flow: StreamFlow, last: TransformerLayer) -> dict[str, Any] | None:
     for seg in flow.segments:
         if seg.entry is last.output:
             seen = True
+            continue
         if seen:
             for n in seg.nodes:
                 lin = as_linear(flow, n)
