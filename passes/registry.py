@@ -13,13 +13,14 @@ from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .restore_bn import RestoreBN
 from .transformer_deepen import TransformerDeepen
+from .transformer_widen_mlp import WidenMLP
 
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
                 Deepen)
 }
-PASSES.update({cls.name: cls for cls in (TransformerDeepen,)})  # transformers (issue 10)
+PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP)})  # transformers (issue 10)
 
 
 def register(cls: type[Pass]) -> type[Pass]:

@@ -76,9 +76,8 @@ class TransformerDeepen(Pass):
                     w = node.inputs[1]
                     set_param(graph, ctx, node, 1, zero_like(w.const.array), kind="new", hint=w.name)
                     if lin.bias is not None:
-                        bnode = nmap[id(lin.bias_node)] if lin.bias_node is not None else node
-                        bi = 2 if lin.bias_node is None else [j for j, v in enumerate(bnode.inputs)
-                                                               if v is not None and v.const is not None][0]
+                        site, bi = lin.bias_site
+                        bnode = nmap[id(site)]
                         b = bnode.inputs[bi]
                         set_param(graph, ctx, bnode, bi, zero_like(b.const.array), kind="new", hint=b.name)
                 rewire(graph, old_uses, out, layer.output)

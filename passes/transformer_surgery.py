@@ -38,17 +38,17 @@ def parse_layers(spec, count: int, what: str) -> list[int]:
     return sorted(set(out))
 
 
-def set_param(graph: Graph, ctx: PassContext, node: Node, index: int, array: np.ndarray, *, kind: str,
+def set_param(graph: Graph, ctx: PassContext, node: Node, slot: int, array: np.ndarray, *, kind: str,
               parent: Value | None = None, hint: str | None = None, **lineage) -> Value:
-    """Give ``node`` input ``index`` a new parameter holding ``array``; record its lineage.
+    """Give ``node`` input ``slot`` a new parameter holding ``array``; record its lineage.
 
     A fresh parameter (never an in-place change) keeps weights that exporters shared between
     nodes apart.
     """
-    old = node.inputs[index]
+    old = node.inputs[slot]
     base = hint or (parent.name if parent is not None else old.name if old is not None else node.name)
     v = graph.add_parameter(base, np.ascontiguousarray(array))
-    node.set_input(index, v)
+    node.set_input(slot, v)
     ctx.derive(v.name, kind, None if parent is None else parent.name, **lineage)
     return v
 
@@ -133,3 +133,105 @@ def rewire(graph: Graph, uses: list[tuple[Node, int]], new: Value, old: Value) -
     for i, v in enumerate(graph.outputs):
         if v is old:
             graph.outputs[i] = new
+
+
+def _const(v: Value | None) -> np.ndarray | None:
+    """The value of a constant ``v`` (a parameter, a ``Constant`` node, or an Identity of one)."""
+    from onnx import numpy_helper
+
+    v = _resolved(v)
+    if v is None:
+        return None
+    if v.const is not None:
+        return v.const.array
+    p = v.producer
+    if p is not None and p.op_type == "Constant" and "value" in p.attributes:
+        return numpy_helper.to_array(p.attributes["value"].t)
+    return None
+
+
+def retarget_reshape(graph: Graph, node: Node, old: int, new: int, what: str, position: int = -1) -> None:
+    """Make ``node`` (a ``Reshape``) produce ``new`` where its target says ``old`` at ``position``.
+
+    The target is a constant or a ``Concat`` whose piece holding that entry is constant (the
+    run-time batch and sequence sizes in the other pieces stay as they are); ``-1`` / ``0``
+    entries need no change. The new target is a new constant (and a new ``Concat``), since
+    exporters share shape constants between nodes.
+    """
+    target = node.inputs[1]
+    arr = _const(target)
+    if arr is not None:
+        vals = arr.reshape(-1)
+        if vals[position] in (-1, 0) and vals[position] != old:
+            return
+        if vals[position] != old:
+            raise PreconditionError(f"{what}: Reshape {node.name!r} targets {vals.tolist()}; expected "
+                                    f"{old} at position {position}")
+        fixed = vals.copy()
+        fixed[position] = new
+        node.set_input(1, graph.add_parameter(f"{node.name}_shape", fixed.astype(arr.dtype)))
+        return
+    cat = target.producer
+    if cat is None or cat.op_type != "Concat":
+        raise PreconditionError(f"{what}: the target shape of Reshape {node.name!r} is computed by "
+                                f"{cat.op_type if cat else 'a graph input'}, which cannot be retargeted")
+    # find the piece and offset holding `position` (pieces of unknown length only before it)
+    pieces = list(cat.inputs)
+    if position >= 0:
+        raise PreconditionError(f"{what}: Reshape {node.name!r}: only the trailing entries of a computed "
+                                "target can be retargeted")
+    offset = position
+    for k in range(len(pieces) - 1, -1, -1):
+        a = _const(pieces[k])
+        if a is None:
+            raise PreconditionError(f"{what}: the target of Reshape {node.name!r} is computed at run time "
+                                    f"where it must say {old}")
+        a = a.reshape(-1)
+        if -offset <= a.size:
+            if a[offset] in (-1, 0) and a[offset] != old:
+                return
+            if a[offset] != old:
+                raise PreconditionError(f"{what}: Reshape {node.name!r} targets {a.tolist()} in its last "
+                                        f"piece; expected {old}")
+            fixed = a.copy()
+            fixed[offset] = new
+            piece = graph.add_parameter(f"{node.name}_shape_piece", fixed.astype(a.dtype))
+            ins = pieces[:k] + [piece] + pieces[k + 1:]
+            c2 = graph.create_node("Concat", ins, dict(cat.attributes), name=f"{cat.name}_retarget",
+                                   output_types=[target.type])
+            graph.insert_before(node, c2)
+            node.set_input(1, c2.outputs[0])
+            return
+        offset += a.size
+    raise PreconditionError(f"{what}: Reshape {node.name!r}: no entry at position {position}")
+
+
+def between(flow, start: Value, stop: Node) -> list[Node]:
+    """Data nodes on paths from ``start`` to ``stop``'s inputs (``stop`` excluded), in graph order."""
+    ahead: set[int] = set()
+    frontier = [start]
+    while frontier:
+        v = frontier.pop()
+        for n in flow.data_consumers(v):
+            if n is stop or id(n) in ahead:
+                continue
+            ahead.add(id(n))
+            frontier.extend(n.outputs)
+    behind: set[int] = set()
+    frontier = [v for v in stop.inputs if v is not None]
+    while frontier:
+        v = frontier.pop()
+        p = v.producer
+        if p is None or id(p) in behind or id(p) not in ahead:
+            continue
+        behind.add(id(p))
+        frontier.extend(x for x in p.inputs if x is not None)
+    return [n for n in flow.graph.nodes if id(n) in behind]
+
+
+def forget_types(nodes) -> None:
+    """Drop the stored types of ``nodes``' outputs (widths changed): inference fills them anew."""
+    for n in nodes:
+        for o in n.outputs:
+            if not o.is_graph_output:
+                o.type = None

@@ -57,6 +57,12 @@ class Linear:
     bias_node: Node | None
     in_axis: int
     out_axis: int
+    bias_index: int = 2  # the bias's input index in ``bias_node`` (or in the Gemm)
+
+    @property
+    def bias_site(self) -> tuple[Node, int]:
+        """``(node, input index)`` reading the bias."""
+        return (self.bias_node or self.node), self.bias_index
 
     @property
     def output(self) -> Value:
@@ -219,6 +225,7 @@ def as_linear(flow: DataFlow, n: Node) -> Linear | None:
             b = _param(other[0]) if len(other) == 1 else None
             if b is not None and b.const.shape in ((w.const.shape[1],),):
                 bias, bias_node = b, users[0]
+                return Linear(n, w, bias, bias_node, 0, 1, list(users[0].inputs).index(other[0]))
         return Linear(n, w, bias, bias_node, 0, 1)
     if n.op_type == "Gemm":
         if n.attr("transA", 0) or float(n.attr("alpha", 1.0)) != 1.0 or float(n.attr("beta", 1.0)) != 1.0:
