@@ -12,6 +12,7 @@ from .duplicate_block import DuplicateBlock
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .restore_bn import RestoreBN
+from .transformer_add_heads import AddHeads
 from .transformer_deepen import TransformerDeepen
 from .transformer_widen_mlp import WidenMLP
 
@@ -20,7 +21,7 @@ PASSES: dict[str, type[Pass]] = {
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
                 Deepen)
 }
-PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP)})  # transformers (issue 10)
+PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP, AddHeads)})  # transformers (issue 10)
 
 
 def register(cls: type[Pass]) -> type[Pass]:
