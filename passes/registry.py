@@ -14,6 +14,7 @@ from .insert_identity_prelu import InsertIdentityPReLU
 from .restore_bn import RestoreBN
 from .transformer_add_heads import AddHeads
 from .transformer_deepen import TransformerDeepen
+from .transformer_widen_hidden import WidenHidden
 from .transformer_widen_mlp import WidenMLP
 
 PASSES: dict[str, type[Pass]] = {
@@ -21,7 +22,7 @@ PASSES: dict[str, type[Pass]] = {
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
                 Deepen)
 }
-PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP, AddHeads)})  # transformers (issue 10)
+PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP, AddHeads, WidenHidden)})  # transformers (issue 10)
 
 
 def register(cls: type[Pass]) -> type[Pass]:
