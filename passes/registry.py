@@ -22,7 +22,8 @@ PASSES: dict[str, type[Pass]] = {
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
                 Deepen)
 }
-PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP, AddHeads, WidenHidden)})  # transformers (issue 10)
+# transformers (issue 10)
+PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP, AddHeads, WidenHidden)})
 
 
 def register(cls: type[Pass]) -> type[Pass]:

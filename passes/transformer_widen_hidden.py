@@ -254,10 +254,10 @@ class WidenHidden(Pass):
                 extra = {} if divide == 1.0 else {"divide": np.full(len(index), divide)}
                 set_param(graph, ctx, node, slot, a, kind=kind, parent=p, axis=axis, index=index, **extra)
             else:
+                how = ", ".join(f"axis {ax} repeated" + (f" / {dv:g}" if dv != 1 else "")
+                                for ax, _, dv in rules)
                 set_param(graph, ctx, node, slot, a, kind="new", hint=p.name,
-                          note=f"HyperCloning x{n}: " + ", ".join(
-                              f"axis {ax} repeated" + (f" / {dv:g}" if dv != 1 else "") for ax, _, dv in rules)
-                          + ("; Q/K scaled" if scale is not None else ""))
+                          note=f"HyperCloning x{n}: {how}" + ("; Q/K scaled" if scale is not None else ""))
         values = {w: n * w for w in widths}
         values.update({m: n * m for m in moving})
         heads = next(iter(moving)) if mode == "count" and len(moving) == 1 else None
