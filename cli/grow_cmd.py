@@ -14,7 +14,7 @@ from .errors import EXIT_FAILED, fail, handle_errors
 
 # CLI option -> pass option name (only options a chosen pass declares are handed to it)
 PASS_OPTIONS = ("level", "node", "value", "block", "cmid", "k1", "k2", "mid_bn", "residual_ratio", "solver",
-                "max_iter")
+                "max_iter", "factor", "heads", "heads_mode", "after", "layers")
 
 
 class _Progress:
@@ -112,6 +112,12 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
 @click.option("--solver", type=click.Choice(["exact", "optgd", "lsq"]), default=None,
               help="Kernel solver (default exact: contract exact; optgd / lsq are approximate).")
 @click.option("--max-iter", type=int, help="Iteration cap of optgd / lsq.")
+@click.option("--factor", type=float, help="Transformers: width factor (widen-mlp, widen-hidden).")
+@click.option("--heads", type=int, help="Transformers: heads to add (add-heads).")
+@click.option("--heads-mode", type=click.Choice(["count", "size"]),
+              help="Transformers: widen-hidden grows the head count or the head size.")
+@click.option("--after", help="Transformers: layers to insert identity layers after (transformer-deepen).")
+@click.option("--layers", type=int, help="Transformers: identity layers to insert (transformer-deepen).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Solver and input seed.")
 @click.option("--rtol", type=float, help="Verification rtol (overrides the pass contract).")
 @click.option("--atol", type=float, help="Verification atol (overrides the pass contract).")
