@@ -95,7 +95,7 @@ class AddHeads(Pass):
             out = att.out_proj
             set_param(graph, ctx, out.node, 1, zero_rows(out.weight.const.array, extra, out.in_axis),
                       kind="new", hint=out.weight.name, note=f"zero rows read the {hn} new heads")
-            apply_targets(graph, targets[id(att)], width + extra)
-            rescale_shape_constants(graph, nodes, {width: width + extra, 3 * width: 3 * (width + extra),
+            apply_targets(graph, ctx, targets[id(att)], width + extra)
+            rescale_shape_constants(graph, ctx, nodes, {width: width + extra, 3 * width: 3 * (width + extra),
                                                    h: h + hn}, heads=(h, h + hn))
             forget_types([*nodes, *(x.node for x in ins), *(x.bias_node for x in ins if x.bias_node)])

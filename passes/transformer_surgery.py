@@ -135,6 +135,13 @@ def rewire(graph: Graph, uses: list[tuple[Node, int]], new: Value, old: Value) -
             graph.outputs[i] = new
 
 
+def shape_param(graph: Graph, ctx: PassContext, hint: str, array: np.ndarray) -> Value:
+    """A new integer shape constant (reshape target, split sizes), recorded as ``new``."""
+    v = graph.add_parameter(hint, np.asarray(array))
+    ctx.derive(v.name, "new", note="shape constant")
+    return v
+
+
 def _const(v: Value | None) -> np.ndarray | None:
     """The value of a constant ``v`` (a parameter, a ``Constant`` node, or an Identity of one)."""
     from onnx import numpy_helper
@@ -150,7 +157,8 @@ def _const(v: Value | None) -> np.ndarray | None:
     return None
 
 
-def retarget_reshape(graph: Graph, node: Node, old: int, new: int, what: str, position: int = -1) -> None:
+def retarget_reshape(graph: Graph, ctx: PassContext, node: Node, old: int, new: int, what: str,
+                     position: int = -1) -> None:
     """Make ``node`` (a ``Reshape``) produce ``new`` where its target says ``old`` at ``position``.
 
     The target is a constant or a ``Concat`` whose piece holding that entry is constant (the
@@ -169,7 +177,7 @@ def retarget_reshape(graph: Graph, node: Node, old: int, new: int, what: str, po
                                     f"{old} at position {position}")
         fixed = vals.copy()
         fixed[position] = new
-        node.set_input(1, graph.add_parameter(f"{node.name}_shape", fixed.astype(arr.dtype)))
+        node.set_input(1, shape_param(graph, ctx, f"{node.name}_shape", fixed.astype(arr.dtype)))
         return
     cat = target.producer
     if cat is None or cat.op_type != "Concat":
@@ -195,7 +203,7 @@ def retarget_reshape(graph: Graph, node: Node, old: int, new: int, what: str, po
                                         f"piece; expected {old}")
             fixed = a.copy()
             fixed[offset] = new
-            piece = graph.add_parameter(f"{node.name}_shape_piece", fixed.astype(a.dtype))
+            piece = shape_param(graph, ctx, f"{node.name}_shape_piece", fixed.astype(a.dtype))
             ins = pieces[:k] + [piece] + pieces[k + 1:]
             c2 = graph.create_node("Concat", ins, dict(cat.attributes), name=f"{cat.name}_retarget",
                                    output_types=[target.type])
@@ -244,7 +252,7 @@ def _mapped(a: np.ndarray, values: dict[int, int]) -> np.ndarray | None:
     return None if np.array_equal(out, a) else out
 
 
-def _computed_heads(graph: Graph, v: Value, heads: tuple[int, int], seen: set[int],
+def _computed_heads(graph: Graph, ctx: PassContext, v: Value, heads: tuple[int, int], seen: set[int],
                     ops: tuple[str, ...]) -> None:
     """In the shape arithmetic computing ``v``: ``ops`` (``Mul``: batch x heads; ``Div``: a width over
     the heads) by the head count get the new count."""
@@ -256,13 +264,14 @@ def _computed_heads(graph: Graph, v: Value, heads: tuple[int, int], seen: set[in
         for k, x in enumerate(p.inputs):
             c = _const(x)
             if c is not None and c.size == 1 and int(c.reshape(-1)[0]) == heads[0] and c.dtype.kind in "iu":
-                p.set_input(k, graph.add_parameter(f"{p.name}_heads", np.full(c.shape, heads[1], c.dtype)))
+                new = np.full(c.shape, heads[1], c.dtype)
+                p.set_input(k, shape_param(graph, ctx, f"{p.name}_heads", new))
     for x in p.inputs:
         if x is not None:
-            _computed_heads(graph, x, heads, seen, ops)
+            _computed_heads(graph, ctx, x, heads, seen, ops)
 
 
-def rescale_shape_constants(graph: Graph, nodes: list[Node], values: dict[int, int],
+def rescale_shape_constants(graph: Graph, ctx: PassContext, nodes: list[Node], values: dict[int, int],
                             heads: tuple[int, int] | None = None,
                             head_ops: tuple[str, ...] = ("Mul",)) -> int:
     """Rewrite the shape constants of ``Reshape`` targets and ``Split`` sizes among ``nodes``.
@@ -285,7 +294,7 @@ def rescale_shape_constants(graph: Graph, nodes: list[Node], values: dict[int, i
                 c = _const(n.inputs[1])
                 new = None if c is None else _mapped(c, values)
                 if new is not None:
-                    n.set_input(1, graph.add_parameter(f"{n.name}_split", new))
+                    n.set_input(1, shape_param(graph, ctx, f"{n.name}_split", new))
                     changed += 1
             continue
         if n.op_type != "Reshape":
@@ -295,7 +304,7 @@ def rescale_shape_constants(graph: Graph, nodes: list[Node], values: dict[int, i
         if c is not None:
             new = _mapped(c, values)
             if new is not None:
-                n.set_input(1, graph.add_parameter(f"{n.name}_shape", new))
+                n.set_input(1, shape_param(graph, ctx, f"{n.name}_shape", new))
                 changed += 1
             continue
         cat = target.producer
@@ -307,12 +316,12 @@ def rescale_shape_constants(graph: Graph, nodes: list[Node], values: dict[int, i
             a = _const(x)
             new = None if a is None else _mapped(a, values)
             if new is not None:
-                fixed.append(graph.add_parameter(f"{n.name}_shape_piece", new))
+                fixed.append(shape_param(graph, ctx, f"{n.name}_shape_piece", new))
                 changed += 1
             else:
                 fixed.append(x)
                 if a is None and heads is not None:
-                    _computed_heads(graph, x, heads, set(), head_ops)
+                    _computed_heads(graph, ctx, x, heads, set(), head_ops)
         if any(f is not p for f, p in zip(fixed, pieces, strict=True)):
             c2 = graph.create_node("Concat", fixed, dict(cat.attributes), name=f"{cat.name}_grown",
                                    output_types=[target.type])
@@ -368,8 +377,8 @@ def plan_targets(graph: Graph, flow, reshapes: list[Node], width: int, what: str
     return out
 
 
-def apply_targets(graph: Graph, plans: list[tuple[Node, list]], new_width: int) -> None:
+def apply_targets(graph: Graph, ctx: PassContext, plans: list[tuple[Node, list]], new_width: int) -> None:
     """Give each planned Reshape its constant target, ending in ``new_width``."""
     for n, target in plans:
         t = [new_width if x is None else x for x in target]
-        n.set_input(1, graph.add_parameter(f"{n.name}_shape", np.asarray(t, dtype=np.int64)))
+        n.set_input(1, shape_param(graph, ctx, f"{n.name}_shape", np.asarray(t, dtype=np.int64)))

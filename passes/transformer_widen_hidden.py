@@ -261,7 +261,7 @@ class WidenHidden(Pass):
         values = {w: n * w for w in widths}
         values.update({m: n * m for m in moving})
         heads = next(iter(moving)) if mode == "count" and len(moving) == 1 else None
-        rescale_shape_constants(graph, data, values, heads=None if heads is None else (heads, n * heads),
+        rescale_shape_constants(graph, ctx, data, values, heads=None if heads is None else (heads, n * heads),
                                 head_ops=("Mul", "Div"))
         forget_types(graph.nodes)
 

@@ -95,6 +95,6 @@ class WidenMLP(Pass):
             set_param(graph, ctx, down.node, 1, widen_consumer(w.const.array, mapping, m, down.in_axis),
                       kind="gather-divide", parent=w, axis=down.in_axis, index=mapping, divide=d)
             for r in reshapes:
-                retarget_reshape(graph, r, m, new, f"{self.name}: layer {i}")
+                retarget_reshape(graph, ctx, r, m, new, f"{self.name}: layer {i}")
             forget_types([up.node, *([up.bias_node] if up.bias_node else []), *inner])
 

@@ -1,0 +1,70 @@
+"""Transformer recognition (``netmorph.structure.transformer``) and ``netmorph inspect`` on it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from transformer_models import exported, has_transformers
+
+from netmorph import onnx_io
+from netmorph.cli.main import cli
+from netmorph.errors import StructureError
+from netmorph.structure.transformer import recognise_transformer
+
+# model -> (norm, layers, heads, head size, hidden, MLP, inputs, embedding tables)
+EXPECTED = {
+    "encoder-post": ("post", 2, 4, 8, 32, 64, "tokens", 1),
+    "encoder-pre": ("pre", 2, 4, 8, 32, 64, "tokens", 1),
+    "gpt": ("pre", 2, 4, 8, 32, 128, "tokens", 2),
+    "vit": ("pre", 2, 4, 8, 32, 64, "images", 0),
+    "bert": ("post", 2, 4, 8, 32, 64, "tokens", 3),
+    "gpt2": ("pre", 2, 4, 8, 32, 64, "tokens", 2),
+}
+MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder-pre", "torchscript"),
+          ("encoder-pre", "dynamo"), ("gpt", "torchscript"), ("gpt", "dynamo"), ("vit", "torchscript"),
+          ("vit", "dynamo"), ("bert", "torchscript"), ("bert", "dynamo"), ("gpt2", "dynamo")]
+
+
+def _need(kind):
+    if kind in ("bert", "gpt2") and not has_transformers():
+        pytest.skip("transformers is not installed")
+
+
+@pytest.mark.parametrize("kind,exporter", MODELS)
+def test_recognise(kind, exporter):
+    _need(kind)
+    st = recognise_transformer(onnx_io.load(exported(kind, exporter)))
+    norm, layers, heads, size, hidden, mlp, inputs, tables = EXPECTED[kind]
+    assert (st.norm, len(st.layers), st.heads, st.head_size, st.hidden, st.mlp, st.inputs) == (
+        norm, layers, heads, size, hidden, mlp, inputs)
+    assert len(st.embeddings) == tables
+    assert st.head is not None and st.head["in"] == hidden
+    for lay in st.layers:
+        assert lay.attention.kind == "attention" and lay.mlp.kind == "mlp"
+        assert lay.up.in_features == hidden and lay.down.out_features == hidden
+        assert lay.attention.out_proj.out_features == hidden
+
+
+def test_inspect_shows_transformer():
+    path = exported("gpt", "dynamo")
+    r = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "transformer, 2 pre-LN layers, hidden 32, 4 heads x 8, MLP 128" in r.output
+    r = CliRunner().invoke(cli, ["inspect", "--json", str(path)])
+    d = json.loads(r.output)["structure"]
+    assert d["family"] == "transformer" and d["layers"] == 2 and d["heads"] == 4
+    assert [e["kind"] for e in d["embeddings"]] == ["token", "position"]
+    assert len(d["layer_list"]) == 2 and d["layer_list"][0]["mlp"]["width"] == 128
+
+
+def test_decomposed_layer_norm_is_refused_with_reason():
+    g = onnx_io.load(exported("gpt", "torchscript", 14))
+    with pytest.raises(StructureError, match="opset >= 17"):
+        recognise_transformer(g)
+
+
+def test_cnn_is_not_a_transformer(torch_cnn_onnx):
+    with pytest.raises(StructureError, match="no attention unit"):
+        recognise_transformer(onnx_io.load(torch_cnn_onnx))
