@@ -49,7 +49,8 @@ def check_interface(graph, model: str, image_shape: tuple[int, int, int], num_cl
 @click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True,
               help="Global batch (split across --nproc processes).")
 @click.option("--lr", type=float, default=_DEFAULTS["lr"], show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "nesterov", "adam"]), default="sgd", show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "nesterov", "adam", "adamw"]), default="sgd",
+              show_default=True)
 @click.option("--schedule", type=click.Choice(["step", "cosine", "constant"]), default="step",
               show_default=True, help="step: lr/10 at 50% and 75% of the epochs (paper).")
 @click.option("--warmup", type=float, default=0.0, show_default=True, help="Linear warm-up epochs.")
