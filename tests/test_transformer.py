@@ -6,10 +6,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from netmorph.cli.main import cli
 from transformer_models import exported, has_transformers
 
 from netmorph import onnx_io
-from netmorph.cli.main import cli
 from netmorph.errors import StructureError
 from netmorph.structure.transformer import recognise_transformer
 

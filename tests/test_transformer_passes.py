@@ -13,12 +13,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from netmorph.passes import PassManager, get_pass
 from transformer_models import exported, has_transformers, inputs
 
 import netmorph
 from netmorph import onnx_io
 from netmorph.errors import PreconditionError
-from netmorph.passes import PassManager, get_pass
 from netmorph.structure.transformer import recognise_transformer
 
 MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder-pre", "torchscript"),
