@@ -10,6 +10,7 @@ sequence lengths (images: two batch sizes), the shape before and after, and the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -46,7 +47,8 @@ def main() -> None:
             if kind in ("bert", "gpt2") and not tm.has_transformers():
                 continue
             try:
-                path = tm.export(kind, Path(tmp) / f"{kind}-{exporter}.onnx", exporter)
+                with contextlib.redirect_stdout(sys.stderr):  # the dynamo exporter prints progress
+                    path = tm.export(kind, Path(tmp) / f"{kind}-{exporter}.onnx", exporter)
             except Exception as e:  # noqa: BLE001 - an exporter that cannot export this model
                 rows.append({"model": kind, "exporter": exporter, "pass": None, "result": "not exported",
                              "reason": str(e).splitlines()[0][:200]})
