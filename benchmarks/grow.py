@@ -76,6 +76,9 @@ def transformer_rows(quick: bool, runs: int) -> list[dict]:
     layers, d = (2, 64) if quick else (12, 256)
     torch.manual_seed(0)
     model = tm.Encoder(norm_first=True, layers=layers, d=d, heads=4 if quick else 8, ff=4 * d).eval()
+    with torch.no_grad():  # nn.TransformerEncoder clones one layer: make the layers differ
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
     ids = torch.randint(0, tm.VOCAB, (2, tm.SEQ))
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), tm._no_fastpath():
         path = Path(tmp) / "encoder.onnx"
