@@ -17,8 +17,9 @@ from .activations import ActivationView
 from .model import Block, Level, Structure
 from .recognise import recognise
 from .residual import ResidualUnit, find_residual_units, match_residual
+from .stages import Anatomy, Stage, StageUnit, anatomy
 
 __all__ = [
-    "ActivationView", "Block", "Level", "ResidualUnit", "Structure", "find_residual_units",
-    "match_residual", "recognise",
+    "ActivationView", "Anatomy", "Block", "Level", "ResidualUnit", "Stage", "StageUnit", "Structure",
+    "anatomy", "find_residual_units", "match_residual", "recognise",
 ]
