@@ -14,9 +14,11 @@ from .insert_identity_prelu import InsertIdentityPReLU
 from .manager import PassManager
 from .registry import PASSES, get_pass, list_passes, register
 from .restore_bn import RestoreBN
+from .widen import Widen, WidenLevel
 
 __all__ = [
     "PASSES", "Contract", "ConvSolve", "ConvSplit", "Deepen", "DeepenLevel", "DuplicateBlock",
     "InsertIdentityBN", "InsertIdentityPReLU", "Option", "Pass", "PassContext", "PassManager",
-    "PassReport", "PreconditionError", "RestoreBN", "get_pass", "list_passes", "register",
+    "PassReport", "PreconditionError", "RestoreBN", "Widen", "WidenLevel", "get_pass", "list_passes",
+    "register",
 ]

@@ -12,11 +12,12 @@ from .duplicate_block import DuplicateBlock
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .restore_bn import RestoreBN
+from .widen import Widen, WidenLevel
 
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
-                Deepen)
+                Deepen, Widen, WidenLevel)
 }
 
 
