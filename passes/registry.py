@@ -9,6 +9,7 @@ from .base import Pass
 from .conv_split import ConvSplit
 from .deepen_level import Deepen, DeepenLevel
 from .duplicate_block import DuplicateBlock
+from .grow_kernel import GrowKernel
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .restore_bn import RestoreBN
@@ -17,7 +18,7 @@ from .widen import Widen, WidenLevel
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
-                Deepen, Widen, WidenLevel)
+                Deepen, Widen, WidenLevel, GrowKernel)
 }
 
 
