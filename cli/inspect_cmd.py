@@ -23,9 +23,17 @@ def structure_of(graph) -> tuple[Any, str | None]:
     try:
         return netmorph.recognise(graph), None
     except StructureError as e:
-        return None, str(e).strip().splitlines()[0] if str(e).strip() else "no reason given"
+        reason = str(e).strip()
     except (ImportError, AttributeError):
         return None, None
+    from netmorph.structure.transformer import recognise_transformer  # transformers (issue 10)
+
+    try:
+        return recognise_transformer(graph), None
+    except StructureError as e:
+        if graph.find_nodes("Softmax") and not graph.find_nodes("Conv"):  # say why it is no transformer
+            reason = str(e).strip()
+    return None, reason.splitlines()[0] if reason else "no reason given"
 
 
 def anatomy_of(graph) -> tuple[Any, str | None]:

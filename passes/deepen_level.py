@@ -173,8 +173,16 @@ class Deepen(DeepenLevel):
     """``deepen-level`` applied to every level."""
 
     name = "deepen"
-    summary = "Deepen every level (PlainNet n -> 2n-1 blocks, ResNet n -> 2n): one growth step."
+    summary = ("Deepen every level (PlainNet n -> 2n-1 blocks, ResNet n -> 2n): one growth step; on a "
+               "transformer, transformer-deepen (L -> 2L identity layers).")
     _level_default = "all"
+
+    def apply(self, graph, seed=0, progress=None):
+        from .transformer_deepen import TransformerDeepen, is_transformer  # transformers (issue 10)
+
+        if is_transformer(graph):
+            return TransformerDeepen().apply(graph, seed, progress)
+        return super().apply(graph, seed, progress)
 
 
 def _name(v: Any) -> str:

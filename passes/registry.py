@@ -13,6 +13,8 @@ from .grow_kernel import GrowKernel
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .restore_bn import RestoreBN
+from .transformer_deepen import TransformerDeepen
+from .transformer_widen_mlp import WidenMLP
 from .widen import Widen, WidenLevel
 
 PASSES: dict[str, type[Pass]] = {
@@ -20,6 +22,7 @@ PASSES: dict[str, type[Pass]] = {
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
                 Deepen, Widen, WidenLevel, GrowKernel)
 }
+PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP)})  # transformers (issue 10)
 
 
 def register(cls: type[Pass]) -> type[Pass]:
