@@ -221,6 +221,13 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
             _set(graph, ctx, n, 2, widen_producer(b, mapping, 0), "gather", axis=0, index=mapping)
         n.set_attr("group", len(mapping) // per)
         return
+    if op == "Reshape":  # a channel-major flatten: a constant target names the new feature count
+        shape = _const_input(graph, n.inputs[1]) if len(n.inputs) > 1 else None
+        if shape is not None and shape.ndim == 1 and shape.size == 2 and int(shape[1]) > 0:
+            out = members[id(n.outputs[0])]
+            _set(graph, ctx, n, 1, np.asarray([shape[0], len(mapping) * out.inner], dtype=shape.dtype),
+                 "new")
+        return
     member = next((members[id(v)] for v in n.inputs if v is not None and id(v) in members), None)
     idx = PARAM_INPUTS.get(op)
     if idx is None:

@@ -329,7 +329,7 @@ class _Closure:
             if n.op_type in ("Flatten", "Reshape") and orank == 2 and sr == 4 and m.axis == 1:
                 t = src.type.shape
                 inner = int(np.prod(t[2:])) if all(isinstance(d, int) for d in t[2:]) else None
-                if inner is None or m.inner != inner or n.op_type == "Reshape":
+                if inner is None or m.inner != inner:
                     self.fail(n, "a reshape that is not a channel-major flatten")
                 self._tie(n, [src], None, 1, 1)
                 return
@@ -349,7 +349,8 @@ class _Closure:
             t_in, t_out = src.type.shape, out.type.shape
             if orank == 2 and in_axis == 1 and m.inner == 1 and sr >= 2 and all(
                     isinstance(d, int) for d in t_in[1:]) and t_out[1] == int(np.prod(t_in[1:])):
-                self.fail(n, "a Reshape flatten (its shape constant would need rewriting; use Flatten)")
+                self._tie(n, [], out, 1, int(np.prod(t_in[2:])))  # a channel-major flatten
+                return
             self.fail(n, "a Reshape to another layout")
         axes = n.attr("axes")
         if axes is None and len(n.inputs) > 1:
