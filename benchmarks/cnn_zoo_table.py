@@ -70,9 +70,10 @@ def train_step(child, size: int, batch: int = 2) -> float:
 
 
 def grow_row(arch: str, export: str, path: Path, morph: str, size: int, batch: int = 2) -> dict:
+    from netmorph.passes import PassManager, get_pass
+
     import netmorph
     from netmorph.errors import NetmorphError
-    from netmorph.passes import PassManager, get_pass
 
     name, opts = MORPHS[morph]
     g = netmorph.load(path)

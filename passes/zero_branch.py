@@ -49,6 +49,18 @@ def _param_array(v: Value | None):
     return None
 
 
+def _param_value(v: Value) -> Value | None:
+    """The parameter ``v`` is, or is an ``Identity`` (chain) of; else ``None``."""
+    for _ in range(4):
+        if v.const is not None:
+            return v
+        p = v.producer
+        if p is None or p.op_type != "Identity" or p.inputs[0] is None:
+            return None
+        v = p.inputs[0]
+    return None
+
+
 def _fresh_param(node: Node, index: int, arr, ctx: PassContext):
     """A freshly initialised version of input ``index`` of ``node`` (weights He, biases 0, norms unit)."""
     op = node.op_type
@@ -107,18 +119,19 @@ def copy_residual_unit(graph: Graph, ctx: PassContext, unit: Any, y: Value, *, n
                 ins.append(y)  # the entry; at the join: the copy's shortcut is the identity
             elif id(v) in vmap:
                 ins.append(vmap[id(v)])
-            elif v.const is not None:
-                if id(v) not in pmap:
-                    arr = v.const.array
+            elif _param_value(v) is not None:  # the copy owns its weights (also those behind an Identity)
+                src = _param_value(v)
+                if id(src) not in pmap:
+                    arr = src.const.array
                     fresh = init == "fresh"
-                    val = _fresh_param(n, i, arr, ctx) if fresh else v.const
-                    pv = graph.add_parameter(f"{name}/{v.name}", val)
+                    val = _fresh_param(n, i, arr, ctx) if fresh else src.const
+                    pv = graph.add_parameter(f"{name}/{src.name}", val)
                     if fresh and val is not arr:
                         ctx.derive(pv.name, "new", note="fresh initialisation")
                     else:
-                        ctx.derive(pv.name, "same", parent=v.name, note="copied unit")
-                    pmap[id(v)] = pv
-                ins.append(pmap[id(v)])
+                        ctx.derive(pv.name, "same", parent=src.name, note="copied unit")
+                    pmap[id(src)] = pv
+                ins.append(pmap[id(src)])
             else:
                 ins.append(v)  # weight plumbing or a side input: shared with the original
         m = graph.create_node(n.op_type, ins, dict(n.attributes), name=f"{name}/{n.name}",

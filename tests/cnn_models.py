@@ -78,8 +78,8 @@ class InvertedResidual(nn.Module):
         super().__init__()
         mid = cin * expand
         self.expand = nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), bn(mid), act())
-        self.dw = nn.Sequential(nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False), bn(mid),
-                                act())
+        dw = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self.dw = nn.Sequential(dw, bn(mid), act())
         self.se = SE(mid, max(mid // 4, 4)) if se else nn.Identity()
         self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), bn(cout))
         self.residual = stride == 1 and cin == cout
@@ -124,7 +124,8 @@ def bottleneck_resnet() -> nn.Module:
 
 
 def resnext() -> nn.Module:
-    return nn.Sequential(_stem(8), Bottleneck(8, 8, 16, groups=4), Bottleneck(16, 8, 16, groups=4), *_head(16))
+    return nn.Sequential(_stem(8), Bottleneck(8, 8, 16, groups=4), Bottleneck(16, 8, 16, groups=4),
+                         *_head(16))
 
 
 def regnet() -> nn.Module:  # RegNetY-style: group width 4, SE with Sigmoid
@@ -148,9 +149,9 @@ def convnext() -> nn.Module:
 
 
 def gelu_silu_plain() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), bn(8), nn.GELU(), nn.Conv2d(8, 8, 3, 1, 1), bn(8), nn.SiLU(),
-                         nn.Conv2d(8, 16, 3, 2, 1), bn(16), nn.GELU(), nn.Conv2d(16, 16, 3, 1, 1), bn(16),
-                         nn.SiLU(), *_head(16))
+    return nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), bn(8), nn.GELU(), nn.Conv2d(8, 8, 3, 1, 1), bn(8),
+                         nn.SiLU(), nn.Conv2d(8, 16, 3, 2, 1), bn(16), nn.GELU(), nn.Conv2d(16, 16, 3, 1, 1),
+                         bn(16), nn.SiLU(), *_head(16))
 
 
 def grouped_plain() -> nn.Module:
