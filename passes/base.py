@@ -151,6 +151,8 @@ class PassContext:
         self.solves: list[ConvSolve] = []
         self.lineage = Lineage()
         self.details: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = {}
+        """Seconds of named phases a pass measures itself (``recognise``: finding units / groups)."""
         self.solve_seconds = 0.0
         self._total = 0
         self._done = 0
@@ -307,7 +309,8 @@ class Pass:
         )
         report.seconds = time.perf_counter() - t0
         report.timings["solve"] = ctx.solve_seconds
-        report.timings["surgery"] = report.seconds - ctx.solve_seconds
+        report.timings.update(ctx.timings)
+        report.timings["surgery"] = report.seconds - ctx.solve_seconds - sum(ctx.timings.values())
         return child, report
 
     def describe(self) -> str:

@@ -16,6 +16,7 @@ or when ``--residual-ratio`` is given, and the generic one otherwise.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..errors import PreconditionError, StructureError
@@ -123,8 +124,10 @@ class DeepenLevel(Pass):
                         )
 
     def call(self, graph: Graph, ctx: PassContext) -> None:
+        t0 = time.perf_counter()
         if self._mode(graph) == "generic":
             plan = plan_deepen(graph, self.options["level"], self.options, self.name)
+            ctx.timings["recognise"] = time.perf_counter() - t0
             self._generic = plan
             apply_deepen(graph, ctx, plan, self.options)
             return
