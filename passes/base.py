@@ -294,6 +294,7 @@ class Pass:
         infer_types(child)
         child.check()
         self.ensures(child)
+        _complete_lineage(self.name, graph, child, ctx)
         after = {n.name for n in child.nodes}
         report = PassReport(
             pass_name=self.name,
@@ -319,6 +320,24 @@ class Pass:
 
     def __repr__(self) -> str:
         return f"<pass {self.describe()}>"
+
+
+def _complete_lineage(name: str, parent: Graph, child: Graph, ctx: PassContext) -> None:
+    """Record ``new`` for created parameters the pass left unrecorded; refuse a changed parameter
+    without a record (its optimizer state could not follow it)."""
+    before = {v.name: v.const for v in parent.parameters}
+    for v in child.parameters:
+        if v.name in ctx.lineage.records:
+            continue
+        old = before.get(v.name)
+        if old is None:
+            ctx.derive(v.name, "new", note="created by the pass")
+        elif old is not v.const:
+            from ..errors import VerificationError
+
+            raise VerificationError(f"{name}: parameter {v.name!r} was changed without a lineage record")
+    for stale in [k for k in ctx.lineage.records if not child.has_value(k)]:
+        del ctx.lineage.records[stale]
 
 
 def _needs_types(graph: Graph) -> bool:

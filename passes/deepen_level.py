@@ -81,9 +81,11 @@ class DeepenLevel(Pass):
             return mode
         if self.options["residual_ratio"] is not None:
             return "paper"
-        try:
-            st, levels = self._plan(graph)
-            self._check_paper(graph, st, levels)
+        try:  # the whole graph decides (a bad --level is then the paper path's error to give)
+            st = recognise(graph)
+            if st.family not in ("plain", "resnet"):
+                return "generic"
+            self._check_paper(graph, st, st.levels)
         except (PreconditionError, StructureError):
             return "generic"
         return "paper"
