@@ -81,3 +81,13 @@ def test_train_synthetic_follows_the_model_input(tmp_path):
     splits = parse_data_spec("synthetic:12").load(netmorph.load(p))
     assert tuple(splits[0].image_shape) == (1, 24, 24)
     assert splits[0].num_classes == 4
+
+
+def test_generic_morphs_do_not_import_torch(mbv3, tmp_path):
+    from test_light_install import run_without_torch
+
+    out = tmp_path / "g.onnx"
+    r = run_without_torch("grow", str(mbv3), "--pass", "widen", "--pass", "deepen", "--pass", "grow-kernel",
+                          "--level", "all", "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert out.is_file() and "TRIED_TORCH=False" in r.stderr
