@@ -195,3 +195,12 @@ def test_widen_noise_is_approximate_with_the_surgery_proven(zoo):
     err = max_rel(g, child, 32)
     assert 1e-6 < err < 0.5  # the noise moved the function, within the approximate bound
     assert rep.verification["contract"] == "approx"
+
+
+def test_bottleneck_child_deepens_again(zoo):
+    """The child of a generic deepen is read the same way: 4 -> 8 -> 16 residual units, exact."""
+    g = netmorph.load(zoo["bottleneck_resnet", "ts"])
+    child, reps = PassManager(batches=1, batch_size=2).run(g, [get_pass("deepen"), get_pass("deepen")])
+    assert [sum(d["morph"] == "unit-copy" for d in r.details) for r in reps] == [4, 8]
+    assert sum(u.kind == "residual" for u in anatomy(child).units) == 16
+    assert max_rel(g, child, 32) <= 1e-4
