@@ -254,8 +254,20 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
 
 
 def _set(graph: Graph, ctx: PassContext, n: Node, i: int, arr: np.ndarray, kind: str, **kw: Any) -> None:
-    """Give input ``i`` of ``n`` the array ``arr``: in place when only ``n`` reads that parameter."""
+    """Give input ``i`` of ``n`` the array ``arr``: in place when only ``n`` reads that parameter.
+
+    A weight that is a ``Transpose`` of a parameter is set through it (the parameter gets the
+    inverse transpose; the lineage axis is the parameter's)."""
     v = n.inputs[i]
+    t = v.producer
+    if v.const is None and t is not None and t.op_type == "Transpose" and len(v.uses()) == 1 and \
+            t.inputs[0] is not None and t.inputs[0].const is not None:
+        perm = list(t.attr("perm") or range(arr.ndim)[::-1])
+        if "axis" in kw:
+            kw = {**kw, "axis": perm[kw["axis"]]}
+        _set(graph, ctx, t, 0, np.transpose(arr, np.argsort(perm)), kind, **kw)
+        t.outputs[0].type = t.outputs[0].type.with_shape(arr.shape) if t.outputs[0].type else None
+        return
     parent = v.name if v.const is not None else None
     if v.const is not None and len(v.uses()) == 1 and not v.is_graph_input:
         graph.set_parameter(v, arr)

@@ -43,6 +43,9 @@ def _param_array(v: Value | None):
             from onnx import numpy_helper
 
             return numpy_helper.to_array(p.attributes["value"].t)
+        if p is not None and p.op_type == "Transpose" and p.inputs[0] is not None:
+            src = _param_array(p.inputs[0])
+            return None if src is None else np.transpose(src, p.attr("perm") or None)
         if p is None or p.op_type != "Identity":
             return None
         v = p.inputs[0]
@@ -58,6 +61,16 @@ def _param_value(v: Value) -> Value | None:
         if p is None or p.op_type != "Identity" or p.inputs[0] is None:
             return None
         v = p.inputs[0]
+    return None
+
+
+def _transposed_param(v: Value) -> Value | None:
+    """``v`` when it is a ``Transpose`` of a parameter (TorchScript exports without constant folding
+    write a linear's weight so), else ``None``."""
+    p = v.producer
+    if v.const is None and p is not None and p.op_type == "Transpose" and p.inputs[0] is not None \
+            and _param_value(p.inputs[0]) is not None:
+        return v
     return None
 
 
@@ -119,6 +132,24 @@ def copy_residual_unit(graph: Graph, ctx: PassContext, unit: Any, y: Value, *, n
                 ins.append(y)  # the entry; at the join: the copy's shortcut is the identity
             elif id(v) in vmap:
                 ins.append(vmap[id(v)])
+            elif _transposed_param(v) is not None:  # a linear weight transposed in the graph
+                t = v.producer
+                src = _param_value(t.inputs[0])
+                if id(v) not in pmap:
+                    perm = list(t.attr("perm") or range(src.const.array.ndim)[::-1])
+                    arr = src.const.array
+                    if init == "fresh":
+                        eff = _fresh_param(n, i, np.transpose(arr, perm), ctx)
+                        pv = graph.add_parameter(f"{name}/{src.name}", np.transpose(eff, np.argsort(perm)))
+                        ctx.derive(pv.name, "new", note="fresh initialisation")
+                    else:
+                        pv = graph.add_parameter(f"{name}/{src.name}", src.const)
+                        ctx.derive(pv.name, "same", parent=src.name, note="copied unit")
+                    tn = graph.create_node("Transpose", [pv], dict(t.attributes), name=f"{name}/{t.name}",
+                                           output_types=[v.type])
+                    new.append(tn)
+                    pmap[id(v)] = tn.output
+                ins.append(pmap[id(v)])
             elif _param_value(v) is not None:  # the copy owns its weights (also those behind an Identity)
                 src = _param_value(v)
                 if id(src) not in pmap:

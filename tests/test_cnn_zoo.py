@@ -20,6 +20,7 @@ from netmorph.structure import anatomy
 
 SMALL = [(a, "ts") for a in ARCHS] + [
     ("preact_resnet", "ts-bn"), ("mobilenet_v2", "ts-bn"), ("regnet", "ts-bn"), ("gelu_silu_plain", "ts-bn"),
+    ("convnext", "ts-bn"),
     ("bottleneck_resnet", "dynamo"), ("mobilenet_v3", "dynamo"), ("convnext", "dynamo"), ("vgg", "dynamo"),
 ]
 REFUSED = {  # (arch, morph) -> words the refusal must contain (documented limits, docs/structure.md)
@@ -62,16 +63,22 @@ def train_step(child, size):
 
 
 def _params(nodes) -> int:
-    """Weights the nodes read (directly, or through an Identity of a parameter)."""
+    """Weights the nodes read (directly, or through an Identity / Transpose of a parameter)."""
     seen = {}
     for n in nodes:
         for v in n.inputs:
             while v is not None and v.const is None and v.producer is not None \
-                    and v.producer.op_type == "Identity":
+                    and v.producer.op_type in ("Identity", "Transpose"):
                 v = v.producer.inputs[0]
             if v is not None and v.const is not None:
                 seen[id(v)] = int(np.prod(v.const.shape))
     return sum(seen.values())
+
+
+def _weight_transposes(nodes) -> int:
+    """Transposes of parameters the nodes read (a copy gets its own, with its own weight)."""
+    return len({id(v) for n in nodes for v in n.inputs if v is not None and v.producer is not None
+                and v.producer.op_type == "Transpose" and v.producer.inputs[0].const is not None})
 
 
 def expected_deepen(g):
@@ -90,7 +97,7 @@ def expected_deepen(g):
                     if n.op_type not in ("Relu", "Clip"):
                         break
                     trail += 1
-                nodes += len(t.residual.branch) + 1 + trail
+                nodes += len(t.residual.branch) + 1 + trail + _weight_transposes(t.residual.branch)
                 params += _params(t.residual.branch)
             elif u.kind in ("residual", "concat", "region"):
                 c = u.width

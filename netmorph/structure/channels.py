@@ -123,6 +123,9 @@ def _const(v: Value | None) -> np.ndarray | None:
             from onnx import numpy_helper
 
             return numpy_helper.to_array(p.attributes["value"].t)
+        if p is not None and p.op_type == "Transpose" and p.inputs[0] is not None:
+            src = _const(p.inputs[0])  # a linear's weight transposed in the graph
+            return None if src is None else np.transpose(src, p.attr("perm") or None)
         if p is None or p.op_type != "Identity":
             return None
         v = p.inputs[0]
