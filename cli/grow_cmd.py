@@ -114,7 +114,8 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
 @click.option("--mapping", type=click.Choice(["random", "round-robin"]),
               help="widen: which channels the new ones copy.")
 @click.option("--kernel", type=int, help="grow-kernel: the new kernel size.")
-@click.option("--from", "from_kernel", type=int, help="grow-kernel --level: grow convs of this kernel size.")
+@click.option("--from", "--from-kernel", "from_kernel", type=int,
+              help="grow-kernel --level: grow convs of this kernel size.")
 @click.option("--repeat", type=int, default=1, show_default=True, help="Apply the pass list N times.")
 @click.option("--solver", type=click.Choice(["exact", "optgd", "lsq"]), default=None,
               help="Kernel solver (default exact: contract exact; optgd / lsq are approximate).")
