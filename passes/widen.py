@@ -31,6 +31,7 @@ from ..morphs.widen import (
     widen_per_channel,
     widen_producer,
 )
+from ..structure.channels import Member
 from .base import Contract, Option, Pass, PassContext
 from .conv_split import APPROX_ATOL, APPROX_RTOL
 from .layers import find_node
@@ -150,7 +151,15 @@ class Widen(Pass):
         t0 = time.perf_counter()
         groups = self._groups(graph, ctx)
         ctx.timings["recognise"] = time.perf_counter() - t0
-        for g in groups:
+        from ..structure import ActivationView
+        from ..structure.channels import find_channel_group
+
+        view = ActivationView(graph)
+        for i, g in enumerate(groups):
+            if i:  # an earlier group may have changed the widths around this one (a shared Concat)
+                t1 = time.perf_counter()
+                g = find_channel_group(graph, g.producers[0][0], view)
+                ctx.timings["recognise"] += time.perf_counter() - t1
             new, mode = self._plan(g)
             widen_group(graph, ctx, g, new, mode=mode, noise=float(self.options.get("noise") or 0.0))
 
@@ -171,35 +180,40 @@ def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str =
         mapping = group_mapping(channel_mapping(old // gs, new // gs, mode=mode, rng=ctx.rng), gs)
     else:
         mapping = channel_mapping(old, new, mode=mode, rng=ctx.rng)
+    unsliced = Member(None, 0)  # the group is the whole channel axis
     for n, axis in g.producers:
+        m = g.slices.get(id(n), unsliced)
+        rows = m.full_index(mapping, old)
         wi = 1 if n.op_type in ("Conv", "Gemm") else _matmul_weight_index(n)
         w = _const_input(graph, n.inputs[wi])
-        nw = widen_producer(w, mapping, axis)
+        nw = widen_producer(w, rows, axis)
         if noise > 0:
             sl = [slice(None)] * nw.ndim
-            sl[axis] = slice(old, None)
+            sl[axis] = slice(m.offset + old, m.offset + new)
             nw = nw.copy()
             nw[tuple(sl)] += (noise * float(np.std(w)) * ctx.rng.standard_normal(nw[tuple(sl)].shape)
                               ).astype(nw.dtype)
-        _set(graph, ctx, n, wi, nw, "gather", axis=axis, index=mapping)
+        _set(graph, ctx, n, wi, nw, "gather", axis=axis, index=rows)
         if n.op_type in ("Conv", "Gemm") and len(n.inputs) > 2 and n.inputs[2] is not None:
             b = _const_input(graph, n.inputs[2])
-            if b is not None and b.ndim >= 1 and b.shape[-1] == old:
-                _set(graph, ctx, n, 2, widen_producer(b, mapping, b.ndim - 1), "gather", axis=b.ndim - 1,
-                     index=mapping)
+            if b is not None and b.ndim >= 1 and b.shape[-1] == m.channels(old):
+                _set(graph, ctx, n, 2, widen_producer(b, rows, b.ndim - 1), "gather", axis=b.ndim - 1,
+                     index=rows)
     for n, axis, inner in g.consumers:
+        m = g.slices.get(id(n), unsliced)
         wi = 1 if n.op_type in ("Conv", "Gemm") else _matmul_weight_index(n)
         w = _const_input(graph, n.inputs[wi])
-        cols = mapping if inner == 1 else group_mapping(mapping, inner)
-        _set(graph, ctx, n, wi, widen_consumer(w, cols, old * inner, axis), "gather-divide", axis=axis,
-             index=cols, divide=divisors(cols, old * inner))
-    members = {id(m.value): m for m in g.members}
+        full = m.full_index(mapping, old)
+        cols = full if inner == 1 else group_mapping(full, inner)
+        span = m.channels(old) * inner
+        _set(graph, ctx, n, wi, widen_consumer(w, cols, span, axis), "gather-divide", axis=axis,
+             index=cols, divide=divisors(cols, span))
     for n in g.through:
-        _widen_through(graph, ctx, n, g, mapping, members)
+        _widen_through(graph, ctx, n, g, mapping, g.slices.get(id(n), unsliced))
     for m in g.members:
         t = m.value.type
         shape = list(t.shape)
-        shape[m.axis] = new * m.inner
+        shape[m.axis] = (m.channels(old) + new - old) * m.inner
         m.value.type = t.with_shape(tuple(shape))
     ctx.note(morph="widen", producers=[n.name for n, _ in g.producers], old=old, new=new, mapping=mode,
              consumers=len(g.consumers), values=len(g.members))
@@ -212,10 +226,11 @@ def _matmul_weight_index(n: Node) -> int:
     return weight_of(n)[0]
 
 
-def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.ndarray,
-                   members: dict[int, Any]) -> None:
+def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.ndarray, member: Any) -> None:
     old = g.width
     op = n.op_type
+    if op == "Concat":
+        return
     if op == "Conv":  # depthwise / grouped, by whole groups
         w = _const_input(graph, n.inputs[1])
         per = w.shape[1]
@@ -228,14 +243,13 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
     if op == "Reshape":  # a channel-major flatten: a constant target names the new feature count
         shape = _const_input(graph, n.inputs[1]) if len(n.inputs) > 1 else None
         if shape is not None and shape.ndim == 1 and shape.size == 2 and int(shape[1]) > 0:
-            out = members[id(n.outputs[0])]
-            _set(graph, ctx, n, 1, np.asarray([shape[0], len(mapping) * out.inner], dtype=shape.dtype),
-                 "new")
+            inner = int(shape[1]) // old
+            _set(graph, ctx, n, 1, np.asarray([shape[0], len(mapping) * inner], dtype=shape.dtype), "new")
         return
-    member = next((members[id(v)] for v in n.inputs if v is not None and id(v) in members), None)
+    values = {id(m.value) for m in g.members}
     idx = PARAM_INPUTS.get(op)
     if idx is None:
-        idx = tuple(i for i, v in enumerate(n.inputs) if v is not None and id(v) not in members
+        idx = tuple(i for i, v in enumerate(n.inputs) if v is not None and id(v) not in values
                     and _const_input(graph, v) is not None)
     for i in idx:
         if i >= len(n.inputs) or n.inputs[i] is None:
@@ -246,10 +260,12 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
         if op in ("BatchNormalization", "InstanceNormalization", "LayerNormalization"):
             ax = p.ndim - 1 if op == "LayerNormalization" else 0
         else:  # broadcast against the member value (numpy rules, aligned right)
-            ax = member.axis - (len(member.value.type.shape) - p.ndim) if member is not None else -1
-        if ax < 0 or ax >= p.ndim or p.shape[ax] != old * (member.inner if member is not None else 1):
+            ax = member.axis - (len(member.value.type.shape) - p.ndim) if member.value is not None else -1
+        span = member.channels(old) * member.inner
+        if ax < 0 or ax >= p.ndim or p.shape[ax] != span:
             continue
-        cols = mapping if member is None or member.inner == 1 else group_mapping(mapping, member.inner)
+        full = member.full_index(mapping, old)
+        cols = full if member.inner == 1 else group_mapping(full, member.inner)
         _set(graph, ctx, n, i, widen_per_channel(p, cols, ax), "gather", axis=ax, index=cols)
 
 

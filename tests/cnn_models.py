@@ -105,6 +105,19 @@ class ConvNeXtBlock(nn.Module):
         return x + (self.gamma * y).permute(0, 3, 1, 2)
 
 
+class Inception(nn.Module):
+    """Three branches (1x1; 1x1 -> 3x3; maxpool -> 1x1), concatenated: a concat unit."""
+
+    def __init__(self, cin: int, a: int, b: int, c: int):
+        super().__init__()
+        self.b1 = nn.Sequential(nn.Conv2d(cin, a, 1), nn.ReLU())
+        self.b2 = nn.Sequential(nn.Conv2d(cin, b, 1), nn.ReLU(), nn.Conv2d(b, b, 3, padding=1), nn.ReLU())
+        self.b3 = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(cin, c, 1), nn.ReLU())
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x)], 1)
+
+
 def _stem(c: int, act=nn.ReLU) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(3, c, 3, 1, 1, bias=False), bn(c), act())
 
@@ -167,10 +180,14 @@ def vgg() -> nn.Module:
         nn.Flatten(), nn.Linear(16 * 8 * 8, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 10))
 
 
+def inception() -> nn.Module:
+    return nn.Sequential(_stem(8), Inception(8, 4, 8, 4), Inception(16, 8, 8, 8), *_head(24))
+
+
 ARCHS = {
     "preact_resnet": preact_resnet, "bottleneck_resnet": bottleneck_resnet, "resnext": resnext,
     "mobilenet_v2": mobilenet_v2, "mobilenet_v3": mobilenet_v3, "convnext": convnext, "regnet": regnet,
-    "gelu_silu_plain": gelu_silu_plain, "grouped_plain": grouped_plain, "vgg": vgg,
+    "gelu_silu_plain": gelu_silu_plain, "grouped_plain": grouped_plain, "vgg": vgg, "inception": inception,
 }
 
 

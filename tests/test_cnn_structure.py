@@ -20,7 +20,7 @@ def exports(tmp_path_factory):
     d = tmp_path_factory.mktemp("cnn_structure")
     out = {}
     for arch in ("preact_resnet", "bottleneck_resnet", "mobilenet_v2", "mobilenet_v3", "convnext", "vgg",
-                 "grouped_plain"):
+                 "grouped_plain", "inception"):
         torch.manual_seed(0)
         out[arch] = netmorph.load(export(randomised(ARCHS[arch]()), d / f"{arch}.onnx", "ts"))
     return out
@@ -134,3 +134,20 @@ def test_plain_nn_graph_without_conv_has_no_anatomy():
     g.outputs.append(f.output)
     with pytest.raises(netmorph.errors.StructureError, match="no Conv"):
         anatomy(g)
+
+
+def test_channel_group_is_a_slice_after_concat(exports):
+    """Inception: the 3x3 branch (8 of 16 channels, after 4) is a slice of the concatenation."""
+    g = exports["inception"]
+    a = anatomy(g)
+    assert a.counts().get("concat") == 2
+    conv3 = next(n for n in g.nodes if n.op_type == "Conv" and n.attr("kernel_shape") == [3, 3]
+                 and n.name.startswith("/1/"))
+    grp = find_channel_group(g, conv3)
+    cat = next(m for m in grp.members
+               if m.value.producer is not None and m.value.producer.op_type == "Concat")
+    assert (cat.offset, cat.total) == (4, 16)
+    assert cat.full_index(np.array([0, 1, 2, 3, 4, 5, 6, 7, 0]), 8).tolist() == [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 4, 12, 13, 14, 15]
+    # consumers: the next inception's three convs reading the concat (the maxpool branch through pooling)
+    assert len(grp.consumers) == 3

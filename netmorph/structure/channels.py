@@ -46,11 +46,28 @@ PRODUCER_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 
 @dataclass
 class Member:
-    """A value of the group, its channel ``axis``, and ``inner`` columns per channel (Flatten)."""
+    """A value of the group, its channel ``axis``, and ``inner`` columns per channel (Flatten).
+
+    After a ``Concat`` the group is a slice of the value's channels: ``offset`` channels before
+    it, ``total`` channels in all (``None``: the group is the whole axis).
+    """
 
     value: Value
     axis: int
     inner: int = 1
+    offset: int = 0
+    total: int | None = None
+
+    def full_index(self, mapping: np.ndarray, width: int) -> np.ndarray:
+        """The index over the value's whole channel axis (old positions) for a group ``mapping``."""
+        if self.total is None:
+            return np.asarray(mapping, dtype=np.int64)
+        o = self.offset
+        return np.concatenate([np.arange(o), o + np.asarray(mapping, dtype=np.int64),
+                               np.arange(o + width, self.total)]).astype(np.int64)
+
+    def channels(self, width: int) -> int:
+        return width if self.total is None else self.total
 
 
 @dataclass
@@ -82,6 +99,8 @@ class ChannelGroup:
     through: list[Node] = field(default_factory=list)
     granularity: int = 1
     needs_equal_replication: list[Node] = field(default_factory=list)
+    slices: dict[int, Member] = field(default_factory=dict)
+    """``id(node) -> Member`` it reads or writes (a slice of a concatenation has its own index)."""
 
     def describe(self) -> str:
         names = ", ".join(n.name for n, _ in self.producers[:3]) + (" …" if len(self.producers) > 3 else "")
@@ -186,19 +205,27 @@ class _Closure:
         self.seen_values: dict[int, Member] = {}
         self.seen_nodes: set[int] = set()
         self.queue: list[Member] = []
+        self._cur: Member | None = None
+        self.slice_of: dict[int, Member] = {}
 
     def fail(self, node: Node, why: str) -> None:
         raise PreconditionError(
             f"the {self.g.width}-channel group stops at {node.name!r} ({node.op_type}): {why}"
         )
 
-    def add(self, v: Value, axis: int, inner: int = 1) -> None:
+    def add(self, v: Value, axis: int, inner: int = 1, *, offset: int | None = None,
+            total: int | None = -1) -> None:
+        cur = self._cur
+        if offset is None:
+            offset = 0 if cur is None else cur.offset
+        if total == -1:
+            total = None if cur is None else cur.total
         if id(v) in self.seen_values:
             m = self.seen_values[id(v)]
-            if (m.axis, m.inner) != (axis, inner):
-                raise PreconditionError(f"value {v.name!r} carries the group on two different axes")
+            if (m.axis, m.inner, m.offset, m.total) != (axis, inner, offset, total):
+                raise PreconditionError(f"value {v.name!r} carries the group on two different axes or slices")
             return
-        m = Member(v, axis, inner)
+        m = Member(v, axis, inner, offset, total)
         self.seen_values[id(v)] = m
         self.g.members.append(m)
         self.queue.append(m)
@@ -209,6 +236,7 @@ class _Closure:
         self.add(out, axis)
         while self.queue:
             m = self.queue.pop()
+            self._cur = m
             v = m.value
             if v.is_graph_output:
                 raise PreconditionError(
@@ -234,6 +262,7 @@ class _Closure:
         ax = producer_axis(p)
         if ax is not None and m.inner == 1 and self._out_axis_ok(p, m):
             self.g.producers.append((p, ax))
+            self.g.slices[id(p)] = m
             return
         self.through(p, m, backward=True)
 
@@ -250,17 +279,20 @@ class _Closure:
             if m.axis != 1 or m.inner != 1:
                 self.fail(n, "a conv reads the group off its channel axis")
             self.g.consumers.append((n, 1, 1))
+            self.g.slices[id(n)] = m
             return
         if op == "Gemm" and n.inputs[0] is m.value and weight_of(n) is not None:
             if m.axis != 1 or n.attr("transA", 0):
                 self.fail(n, "a Gemm reads the group off its input-feature axis")
             self.g.consumers.append((n, 1 if n.attr("transB", 0) else 0, m.inner))
+            self.g.slices[id(n)] = m
             return
         if op == "MatMul" and n.inputs[0] is m.value and weight_of(n) is not None and weight_of(n)[0] == 1:
             r = _rank(m.value)
             if r is None or m.axis != r - 1:
                 self.fail(n, "a MatMul reads the group off its last axis")
             self.g.consumers.append((n, weight_of(n)[1].ndim - 2, m.inner))
+            self.g.slices[id(n)] = m
             return
         self.through(n, m, backward=False)
 
@@ -276,6 +308,12 @@ class _Closure:
                 self.fail(n, "pooling off the channel axis")
             self._tie(n, data[:1], out, m.axis, m.inner)
             return
+        sliced = m.total is not None
+        if op == "Concat" and not backward:
+            self._concat(n, m, data, out)
+            return
+        if sliced and op in ("LayerNormalization", "Conv", "Concat", "Flatten", "Reshape"):
+            self.fail(n, f"a {op} of a group that is a slice of a concatenation")
         if op == "LayerNormalization":
             r = _rank(m.value)
             ax = int(n.attr("axis", -1)) % r if r else None
@@ -315,7 +353,7 @@ class _Closure:
         self.fail(n, "this op does not keep channels aligned (a known limit of widen)")
 
     def _width_of(self, m: Member) -> int:
-        return self.g.width * m.inner
+        return m.channels(self.g.width) * m.inner
 
     def _axis_in(self, v: Value, m: Member) -> int:
         rm, rv = _rank(m.value), _rank(v)
@@ -323,8 +361,29 @@ class _Closure:
             return m.axis
         return m.axis - (rm - rv)
 
+    def _concat(self, n: Node, m: Member, data: list[Value], out: Value | None) -> None:
+        """The group becomes a slice of the concatenation's output channels."""
+        r = _rank(m.value)
+        ax = int(n.attr("axis", 1)) % r if r else None
+        ins = [v for v in n.inputs if v is not None]
+        if ax != m.axis or m.inner != 1 or out is None or sum(v is m.value for v in ins) != 1:
+            self.fail(n, "a concatenation off the channel axis, or of the group with itself")
+        widths = [_dim(v, ax) for v in ins]
+        if not all(isinstance(w, int) for w in widths):
+            self.fail(n, "a concatenation of inputs with unknown channel counts")
+        k = next(i for i, v in enumerate(ins) if v is m.value)
+        for v in ins:
+            if v is not m.value and id(v) in self.seen_values:
+                self.fail(n, "a concatenation of two values of the same group")
+        own = m.channels(self.g.width)
+        self.g.through.append(n)
+        self.g.slices[id(n)] = m
+        self.add(out, ax, 1, offset=sum(widths[:k]) + m.offset, total=sum(widths) - own + own)
+
     def _tie(self, n: Node, ins: list[Value], out: Value | None, axis: int, inner: int) -> None:
         self.g.through.append(n)
+        if self._cur is not None:
+            self.g.slices.setdefault(id(n), self._cur)
         for v in ins:
             self.add(v, axis, inner)
         if out is not None:
