@@ -219,24 +219,39 @@ def export(model: nn.Module, path: Path, how: str, size: int = 32) -> Path:
     return path
 
 
-def torchvision_models():
-    """``torchvision.models``; works around a torchvision build whose C++ ops do not match this torch
-    (the models need none of them: only the registration of the ops' fake kernels fails)."""
-    try:
-        import torchvision.models as tvm
+_TVM = []
 
-        return tvm
-    except RuntimeError:
-        for k in [k for k in sys.modules if k.startswith("torchvision")]:
-            del sys.modules[k]
-        real = torch.library.register_fake
-        torch.library.register_fake = lambda *a, **k: (lambda f: f)
+
+def torchvision_models():
+    """``torchvision.models``, imported without disturbing other tests.
+
+    Works around a torchvision build whose C++ ops do not match this torch (the models need none
+    of them: only the registration of the ops' fake kernels fails), and around a test module that
+    hid a broken torchvision (``sys.modules["torchvision"] = None``, so that ``transformers``
+    does not import it): whatever ``sys.modules`` held for torchvision is put back afterwards.
+    """
+    if _TVM:
+        return _TVM[0]
+    saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] == "torchvision"}
+    for k in saved:
+        del sys.modules[k]
+    real = torch.library.register_fake
+    try:
         try:
             import torchvision.models as tvm
-
-            return tvm
-        finally:
-            torch.library.register_fake = real
+        except RuntimeError:
+            for k in [k for k in sys.modules if k.split(".")[0] == "torchvision"]:
+                del sys.modules[k]
+            torch.library.register_fake = lambda *a, **k: (lambda f: f)
+            import torchvision.models as tvm
+    finally:
+        torch.library.register_fake = real
+        if saved:
+            for k in [k for k in sys.modules if k.split(".")[0] == "torchvision"]:
+                del sys.modules[k]
+            sys.modules.update(saved)
+    _TVM.append(tvm)
+    return tvm
 
 
 def torchvision_model(name: str) -> nn.Module:
