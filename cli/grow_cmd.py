@@ -2,47 +2,44 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from netmorph.atomic import atomic_write_json
+from netmorph.progress import Progress
 
 from .errors import EXIT_FAILED, fail, handle_errors
 
 # CLI option -> pass option name (only options a chosen pass declares are handed to it)
 PASS_OPTIONS = ("level", "node", "value", "block", "cmid", "k1", "k2", "mid_bn", "residual_ratio", "solver",
-                "max_iter", "factor", "heads", "heads_mode", "after", "layers")
+                "max_iter", "mode", "init", "factor", "width", "noise", "mapping", "kernel", "from_kernel",
+                "heads", "heads_mode", "after", "layers")
 
 
 class _Progress:
-    """A one-line progress bar on stderr (redrawn in place on a terminal, silent otherwise)."""
+    """The solve-by-solve bar of ``netmorph grow`` (tqdm, on a terminal only; erased when done)."""
 
     def __init__(self, steps: int, stream=None):
-        self.stream = stream or sys.stderr
-        self.steps = steps
-        self.step = 0
-        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.stream = stream
+        self.step, self.steps = 0, steps
+        self.bar: Progress | None = None
 
     def start_step(self, index: int, total: int, pass_: Any) -> None:
         self.step, self.steps = index + 1, total
 
     def __call__(self, pass_name: str, done: int, total: int, item: str) -> None:
-        if not self.live:
-            return
-        width = 24
-        filled = int(width * done / total) if total else width
-        bar = "#" * filled + "." * (width - filled)
-        line = f"[{self.step}/{self.steps}] {pass_name} [{bar}] {done}/{total} {item}"
-        self.stream.write("\r" + line[:110].ljust(110))
-        self.stream.flush()
+        desc = f"[{self.step}/{self.steps}] {pass_name}"
+        if self.bar is None or self.bar.total != max(1, total) or self.bar.desc != desc:
+            self.close()
+            self.bar = Progress(total, desc, stream=self.stream, summary=False, leave=False)
+        self.bar.update(done, item=item)
 
     def close(self) -> None:
-        if self.live:
-            self.stream.write("\r" + " " * 110 + "\r")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _fmt(x: Any, spec: str = ".3g") -> str:
@@ -108,11 +105,23 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
 @click.option("--mid-bn", type=click.Choice(["auto", "always", "never"]),
               help="Identity BN between F1 and F2 (auto: only where a BN follows the conv).")
 @click.option("--residual-ratio", type=float, help="ResNet residual ratio r (default: from the model).")
+@click.option("--mode", type=click.Choice(["auto", "paper", "generic"]),
+              help="deepen: the paper's DynamicNet reading, the generic stage reading, or auto.")
+@click.option("--init", type=click.Choice(["copy", "fresh"]),
+              help="deepen (generic): weights of an inserted unit copy (its branch output is zeroed).")
+@click.option("--factor", type=float,
+              help="widen: new width = ceil(factor x old) (default 2); widen-mlp / widen-hidden: width factor.")
+@click.option("--width", type=int, help="widen: new width of the group.")
+@click.option("--noise", type=float, help="widen: symmetry-breaking noise (contract becomes approx).")
+@click.option("--mapping", type=click.Choice(["random", "round-robin"]),
+              help="widen: which channels the new ones copy.")
+@click.option("--kernel", type=int, help="grow-kernel: the new kernel size.")
+@click.option("--from", "--from-kernel", "from_kernel", type=int,
+              help="grow-kernel --level: grow convs of this kernel size.")
 @click.option("--repeat", type=int, default=1, show_default=True, help="Apply the pass list N times.")
 @click.option("--solver", type=click.Choice(["exact", "optgd", "lsq"]), default=None,
               help="Kernel solver (default exact: contract exact; optgd / lsq are approximate).")
 @click.option("--max-iter", type=int, help="Iteration cap of optgd / lsq.")
-@click.option("--factor", type=float, help="Transformers: width factor (widen-mlp, widen-hidden).")
 @click.option("--heads", type=int, help="Transformers: heads to add (add-heads).")
 @click.option("--heads-mode", type=click.Choice(["count", "size"]),
               help="Transformers: widen-hidden grows the head count or the head size.")

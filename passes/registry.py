@@ -9,6 +9,7 @@ from .base import Pass
 from .conv_split import ConvSplit
 from .deepen_level import Deepen, DeepenLevel
 from .duplicate_block import DuplicateBlock
+from .grow_kernel import GrowKernel
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .restore_bn import RestoreBN
@@ -16,11 +17,12 @@ from .transformer_add_heads import AddHeads
 from .transformer_deepen import TransformerDeepen
 from .transformer_widen_hidden import WidenHidden
 from .transformer_widen_mlp import WidenMLP
+from .widen import Widen, WidenLevel
 
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
-                Deepen)
+                Deepen, Widen, WidenLevel, GrowKernel)
 }
 # transformers (issue 10)
 PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP, AddHeads, WidenHidden)})
