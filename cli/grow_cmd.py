@@ -110,7 +110,7 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
 @click.option("--init", type=click.Choice(["copy", "fresh"]),
               help="deepen (generic): weights of an inserted unit copy (its branch output is zeroed).")
 @click.option("--factor", type=float,
-              help="widen: new width = ceil(factor x old) (default 2); widen-mlp / widen-hidden: width factor.")
+              help="widen: new width = ceil(factor x old) (default 2); widen-mlp, widen-hidden: factor.")
 @click.option("--width", type=int, help="widen: new width of the group.")
 @click.option("--noise", type=float, help="widen: symmetry-breaking noise (contract becomes approx).")
 @click.option("--mapping", type=click.Choice(["random", "round-robin"]),
