@@ -9,6 +9,8 @@ targets, split sizes, ``batch x heads`` products) follows.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..errors import PreconditionError
@@ -72,7 +74,9 @@ class AddHeads(Pass):
         self._plan(graph)
 
     def call(self, graph: Graph, ctx: PassContext) -> None:
+        t0 = time.perf_counter()
         st, hn, work = self._plan(graph)
+        ctx.timings["recognise"] = time.perf_counter() - t0
         targets = {id(att): plan_targets(graph, st.flow, [n for n in nodes if n.op_type == "Reshape"],
                                          att.out_proj.in_features, f"{self.name}: layer {i}")
                    for i, att, _, _, nodes in work}

@@ -17,6 +17,8 @@ from the head size at run time, the ``1/sqrt`` correction).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..errors import PreconditionError
@@ -236,7 +238,9 @@ class WidenHidden(Pass):
         return sites
 
     def call(self, graph: Graph, ctx: PassContext) -> None:
+        t0 = time.perf_counter()
         n, st, mode, widths, moving = self._plan(graph)
+        ctx.timings["recognise"] = time.perf_counter() - t0
         sites = self._sites(graph, st, n, mode)
         flow = st.flow
         data = list(flow.data_nodes)

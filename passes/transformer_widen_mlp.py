@@ -9,6 +9,8 @@ elementwise ops with scalar constants, or reshapes (whose width entry is retarge
 
 from __future__ import annotations
 
+import time
+
 from ..errors import PreconditionError
 from ..ir import Graph
 from ..morphs.widen import MAPPING_MODES, channel_mapping, divisors, widen_consumer, widen_producer
@@ -78,7 +80,9 @@ class WidenMLP(Pass):
         self._plan(graph)
 
     def call(self, graph: Graph, ctx: PassContext) -> None:
+        t0 = time.perf_counter()
         _, work = self._plan(graph)
+        ctx.timings["recognise"] = time.perf_counter() - t0
         for i, lay, inner, reshapes, m, new in work:
             up, down = lay.up, lay.down
             mapping = channel_mapping(m, new, mode=self.options["mapping"], rng=ctx.rng)

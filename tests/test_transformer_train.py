@@ -37,7 +37,7 @@ def _train(gm, steps, seed, lr=3e-3):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 
