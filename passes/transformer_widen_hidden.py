@@ -160,7 +160,7 @@ class WidenHidden(Pass):
                 if fused:
                     qk = [True, True, False]
                 else:
-                    qk = [_reaches(flow, lin.output, scores, soft) and not _is_value(flow, lin, att)]
+                    qk = [_reaches(flow, lin.output, scores, soft)]  # Q and K feed the scores, V does not
                 roles[id(lin.node)] = ("in", dict(blocks=3 if fused else 1, heads=h, width=width, qk=qk,
                                                  scale=qk_scale))
             roles[id(att.out_proj.node)] = ("out", dict(heads=h, width=width))
@@ -201,7 +201,6 @@ class WidenHidden(Pass):
         return None
 
     def _linear_sites(self, flow, lin, role, n: int, mode: str) -> list[tuple]:
-        w = lin.weight.const.array
         fin, fout = lin.in_features, lin.out_features
         final = role is None and not _downstream_linear(flow, lin)
         if role is not None and role[0] == "out" and mode == "size":
@@ -220,7 +219,7 @@ class WidenHidden(Pass):
                 out_index = head_index(fout, n, blocks * r["heads"])
             scale = np.ones(fout * n, dtype=np.float64)
             part = fout * n // blocks
-            for b, is_qk in enumerate(r["qk"] if blocks == 3 else r["qk"] * 1):
+            for b, is_qk in enumerate(r["qk"]):
                 if is_qk:
                     scale[b * part:(b + 1) * part] = r["scale"]
         else:
@@ -234,7 +233,6 @@ class WidenHidden(Pass):
             node, slot = lin.bias_site
             sites.append((node, slot, lin.bias, [(0, out_index, 1.0)],
                           scale if scale is not None and (scale != 1).any() else None, 0))
-        del w
         return sites
 
     def call(self, graph: Graph, ctx: PassContext) -> None:
@@ -268,22 +266,6 @@ class WidenHidden(Pass):
         rescale_shape_constants(graph, ctx, data, values, heads=None if heads is None else (heads, n * heads),
                                 head_ops=("Mul", "Div"))
         forget_types(graph.nodes)
-
-
-def _is_value(flow, lin, att) -> bool:
-    """Whether ``lin`` is the V projection (its output reaches the MatMul after the Softmax)."""
-    soft = next(n for n in att.branch if n.op_type == "Softmax")
-    ctxm = [c for c in flow.data_consumers(soft.outputs[0])]
-    seen = set()
-    while ctxm:
-        c = ctxm.pop()
-        if c.op_type == "MatMul" and len(flow.data_inputs(c)) == 2:
-            return _reaches(flow, lin.output, c, {id(soft)}) and not _reaches(flow, lin.output, soft, set())
-        if id(c) in seen:
-            continue
-        seen.add(id(c))
-        ctxm.extend(flow.data_consumers(c.outputs[0]))
-    return False
 
 
 def _is_linear_bias(flow, node: Node, slot: int) -> bool:
