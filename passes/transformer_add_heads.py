@@ -62,6 +62,11 @@ class AddHeads(Pass):
         for i in parse_layers(self.options["level"], len(st.layers), self.name):
             att = st.layers[i].attention
             ins, fused = attention_projections(att, f"{self.name}: layer {i}")
+            if att.heads in (att.head_size, att.out_proj.in_features):
+                raise PreconditionError(
+                    f"{self.name}: layer {i} has {att.heads} heads of size {att.head_size}: the head count "
+                    "equals a size that must stay, so the shape constants holding it are ambiguous (grow "
+                    "the head size first, e.g. widen-hidden --heads-mode size)")
             region: dict[int, object] = {}
             for lin in ins:
                 for n in between(st.flow, lin.output, att.out_proj.node):

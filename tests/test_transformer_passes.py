@@ -145,3 +145,24 @@ def test_refusals_name_the_reason():
         get_pass("transformer-deepen", after="5").apply(g)
     with pytest.raises(PreconditionError, match="not a recognised transformer"):
         get_pass("add-heads", heads=1).apply(onnx_io.load(exported("gpt", "torchscript", 14)))
+
+
+def test_chain_of_all_passes():
+    """deepen, widen-hidden (head size), add-heads, widen-mlp, deepen in one PassManager run."""
+    g = onnx_io.load(exported("gpt2" if has_transformers() else "gpt", "dynamo"))
+    xs = inputs("gpt", "dynamo", np.random.default_rng(5))
+    chain = [get_pass("deepen"), get_pass("widen-hidden", factor=2, heads_mode="size"),
+             get_pass("add-heads", heads=2), get_pass("widen-mlp", factor=1.5), get_pass("deepen")]
+    child, reps = PassManager(inputs=[{"x": x} for x in xs], record_depth=False).run(g, chain)
+    assert all(r.verification["ok"] for r in reps)
+    st = recognise_transformer(child)
+    assert (len(st.layers), st.hidden, st.heads, st.head_size) == (8, 64, 6, 16)
+    ps, cs = _session(g), _session(child)
+    for x in xs:
+        assert _rel(cs.run(None, {"x": x})[0], ps.run(None, {"x": x})[0]) <= 1e-4
+
+
+def test_add_heads_refuses_ambiguous_head_count():
+    g, _ = get_pass("widen-hidden", factor=2).apply(onnx_io.load(exported("gpt", "dynamo")))  # 8 heads x 8
+    with pytest.raises(PreconditionError, match="8 heads of size 8"):
+        get_pass("add-heads", heads=1).apply(g)

@@ -141,6 +141,11 @@ def vit(layers: int = 2, hidden: int = 32, heads: int = 4, mlp: int = 64, image:
                              hidden_dim=hidden, mlp_dim=mlp, num_classes=10)
 
 
+# transformers initialises weights with std 0.02, which makes attention almost uniform in a tiny
+# random model: a wrong head split would then go unnoticed. Larger weights give peaked attention.
+PEAKED = 0.3
+
+
 class HFWrap(nn.Module):
     """A ``transformers`` model returning its logits tensor only."""
 
@@ -157,7 +162,8 @@ def bert(layers: int = 2):
 
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=16, num_labels=3,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager")
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager",
+                     initializer_range=PEAKED)
     return HFWrap(BertForSequenceClassification(cfg))
 
 
@@ -166,7 +172,7 @@ def gpt2(layers: int = 2):
 
     cfg = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=layers, n_head=4, n_positions=16, n_inner=64,
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False,
-                     attn_implementation="eager")
+                     attn_implementation="eager", initializer_range=PEAKED)
     return HFWrap(GPT2LMHeadModel(cfg))
 
 
