@@ -31,7 +31,9 @@ def export_vit(path: Path, layers: int, hidden: int, heads: int, mlp: int, seed:
     import transformer_models as tm
 
     torch.manual_seed(seed)
-    model = tm.vit(layers=layers, hidden=hidden, heads=heads, mlp=mlp, image=32, patch=4).eval()
+    # torchvision's layout (conv patches, class token, pre-LN nn.MultiheadAttention blocks), as run
+    # for docs/results.md; tm.vit(...) gives torchvision's own VisionTransformer
+    model = tm.ViT(32, 4, layers, heads, hidden, mlp).eval()
     with torch.no_grad(), tm._no_fastpath():
         torch.onnx.export(model, (torch.randn(2, 3, 32, 32),), str(path), dynamo=False, input_names=["x"],
                           output_names=["y"], opset_version=17, dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
