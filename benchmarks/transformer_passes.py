@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -27,6 +28,20 @@ MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder
           ("gpt2", "dynamo")]
 PASSES = [("deepen", {}), ("widen-mlp", {"factor": 2}), ("add-heads", {"heads": 2}),
           ("widen-hidden", {"factor": 2}), ("widen-hidden", {"factor": 2, "heads_mode": "size"})]
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """File descriptor 1 onto 2 (C++ prints too), so stdout carries only the JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def main() -> None:
@@ -47,7 +62,7 @@ def main() -> None:
             if kind in ("bert", "gpt2") and not tm.has_transformers():
                 continue
             try:
-                with contextlib.redirect_stdout(sys.stderr):  # the dynamo exporter prints progress
+                with _stdout_to_stderr():  # exporters print progress and IR dumps on stdout
                     path = tm.export(kind, Path(tmp) / f"{kind}-{exporter}.onnx", exporter)
             except Exception as e:  # noqa: BLE001 - an exporter that cannot export this model
                 rows.append({"model": kind, "exporter": exporter, "pass": None, "result": "not exported",
