@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from netmorph.cli.main import cli
@@ -68,3 +70,25 @@ def test_decomposed_layer_norm_is_refused_with_reason():
 def test_cnn_is_not_a_transformer(torch_cnn_onnx):
     with pytest.raises(StructureError, match="no attention unit"):
         recognise_transformer(onnx_io.load(torch_cnn_onnx))
+
+
+def test_grow_cli_on_a_transformer(tmp_path):
+    model = exported("gpt", "dynamo")
+    ids = tmp_path / "ids.npz"
+    np.savez(ids, x=np.random.default_rng(0).integers(0, 50, (2, 6)).astype(np.int64))
+    out = tmp_path / "grown.onnx"
+    args = ["--pass", "deepen", "--pass", "widen-mlp", "--factor", "2", "--pass", "add-heads", "--heads", "2"]
+    r = CliRunner().invoke(cli, ["grow", str(model), *args, "--inputs", str(ids), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "transformer-deepen" in r.output and out.is_file()
+    st = recognise_transformer(onnx_io.load(out))
+    assert (len(st.layers), st.heads, st.mlp) == (4, 6, 256)
+    # a transformer pass on a CNN, a fractional hidden factor: one line, exit 2, nothing written
+    bad = tmp_path / "bad.onnx"
+    cnn = Path(__file__).parents[1] / "examples" / "plainnet7.onnx"
+    r = CliRunner().invoke(cli, ["grow", str(cnn), "--pass", "widen-mlp", "-o", str(bad)])
+    assert r.exit_code == 2 and "not a recognised transformer" in r.output and not bad.exists()
+    r = CliRunner().invoke(cli, ["grow", str(model), "--pass", "widen-hidden", "--factor", "1.5",
+                                 "--inputs", str(ids), "-o", str(bad)])
+    assert r.exit_code == 2 and "integer >= 2" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not bad.exists()
