@@ -58,6 +58,15 @@ def max_model_bytes() -> int:
     return _env_bytes("NETMORPH_MAX_MODEL_BYTES", 2**31 - 1)
 
 
+def max_weight_bytes() -> int:
+    """Largest total of external-data weights read for one model (default: the machine's memory)."""
+    try:
+        phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        phys = 64 << 30
+    return _env_bytes("NETMORPH_MAX_WEIGHT_BYTES", phys)
+
+
 def max_data_bytes() -> int:
     """Largest decoded data set (all arrays of one ``.npz`` / one CIFAR batch file)."""
     return _env_bytes("NETMORPH_MAX_DATA_BYTES", 8 << 30)

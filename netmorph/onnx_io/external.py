@@ -9,7 +9,11 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
+from ..limits import max_weight_bytes
 from .convert import OnnxFormatError
+from .tensor_sizes import declared_nbytes
+
+MAX_LOCATION_CHARS = 1024
 
 
 def _entries(t: TensorProto) -> dict[str, str]:
@@ -27,6 +31,9 @@ def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
     where = f"external data of tensor {tensor_name!r}"
     if not location:
         raise OnnxFormatError(f"{where}: empty location")
+    if "\0" in location or len(location) > MAX_LOCATION_CHARS:
+        raise OnnxFormatError(f"{where}: location {location[:60]!r}… is not a usable file name "
+                              f"(NUL byte, or over {MAX_LOCATION_CHARS} characters)")
     if "\\" in location or ":" in location:
         raise OnnxFormatError(f"{where}: location {location!r} is not a plain relative path")
     rel = Path(location)
@@ -44,8 +51,12 @@ def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
             st = os.lstat(cur)
         except FileNotFoundError:
             raise OnnxFormatError(f"{where}: file {location!r} not found next to the model") from None
+        except OSError as e:  # a component under a regular file, a name too long …
+            raise OnnxFormatError(f"{where}: location {location!r} cannot be used ({e.strerror})") from None
         if stat.S_ISLNK(st.st_mode):
             raise OnnxFormatError(f"{where}: {location!r} goes through a symlink; refused")
+    if cur == base:
+        raise OnnxFormatError(f"{where}: location {location!r} names the model's folder")
     st = os.lstat(cur)
     if not stat.S_ISREG(st.st_mode):
         raise OnnxFormatError(f"{where}: {location!r} is not a regular file")
@@ -57,10 +68,12 @@ def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
 
 
 def _open_checked(path: Path, tensor_name: str):
-    """Open ``path`` without following a symlink swapped in since it was checked, and
-    re-check on the open descriptor that it is a regular file with one link."""
+    """Open ``path`` without following a symlink swapped in since it was checked and without
+    blocking (a FIFO swapped in opens at once), then re-check on the open descriptor (``fstat``,
+    not the path) that it is a regular file with one link."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, flags)
     except OSError as e:
         raise OnnxFormatError(
             f"external data of tensor {tensor_name!r}: cannot open {path.name!r} ({e.strerror})"
@@ -85,8 +98,16 @@ def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
         if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL
     ]
     handles: dict[Path, object] = {}
+    budget = max_weight_bytes()
+    declared = [_declared_length(t) for t in tensors]
+    total = sum(declared)
+    if total > budget:
+        raise OnnxFormatError(
+            f"external data declares {total:,} bytes of weights, above the limit of {budget:,} "
+            "(NETMORPH_MAX_WEIGHT_BYTES)"
+        )
     try:
-        for t in tensors:
+        for t, want in zip(tensors, declared, strict=True):
             info = _entries(t)
             path = resolve_location(base_dir, info.get("location", ""), t.name)
             f = handles.get(path)
@@ -96,12 +117,17 @@ def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
             try:
                 offset = int(info.get("offset", 0) or 0)
                 length = info.get("length")
-                length = size - offset if length in (None, "") else int(length)
+                length = want if length in (None, "") else int(length)
             except ValueError:
                 raise OnnxFormatError(
                     f"external data of tensor {t.name!r}: offset/length "
                     f"{info.get('offset')!r}/{info.get('length')!r} are not integers"
                 ) from None
+            if length != want:
+                raise OnnxFormatError(
+                    f"external data of tensor {t.name!r}: length {length} does not match its dims "
+                    f"{list(t.dims)} ({want} bytes)"
+                )
             if offset < 0 or length < 0 or offset + length > size:
                 raise OnnxFormatError(
                     f"external data of tensor {t.name!r}: bytes {offset}..{offset + length} "
@@ -109,6 +135,9 @@ def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
                 )
             f.seek(offset)
             data = f.read(length)
+            if len(data) != length:
+                raise OnnxFormatError(f"external data of tensor {t.name!r}: file ended after {len(data)} "
+                                      f"of {length} bytes")
             del t.external_data[:]
             t.data_location = TensorProto.DEFAULT
             t.raw_data = data
@@ -116,6 +145,15 @@ def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
         for f in handles.values():
             f.close()
     return len(tensors)
+
+
+def _declared_length(t: TensorProto) -> int:
+    where = f"external data of tensor {t.name!r}"
+    n = declared_nbytes(t, where)
+    if n is None:
+        raise OnnxFormatError(f"{where}: its data type ({t.data_type}) has no fixed size; refused as "
+                              "external data")
+    return n
 
 
 def _all_tensors(model: onnx.ModelProto):
