@@ -27,10 +27,12 @@ def run(pipeline_file, out_dir, device, resume, no_baseline, check, quiet):
     stage_K.onnx and stage_K/metrics.jsonl. Running again resumes an interrupted run.
     """
     from netmorph.pipeline import load_pipeline, run_pipeline
+    from netmorph.pipeline.runner import check_stages
 
     pipeline = load_pipeline(pipeline_file)
     if device is not None:
         pipeline = pipeline.replace(train={**pipeline.train, "device": device})
+    check_stages(pipeline)
     if check:
         click.echo(f"{pipeline_file}: pipeline {pipeline.name!r}, start {pipeline.start.describe()}, "
                    f"data {pipeline.data}")

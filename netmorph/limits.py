@@ -105,3 +105,29 @@ def check_float(name: str, value: Any, low: float | None = None, high: float | N
 def check_optional_float(name: str, value: Any, low: float = 0.0) -> float | None:
     """``None`` or a finite float ``>= low`` (tolerances such as ``--rtol``)."""
     return None if value is None else check_float(name, value, low)
+
+
+MAX_KERNEL = 31
+_PASS_INT_OPTIONS = {"cmid": (1, MAX_WIDTH), "k1": (1, MAX_KERNEL), "k2": (1, MAX_KERNEL),
+                     "max_iter": (1, MAX_ITER), "repeat": (1, MAX_REPEAT)}
+_PASS_FLOAT_OPTIONS = {"residual_ratio": (0.0, 1.0, True), "approx_rtol": (0.0, None, False),
+                       "approx_atol": (0.0, None, False)}
+
+
+def check_pass_options(options: dict[str, Any], where: str = "pass option") -> dict[str, Any]:
+    """Range-check the numeric options morph passes share (``cmid``, ``k1``, ``max_iter`` …).
+
+    Names and choices are checked by the pass registry; this adds finiteness, integrality and the
+    documented size limits, before any pass allocates a kernel. Other options pass through.
+    """
+    out = dict(options)
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key in _PASS_INT_OPTIONS:
+            low, high = _PASS_INT_OPTIONS[key]
+            out[key] = check_int(f"{where} {key}", value, low, high)
+        elif key in _PASS_FLOAT_OPTIONS:
+            low, high, low_open = _PASS_FLOAT_OPTIONS[key]
+            out[key] = check_float(f"{where} {key}", value, low, high, low_open=low_open)
+    return out
