@@ -210,7 +210,8 @@ def atomic_write_json(path: str | os.PathLike, data: Any, **json_kwargs: Any) ->
     Non-finite floats are written as ``null`` (standard JSON has no NaN).
     """
     json_kwargs.setdefault("indent", 2)
-    return atomic_write_text(path, json.dumps(finite_json(data), allow_nan=False, **json_kwargs) + "\n")
+    json_kwargs["allow_nan"] = False  # callers asking for NaN tokens get null instead: standard JSON
+    return atomic_write_text(path, json.dumps(finite_json(data), **json_kwargs) + "\n")
 
 
 def finite_json(data: Any) -> Any:

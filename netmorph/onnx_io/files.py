@@ -41,6 +41,9 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
+        if "MaxDepth" in str(e) or "recursion" in str(e).lower():
+            raise OnnxFormatError(f"{p}: messages nested too deeply for protobuf (subgraphs inside "
+                                  "subgraphs); refused") from None
         raise OnnxFormatError(f"{p}: not a readable ONNX model (truncated or corrupt: {e})") from None
     del data
     if model.ir_version <= 0 or not len(model.opset_import) or not model.HasField("graph"):

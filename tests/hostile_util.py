@@ -1,0 +1,101 @@
+"""Helpers of the hostile-input tests: run the real CLI in a subprocess and measure its memory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from netmorph.cli.main import cli
+
+MiB = 1 << 20
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    max_rss: int
+    """Peak resident memory of the child in bytes (``wait4``'s ``ru_maxrss``)."""
+    timed_out: bool = False
+
+
+def run_cli(*args, env: dict | None = None, timeout: float = 60, cwd=None, mem_limit: int | None = None) -> Run:
+    """``python -m netmorph.cli.main ARGS`` in a child; ``mem_limit`` caps its address space."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+
+    def limit() -> None:
+        if mem_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netmorph.cli.main", *map(str, args)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=full_env, cwd=cwd, preexec_fn=limit,
+    )
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    out: list[bytes] = []
+    err: list[bytes] = []
+    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read())),
+               threading.Thread(target=lambda: err.append(proc.stderr.read()))]
+    for t in readers:
+        t.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    timer.cancel()
+    for t in readers:
+        t.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Run(proc.returncode, out[0].decode(errors="replace"), err[0].decode(errors="replace"),
+               usage.ru_maxrss * 1024, timed_out=killed.is_set())
+
+
+def invoke(*args, env: dict | None = None):
+    """The CLI in-process (click's runner), for cases where memory is not the point."""
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
+
+
+def one_line(stderr: str, code: int, got: int, *, contains: str = "") -> str:
+    """Assert an exit ``code`` with exactly one ``netmorph: error:`` line on stderr and no traceback."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("netmorph: error: ")]
+    assert got == code, f"exit {got}, expected {code}; stderr: {stderr[-2000:]}"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert len(errors) == 1, f"expected one error line, got: {lines}"
+    assert contains.lower() in errors[0].lower(), f"{contains!r} not in {errors[0]!r}"
+    return errors[0]
+
+
+def check_error(res, code: int = 2, contains: str = "") -> str:
+    """:func:`one_line` for a click runner result (stderr is mixed into ``output``)."""
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    return one_line(res.output, code, res.exit_code, contains=contains)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Every entry under ``folder`` (not following symlinks) with a digest of what it is."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = Path(root) / name
+            st = os.lstat(p)
+            if p.is_symlink():
+                out[str(p.relative_to(folder))] = "link:" + os.readlink(p)
+            elif p.is_file():
+                out[str(p.relative_to(folder))] = f"{st.st_mode:o}:" + hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                out[str(p.relative_to(folder))] = f"{st.st_mode:o}"
+    return out
