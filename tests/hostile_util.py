@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from click.testing import CliRunner
-
 from netmorph.cli.main import cli
 
 MiB = 1 << 20
@@ -28,7 +27,8 @@ class Run:
     timed_out: bool = False
 
 
-def run_cli(*args, env: dict | None = None, timeout: float = 60, cwd=None, mem_limit: int | None = None) -> Run:
+def run_cli(*args, env: dict | None = None, timeout: float = 60, cwd=None,
+            mem_limit: int | None = None) -> Run:
     """``python -m netmorph.cli.main ARGS`` in a child; ``mem_limit`` caps its address space."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
 
@@ -95,7 +95,8 @@ def tree_digest(folder: Path) -> dict[str, str]:
             if p.is_symlink():
                 out[str(p.relative_to(folder))] = "link:" + os.readlink(p)
             elif p.is_file():
-                out[str(p.relative_to(folder))] = f"{st.st_mode:o}:" + hashlib.sha256(p.read_bytes()).hexdigest()
+                digest = hashlib.sha256(p.read_bytes()).hexdigest()
+                out[str(p.relative_to(folder))] = f"{st.st_mode:o}:{digest}"
             else:
                 out[str(p.relative_to(folder))] = f"{st.st_mode:o}"
     return out

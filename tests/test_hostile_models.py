@@ -11,10 +11,10 @@ from pathlib import Path
 
 import onnx
 import pytest
+from hostile_util import MiB, check_error, invoke, one_line, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
 import netmorph
-from hostile_util import MiB, check_error, invoke, one_line, run_cli
 
 MEMORY_BOUND = 400 * MiB
 """Peak RSS allowed to a CLI process reading a hostile model (a clean `inspect` needs about 150 MiB)."""
@@ -138,14 +138,14 @@ def test_data_not_matching_declared_dims(small, tmp_path, change, reason):
 
 def _nested_if(depth: int) -> onnx.ModelProto:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    leaf = helper.make_graph([helper.make_node(
-        "Constant", [], ["y"], value=helper.make_tensor("c", TensorProto.FLOAT, [1], [1.0]))], "leaf", [], [y])
+    one = helper.make_tensor("c", TensorProto.FLOAT, [1], [1.0])
+    leaf = helper.make_graph([helper.make_node("Constant", [], ["y"], value=one)], "leaf", [], [y])
     g = leaf
     for i in range(depth):
         cond = helper.make_node("Constant", [], [f"c{i}"],
                                 value=helper.make_tensor(f"cv{i}", TensorProto.BOOL, [], [True]))
-        g = helper.make_graph([cond, helper.make_node("If", [f"c{i}"], ["y"], then_branch=g, else_branch=leaf)],
-                              f"g{i}", [], [y])
+        branch = helper.make_node("If", [f"c{i}"], ["y"], then_branch=g, else_branch=leaf)
+        g = helper.make_graph([cond, branch], f"g{i}", [], [y])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -168,7 +168,8 @@ def test_invalid_utf8_names_are_one_line(small, tmp_path):
 
 def test_debug_shows_the_traceback(small, tmp_path):
     bad = tmp_path / "bad.onnx"
-    bad.write_bytes(small.read_bytes().replace(b"level1.block1.conv1.weight", b"level1.block1.conv1.weigh\xff"))
+    name = b"level1.block1.conv1.weight"
+    bad.write_bytes(small.read_bytes().replace(name, name[:-1] + b"\xff"))
     r = run_cli("--debug", "grow", bad, "--pass", "deepen", "-o", tmp_path / "o.onnx")
     assert r.code == 1 and "Traceback" in r.stderr
     r = run_cli("grow", bad, "--pass", "deepen", "-o", tmp_path / "o.onnx", env={"NETMORPH_DEBUG": "1"})

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hostile_util import check_error, invoke
 
 import netmorph
-from hostile_util import check_error, invoke
 from netmorph.atomic import OutputError, atomic_write_bytes, clean_stale_temps
 
 
@@ -92,7 +92,8 @@ def test_existing_file_keeps_its_mode(small, tmp_path):
     target = tmp_path / "child.onnx"
     target.write_bytes(b"old")
     os.chmod(target, 0o600)
-    res = invoke("grow", small, "--pass", "insert-identity-bn", "--value", "level1.block1.relu1", "-o", target)
+    res = invoke("grow", small, "--pass", "insert-identity-bn", "--value", "level1.block1.relu1",
+                 "-o", target)
     assert res.exit_code == 0, res.output
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     assert netmorph.load(target).parameter_count() > netmorph.load(small).parameter_count()
