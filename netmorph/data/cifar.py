@@ -64,7 +64,7 @@ class _Budget:
 class SafeUnpickler(pickle.Unpickler):
     """An unpickler for data files: builtin containers, strings, numbers and numpy arrays only.
 
-    ``find_class`` resolves only numpy's array/dtype reconstruction and ``_codecs.encode``; any
+    ``find_class`` resolves only numpy's array/dtype reconstruction, ``bytes`` and ``_codecs.encode``; any
     other global (``os.system``, ``builtins.eval`` …) raises :class:`pickle.UnpicklingError`.
     Array constructors are wrapped so that the bytes they allocate are charged to ``max_bytes``.
     """
@@ -90,8 +90,14 @@ class SafeUnpickler(pickle.Unpickler):
                 raise pickle.UnpicklingError("object dtypes are refused")
             return dt
 
+        def bytes_(*args):  # protocol 2 writes b"" as bytes(); bytes(n) would allocate n bytes
+            if args and isinstance(args[0], int):
+                budget.take((args[0],), np.uint8)
+            return bytes(*args)
+
         self._allowed = {("numpy", "ndarray"): ndarray, ("numpy", "dtype"): dtype,
-                         ("_codecs", "encode"): codecs.encode}
+                         ("_codecs", "encode"): codecs.encode, ("__builtin__", "bytes"): bytes_,
+                         ("builtins", "bytes"): bytes_}
         for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
             self._allowed[(mod, "_reconstruct")] = reconstruct
             self._allowed[(mod, "scalar")] = multiarray.scalar
