@@ -129,8 +129,8 @@ def train(model, data_spec, output, epochs, batch_size, lr, optimizer, schedule,
         channels_last=channels_last, compile=compile_, seed=seed, num_threads=num_threads,
     )
     run_dir = Path(out_dir) if out_dir else Path(output).with_suffix(".run")
-    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     ensure_writable(output)  # fail now, not after training
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     graph = netmorph.load(model)
     splits = spec.load()
     check_interface(graph, model, splits.train.image_shape, splits.train.num_classes)
