@@ -157,7 +157,8 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
         child, reports = manager.run(graph, passes)
     except VerificationError as e:
         progress.close()
-        fail(f"{output} not written: {e}", code=EXIT_FAILED)
+        # a child that differs is exit 1; a model ONNX Runtime cannot run at all is bad input (2)
+        fail(f"{output} not written: {e}", code=EXIT_FAILED if type(e) is VerificationError else 2)
         return
     except NetmorphError as e:  # the pass does not apply to this model: name the file
         progress.close()

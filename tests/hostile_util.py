@@ -27,19 +27,22 @@ class Run:
     timed_out: bool = False
 
 
-def run_cli(*args, env: dict | None = None, timeout: float = 60, cwd=None,
-            mem_limit: int | None = None) -> Run:
-    """``python -m netmorph.cli.main ARGS`` in a child; ``mem_limit`` caps its address space."""
+def run_cli(*args, **kwargs) -> Run:
+    """``python -m netmorph.cli.main ARGS`` in a child (see :func:`run_child`)."""
+    return run_child([sys.executable, "-m", "netmorph.cli.main", *map(str, args)], **kwargs)
+
+
+def run_child(argv: list[str], env: dict | None = None, timeout: float = 60, cwd=None,
+              mem_limit: int | None = None) -> Run:
+    """Run ``argv``; its own peak RSS comes from ``wait4``. ``mem_limit`` caps its address space."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
 
     def limit() -> None:
         if mem_limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "netmorph.cli.main", *map(str, args)], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, env=full_env, cwd=cwd, preexec_fn=limit,
-    )
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd,
+                            preexec_fn=limit)
     killed = threading.Event()
 
     def kill() -> None:
