@@ -136,3 +136,61 @@ def test_unwritable_output_folder_is_one_line(small, tmp_path):
         check_error(invoke("new", "plain", "-n", "2", "-o", ro / "x.onnx"), contains="x.onnx")
     with pytest.raises(OutputError):
         atomic_write_bytes(blocker / "y", b"")
+
+
+def _two_models(tmp_path):
+    a, b = (netmorph.build("plain", levels=2, blocks=2, channels=(16, 16), classes=3, input_shape=(3, 8, 8),
+                           seed=s) for s in (1, 2))
+    a.name, b.name = "model_a", "model_b"
+    return a, b
+
+
+def test_model_and_side_file_of_different_saves_are_refused(tmp_path):
+    from netmorph.onnx_io.external import ExternalDataMismatch
+
+    a, b = _two_models(tmp_path)
+    path = tmp_path / "m.onnx"
+    netmorph.save(a, path, external_data=True)
+    side_a = (tmp_path / "m.onnx.data").read_bytes()
+    netmorph.save(b, path, external_data=True)
+    assert netmorph.load(path).name == "model_b"
+    (tmp_path / "m.onnx.data").write_bytes(side_a)  # what a crash between the two renames leaves
+    with pytest.raises(ExternalDataMismatch, match="does not belong to this model"):
+        netmorph.load(path)
+    check_error(invoke("inspect", path), contains="does not belong to this model")
+
+
+def test_concurrent_writers_never_pair_one_graph_with_the_other_weights(tmp_path):
+    """Two processes save different models to one path in a loop while this one loads: every load is
+    one whole model or a clear refusal, never a mix."""
+    import time
+
+    from netmorph.onnx_io.convert import OnnxFormatError
+
+    a, b = _two_models(tmp_path)
+    expected = {}
+    for g in (a, b):
+        src = tmp_path / f"{g.name}.onnx"
+        netmorph.save(g, src, external_data=True)
+        expected[g.name] = [v.const.array.copy() for v in netmorph.load(src).parameters]
+    path = tmp_path / "shared.onnx"
+    netmorph.save(a, path, external_data=True)
+    code = ("import sys, time, netmorph\ng = netmorph.load(sys.argv[1])\nend = time.time() + 2.5\n"
+            "while time.time() < end:\n    netmorph.save(g, sys.argv[2], external_data=True)\n")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"{n}.onnx"), str(path)])
+               for n in ("model_a", "model_b")]
+    loads = refused = 0
+    end = time.time() + 2.5
+    while time.time() < end:
+        try:
+            g = netmorph.load(path)
+        except OnnxFormatError:
+            refused += 1
+            continue
+        loads += 1
+        got = [v.const.array for v in g.parameters]
+        assert all((x == y).all() for x, y in zip(got, expected[g.name], strict=True)), g.name
+    for w in writers:
+        assert w.wait(timeout=60) == 0
+    assert loads > 0
+    print(f"{loads} consistent loads, {refused} refused")

@@ -16,6 +16,10 @@ from .tensor_sizes import declared_nbytes
 MAX_LOCATION_CHARS = 1024
 
 
+class ExternalDataMismatch(OnnxFormatError):
+    """A side file's SHA-1 differs from the ``checksum`` its model recorded (not written together)."""
+
+
 def _entries(t: TensorProto) -> dict[str, str]:
     return {e.key: e.value for e in t.external_data}
 
@@ -113,6 +117,10 @@ def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
             f = handles.get(path)
             if f is None:
                 f = handles[path] = _open_checked(path, t.name)
+                checked = _check_checksum(f, path, [x for x in tensors if _entries(x).get("location")
+                                                    == info.get("location")])
+                if checked:
+                    f.seek(0)
             size = os.fstat(f.fileno()).st_size
             try:
                 offset = int(info.get("offset", 0) or 0)
@@ -145,6 +153,31 @@ def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
         for f in handles.values():
             f.close()
     return len(tensors)
+
+
+def _check_checksum(f, path: Path, tensors: list[TensorProto]) -> bool:
+    """Compare the SHA-1 of the open side file with the ``checksum`` its tensors record (if any)."""
+    import hashlib
+
+    sums = {_entries(t).get("checksum") for t in tensors} - {None, ""}
+    if not sums:
+        return False
+    if len(sums) > 1:
+        raise ExternalDataMismatch(f"external data {path.name!r}: tensors record different checksums")
+    size = os.fstat(f.fileno()).st_size
+    bound = sum(_declared_length(t) + 64 for t in tensors) + 4096  # tensors + our 64-byte alignment
+    if size > bound:
+        raise ExternalDataMismatch(f"external data {path.name!r}: {size:,} bytes, far more than its tensors "
+                                   f"need ({bound:,}); refusing to checksum it")
+    h = hashlib.sha1()
+    while chunk := f.read(1 << 24):
+        h.update(chunk)
+    if h.hexdigest() != sums.pop():
+        raise ExternalDataMismatch(
+            f"external data {path.name!r} does not belong to this model (checksum differs: written by "
+            "another save, or a save was interrupted between its two renames)"
+        )
+    return True
 
 
 def _declared_length(t: TensorProto) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 
 import onnx
@@ -18,7 +20,7 @@ from .convert import (
     graph_proto_without_initializers,
     model_shell,
 )
-from .external import _all_tensors, load_external_data
+from .external import ExternalDataMismatch, _all_tensors, load_external_data
 from .tensor_sizes import check_inline
 
 # Above this many bytes of weights, save() writes them to a side file (protobuf's 2 GiB cap).
@@ -35,7 +37,17 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
     bound. Every tensor's data must match its declared dims (external data is read only for the
     declared length; see :func:`netmorph.onnx_io.external.load_external_data`).
     """
-    p = Path(path)
+    for attempt in range(3):
+        try:
+            return _read_model_proto(Path(path))
+        except ExternalDataMismatch:
+            if attempt == 2:
+                raise
+            time.sleep(0.05 * (attempt + 1))  # a writer may be between its two renames
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_model_proto(p: Path) -> onnx.ModelProto:
     data = _read_bounded(p)
     model = onnx.ModelProto()
     try:
@@ -55,7 +67,7 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
         for t in _all_tensors(model):
             check_inline(t, f"tensor {t.name!r}")
     except OnnxFormatError as e:
-        raise OnnxFormatError(f"{p}: {e}") from None
+        raise type(e)(f"{p}: {e}") from None
     return model
 
 
@@ -171,6 +183,43 @@ def _plan_tensors(g: Graph, side, side_name: str | None):
     return plan
 
 
+class _HashingWriter:
+    """A binary file that keeps the SHA-1 of everything written (the side file's ``checksum``)."""
+
+    def __init__(self, f):
+        self.f, self.h = f, hashlib.sha1()
+
+    def write(self, data) -> int:
+        self.h.update(data)
+        return self.f.write(data)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+    def close(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+
+
+def _with_checksum(plan, side_name: str, digest: str):
+    """``plan`` with ONNX's ``checksum`` (SHA-1 of the side file) on every tensor stored there.
+
+    A model and a side file written by different saves (two writers racing on one path, or a crash
+    between the two renames) then fail to load with a clear error instead of pairing one model's
+    graph with another's weights.
+    """
+    out = []
+    for hb, raw, n in plan:
+        if isinstance(hb, onnx.TensorProto) and hb.data_location == onnx.TensorProto.EXTERNAL and any(
+                e.key == "location" and e.value == side_name for e in hb.external_data):
+            e = hb.external_data.add()
+            e.key, e.value = "checksum", digest
+            n = hb.ByteSize()
+        out.append((hb, raw, n))
+    return out
+
+
 def _without_raw_data(t: onnx.TensorProto) -> onnx.TensorProto:
     """A copy of ``t`` without its ``raw_data`` (copied field by field: the bytes are not)."""
     h = onnx.TensorProto()
@@ -235,14 +284,14 @@ def _write_model(graph: Graph, path: Path, side_final: Path | None, tmp_files: l
     if side_final is not None:
         fd, side_tmp = make_temp(side_final)
         tmp_files.append(side_tmp)
-        side = os.fdopen(fd, "wb")
+        side = _HashingWriter(os.fdopen(fd, "wb"))
     try:
         plan = _plan_tensors(graph, side, side_final.name if side_final else None)
     finally:
         if side is not None:
-            side.flush()
-            os.fsync(side.fileno())
             side.close()
+    if side is not None:
+        plan = _with_checksum(plan, side_final.name, side.hexdigest())
     shell = model_shell(graph).SerializeToString()
     graph_head, graph_tail = _split_fields(graph_proto_without_initializers(graph), _GRAPH_INITIALIZER)
     tag_init = _tag(_GRAPH_INITIALIZER)
@@ -279,14 +328,19 @@ def _replace_pair(side_tmp: str, side_final: Path, tmp: str, path: Path) -> None
     """Move the side file, then the model, into place; if the model cannot be moved, put
     the previous side file back so an existing model still finds the data it was saved with.
 
-    (Two renames are not one atomic step: a crash between them can still pair the old model
-    with the new data. Errors cannot.)
+    (Two renames are not one atomic step: a crash between them, or two writers racing, can leave
+    one save's model beside another's data; the side file's SHA-1 ``checksum`` in the model makes
+    loading such a pair fail with a clear error instead of mixing them. Errors cannot mix them.)
     """
     backup = None
     if os.path.lexists(side_final):
         fd, backup = make_temp(side_final)
         os.close(fd)
-        os.replace(side_final, backup)
+        try:
+            os.replace(side_final, backup)
+        except FileNotFoundError:  # another writer moved it away first: nothing to restore
+            os.unlink(backup)
+            backup = None
     try:
         os.replace(side_tmp, side_final)
         os.replace(tmp, path)
