@@ -74,6 +74,8 @@ def describe(e: BaseException, subject: str | None = None) -> str:
         return f"{name}: {reason}" if name else reason
     if isinstance(e, UnicodeError):
         return f"{where}invalid text (not UTF-8): {first_line(e)}"
+    if isinstance(e, ValueError | TypeError | KeyError | IndexError | OverflowError):
+        return f"{where}{first_line(e)} ({type(e).__name__}; --debug shows the traceback)"
     return (f"{where}internal error ({type(e).__name__}: {first_line(e)}); "
             "rerun with --debug for the traceback")
 

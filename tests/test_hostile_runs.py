@@ -285,3 +285,32 @@ def test_bn_folded_model_gets_a_warning_with_restore_bn(tmp_path, tiny_data):
     res = _train(model, tiny_data, tmp_path / "t.onnx")
     assert res.exit_code == 0, res.output
     assert "no BatchNorm" in res.output and "--pass restore-bn" in res.output
+
+
+@pytest.mark.parametrize("kind", ["empty", "directory", "other-model", "missing-key", "garbage"])
+def test_bad_checkpoints_on_resume_are_one_line(tmp_path, plain16, tiny_data, kind):
+    import torch
+
+    out = tmp_path / "t.onnx"
+    assert _train(plain16, tiny_data, out).exit_code == 0
+    ckpt = tmp_path / "t.run" / "checkpoint.pt"
+    if kind == "empty":
+        ckpt.write_bytes(b"")
+    elif kind == "directory":
+        ckpt.unlink()
+        ckpt.mkdir()
+    elif kind == "garbage":
+        ckpt.write_bytes(b"PK\x03\x04" + bytes(100))
+    elif kind == "missing-key":
+        state = torch.load(ckpt, weights_only=True)
+        del state["model"]
+        torch.save(state, ckpt)
+    else:
+        other = tmp_path / "wide.onnx"
+        wide = netmorph.build("plain", levels=3, blocks=2, channels=(8, 8, 8), input_shape=(3, 16, 16))
+        netmorph.save(wide, other)
+        assert _train(other, tiny_data, tmp_path / "w.onnx").exit_code == 0
+        ckpt.write_bytes((tmp_path / "w.run" / "checkpoint.pt").read_bytes())
+    model_before = out.read_bytes()
+    check_error(_train(plain16, tiny_data, out, "--resume", "--epochs", "2"), contains="checkpoint")
+    assert out.read_bytes() == model_before
