@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,38 +30,46 @@ def run_cli(*args, **kwargs) -> Run:
     return run_child([sys.executable, "-m", "netmorph.cli.main", *map(str, args)], **kwargs)
 
 
+LAUNCHER = r"""
+import os, resource, sys
+report, limit, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+pid = os.fork()
+if pid == 0:
+    if limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.execv(argv[0], argv)
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as f:
+    f.write(f"{usage.ru_maxrss} {status}")
+"""
+"""A small process that runs the command and reports its exact peak RSS and wait status.
+
+Linux carries a process's RSS high-water mark across fork + exec into the child's ``ru_maxrss``;
+starting the command from this ~10 MB launcher (not from pytest, which may hold gigabytes) makes
+the measured peak the command's own."""
+
+
 def run_child(argv: list[str], env: dict | None = None, timeout: float = 60, cwd=None,
               mem_limit: int | None = None) -> Run:
-    """Run ``argv``; its own peak RSS comes from ``wait4``. ``mem_limit`` caps its address space."""
+    """Run ``argv`` (through :data:`LAUNCHER`); ``mem_limit`` caps its address space."""
+    import tempfile
+
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-
-    def limit() -> None:
-        if mem_limit is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
-
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd,
-                            preexec_fn=limit)
-    killed = threading.Event()
-
-    def kill() -> None:
-        killed.set()
-        proc.kill()
-
-    timer = threading.Timer(timeout, kill)
-    timer.start()
-    out: list[bytes] = []
-    err: list[bytes] = []
-    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read())),
-               threading.Thread(target=lambda: err.append(proc.stderr.read()))]
-    for t in readers:
-        t.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    timer.cancel()
-    for t in readers:
-        t.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(proc.returncode, out[0].decode(errors="replace"), err[0].decode(errors="replace"),
-               usage.ru_maxrss * 1024, timed_out=killed.is_set())
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "rusage"
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(report), str(mem_limit or 0), *argv],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd,
+                                start_new_session=True)
+        killed = False
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            killed = True
+            os.killpg(proc.pid, 9)
+            out, err = proc.communicate()
+        maxrss, status = (int(x) for x in report.read_text().split()) if report.exists() else (0, 9)
+    return Run(os.waitstatus_to_exitcode(status), out.decode(errors="replace"), err.decode(errors="replace"),
+               maxrss * 1024, timed_out=killed)
 
 
 def invoke(*args, env: dict | None = None):
