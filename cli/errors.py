@@ -110,6 +110,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except BaseException as e:
             if _passthrough(e) or debug_enabled():
                 raise
+            if isinstance(e, ModuleNotFoundError):  # an optional extra (torch …) is not installed
+                from netmorph.extras import missing_extra_message
+
+                hint = missing_extra_message(e)
+                if hint is not None:
+                    fail(f"netmorph {click.get_current_context().info_name}: {hint}")
             subject = next((str(kwargs[k]) for k in _SUBJECT_PARAMS if kwargs.get(k) is not None), None)
             report(e, subject)
 

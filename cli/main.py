@@ -9,6 +9,7 @@ everything else (see :mod:`netmorph.cli.errors`); ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 
 import click
@@ -27,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("netmorph.cli.run_cmd", "run", "Run a growth pipeline written as TOML."),
     "plot": ("netmorph.cli.plot_cmd", "plot", "Plot the results of an iterate/run directory."),
 }
+
+
+# commands that need an optional dependency (module -> extra: see netmorph.extras)
+NEEDS: dict[str, str] = {"train": "torch", "iterate": "torch", "run": "torch", "plot": "matplotlib"}
 
 
 class LazyGroup(click.Group):
@@ -49,6 +54,18 @@ class LazyGroup(click.Group):
             if _passthrough(e) or debug_enabled():
                 raise
             report(e)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        needs = NEEDS.get(name or "")
+        if needs and not {"-h", "--help"} & set(rest):
+            from netmorph.extras import available, install_hint
+
+            if not available(needs):
+                from .errors import fail
+
+                fail(f"netmorph {name}: {install_hint(needs)}")
+        return name, cmd, rest
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]
