@@ -31,12 +31,15 @@ def run_cli(*args, **kwargs) -> Run:
 
 
 LAUNCHER = r"""
-import os, resource, sys
-report, limit, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+import os, resource, signal, sys
+report, limit, fsize, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 pid = os.fork()
 if pid == 0:
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if fsize:  # files may not grow beyond this: writes fail with EFBIG, like a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     os.execv(argv[0], argv)
 _, status, usage = os.wait4(pid, 0)
 with open(report, "w") as f:
@@ -50,14 +53,16 @@ the measured peak the command's own."""
 
 
 def run_child(argv: list[str], env: dict | None = None, timeout: float = 60, cwd=None,
-              mem_limit: int | None = None) -> Run:
-    """Run ``argv`` (through :data:`LAUNCHER`); ``mem_limit`` caps its address space."""
+              mem_limit: int | None = None, file_limit: int | None = None) -> Run:
+    """Run ``argv`` (through :data:`LAUNCHER`); ``mem_limit`` caps its address space, ``file_limit``
+    the size of any file it writes (``RLIMIT_FSIZE``)."""
     import tempfile
 
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "rusage"
-        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(report), str(mem_limit or 0), *argv],
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(report), str(mem_limit or 0),
+                                 str(file_limit or 0), *argv],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd,
                                 start_new_session=True)
         killed = False

@@ -194,3 +194,23 @@ def test_concurrent_writers_never_pair_one_graph_with_the_other_weights(tmp_path
         assert w.wait(timeout=60) == 0
     assert loads > 0
     print(f"{loads} consistent loads, {refused} refused")
+
+
+def test_a_write_that_fails_midway_is_one_line_and_keeps_the_old_file(tmp_path):
+    """Files may not grow past 4 KiB (RLIMIT_FSIZE: the write fails with EFBIG, as on a full disk):
+    `new -o` and `grow -o … --report` fail with one line, the old files are intact, no temporary is left."""
+    from hostile_util import one_line, run_cli
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"the old model")
+    r = run_cli("new", "plain", "-n", "2", "-o", target, file_limit=4096)
+    one_line(r.stderr, 2, r.code, contains="model.onnx: cannot write")
+    assert target.read_bytes() == b"the old model" and _leftovers(tmp_path) == []
+    small = tmp_path / "small.onnx"
+    netmorph.save(netmorph.build("plain", levels=2, blocks=2, channels=(4, 4), input_shape=(3, 8, 8)), small)
+    report = tmp_path / "report.json"
+    report.write_text("old report")
+    r = run_cli("grow", small, "--pass", "insert-identity-bn", "--value", "level1.block1.relu1", "-o",
+                tmp_path / "child.onnx", "--report", report, file_limit=4096)
+    one_line(r.stderr, 2, r.code, contains="cannot write")
+    assert report.read_text() == "old report" and _leftovers(tmp_path) == []
