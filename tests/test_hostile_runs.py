@@ -314,3 +314,14 @@ def test_bad_checkpoints_on_resume_are_one_line(tmp_path, plain16, tiny_data, ki
     model_before = out.read_bytes()
     check_error(_train(plain16, tiny_data, out, "--resume", "--epochs", "2"), contains="checkpoint")
     assert out.read_bytes() == model_before
+
+
+def test_a_huge_sparse_results_file_is_not_read(tmp_path, tiny_data, finished_run):
+    import subprocess
+
+    out = _copy_run(finished_run, tmp_path / "out")
+    subprocess.run(["truncate", "-s", "20G", str(out / "results.json")], check=True)
+    r = run_cli("run", _toml(tmp_path, tiny_data, stages=2), "--out-dir", out, "--quiet", mem_limit=6 << 30)
+    one_line(r.stderr, 2, r.code, contains="not a results file")
+    assert r.max_rss < 600 * MiB, f"{r.max_rss / MiB:.0f} MiB"
+    assert not (out / "stage_2.onnx").exists()
