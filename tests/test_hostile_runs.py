@@ -325,3 +325,18 @@ def test_a_huge_sparse_results_file_is_not_read(tmp_path, tiny_data, finished_ru
     one_line(r.stderr, 2, r.code, contains="not a results file")
     assert r.max_rss < 600 * MiB, f"{r.max_rss / MiB:.0f} MiB"
     assert not (out / "stage_2.onnx").exists()
+
+
+def test_a_run_made_before_markers_is_adopted_on_resume_only(tmp_path, tiny_data, finished_run):
+    out = _copy_run(finished_run, tmp_path / "out")
+    (out / MARKER_NAME).unlink()
+    (out / LOCK_NAME).unlink()
+    before = tree_digest(out)
+    check_error(invoke("run", _toml(tmp_path, tiny_data), "--out-dir", out, "--quiet", "--no-resume"),
+                contains="not a netmorph run folder")
+    check_error(invoke("run", _toml(tmp_path, tiny_data, name="other"), "--out-dir", out, "--quiet"),
+                contains="not a netmorph run folder")
+    assert tree_digest(out) == before
+    res = invoke("run", _toml(tmp_path, tiny_data), "--out-dir", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    assert (out / MARKER_NAME).is_file()

@@ -4,7 +4,9 @@ Rules (``docs/security.md``):
 
 - ``DIR/.netmorph-run`` (JSON: format, pipeline name, creation time) is written when a run first
   claims a missing or empty folder. A non-empty folder without it is someone else's and refused,
-  untouched. A marker naming another pipeline is refused too.
+  untouched. A marker naming another pipeline is refused too. (A folder without a marker whose
+  ``results.json`` is a netmorph results file of the same pipeline name, a run made before markers
+  existed, is adopted on resume.)
 - ``DIR/.netmorph-run.lock`` is locked (``flock``, exclusive) for the whole run and names its
   holder (pid, host, start time); a second run on the same folder fails at once naming the holder.
   The lock goes away with the process, so a killed run never leaves a stale lock.
@@ -67,6 +69,8 @@ def check_claimable(out: Path, name: str, resume: bool) -> None:
     entries = [e for e in _entries(out) if e not in OWN_FILES]
     marker = read_marker(out) if out.is_dir() else None
     if marker is None:
+        if entries and resume and _legacy_run_of(out, name):
+            return  # a run of this pipeline made before markers existed: adopted (claim() marks it)
         if entries:
             raise PipelineError(
                 f"{out}: not empty and not a netmorph run folder (no {MARKER_NAME}; holds "
@@ -79,6 +83,16 @@ def check_claimable(out: Path, name: str, resume: bool) -> None:
         raise PipelineError(f"{out}: belongs to pipeline {owner!r}, not {name!r}; use another out dir")
     if entries and not resume:
         raise PipelineError(f"{out}: already holds a run of {name!r}; resume it or use another out dir")
+
+
+def _legacy_run_of(out: Path, name: str) -> bool:
+    """Whether ``out`` holds a netmorph results file of pipeline ``name`` (written before markers)."""
+    from .results import Results
+
+    try:
+        return Results.load(out).name == name
+    except PipelineError:
+        return False
 
 
 @contextlib.contextmanager
