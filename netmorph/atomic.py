@@ -10,8 +10,8 @@ Rules (see ``docs/security.md``):
   FIFO or a socket is refused (:class:`OutputError`), never replaced; so is a file with more than
   one hard link (replacing it by rename would silently break the link).
 - An existing file keeps its permission bits; a new one gets ``0o666 & ~umask``.
-- Temporary files are named ``.<name>.nmtmp-<pid>-<random>``. One left behind by a killed
-  process (its pid no longer runs) is removed by the next write to the same path.
+- Temporary files are named ``.<name>.nmtmp-<host>-<pid>-<random>``. One left behind by a killed
+  process of this host (its pid no longer runs) is removed by the next write to the same path.
 - Any ``OSError`` (read-only folder, disk full …) becomes one :class:`OutputError` naming the target.
 """
 
@@ -90,10 +90,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _host_tag() -> str:
+    """8 hex digits naming this machine: a pid is only meaningful on the host that wrote it."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
-    """Remove our temporary files for ``path`` left by processes that no longer run; return them."""
+    """Remove our temporary files for ``path`` left by processes of this host that no longer run;
+    return them. (Temporaries written on another host, e.g. into a shared folder, are left alone.)"""
     p = Path(path)
-    pattern = re.compile(re.escape(f".{p.name}{TEMP_TAG}") + r"(\d+)-[0-9a-f]+$")
+    pattern = re.compile(re.escape(f".{p.name}{TEMP_TAG}{_host_tag()}-") + r"(\d+)-[0-9a-f]+$")
     removed = []
     try:
         entries = list(os.scandir(p.parent if str(p.parent) else "."))
@@ -114,7 +123,7 @@ def make_temp(path: str | os.PathLike) -> tuple[int, str]:
     """``(fd, name)`` of a new temporary file beside ``path`` (mode 0600, opened for writing)."""
     p = Path(path)
     for _ in range(100):
-        tmp = p.with_name(f".{p.name}{TEMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = p.with_name(f".{p.name}{TEMP_TAG}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         except FileExistsError:

@@ -116,11 +116,15 @@ def test_sigkill_during_a_write_leaves_a_temp_that_the_next_write_cleans(tmp_pat
     stale = _leftovers(tmp_path)
     assert len(stale) == 1 and target.read_bytes() == b"complete old file"
     # a live writer's temp (this process) is never touched
-    live = tmp_path / f".out.bin.nmtmp-{os.getpid()}-0000abcd"
+    from netmorph.atomic import _host_tag
+
+    live = tmp_path / f".out.bin.nmtmp-{_host_tag()}-{os.getpid()}-0000abcd"
     live.write_bytes(b"in progress")
+    other_host = tmp_path / ".out.bin.nmtmp-00000000-999999999-0000abcd"  # a pid of another machine
+    other_host.write_bytes(b"someone else's")
     atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"new"
-    assert _leftovers(tmp_path) == [live.name]
+    assert _leftovers(tmp_path) == sorted([live.name, other_host.name])
     assert clean_stale_temps(target) == []
 
 

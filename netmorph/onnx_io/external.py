@@ -47,6 +47,7 @@ def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
         raise OnnxFormatError(f"{where}: location {location!r} leaves the model's folder")
     base = base_dir.resolve()
     cur = base
+    st = None
     for part in rel.parts:
         if part in ("", "."):
             continue
@@ -59,9 +60,8 @@ def resolve_location(base_dir: Path, location: str, tensor_name: str) -> Path:
             raise OnnxFormatError(f"{where}: location {location!r} cannot be used ({e.strerror})") from None
         if stat.S_ISLNK(st.st_mode):
             raise OnnxFormatError(f"{where}: {location!r} goes through a symlink; refused")
-    if cur == base:
+    if cur == base or st is None:
         raise OnnxFormatError(f"{where}: location {location!r} names the model's folder")
-    st = os.lstat(cur)
     if not stat.S_ISREG(st.st_mode):
         raise OnnxFormatError(f"{where}: {location!r} is not a regular file")
     if st.st_nlink > 1:
