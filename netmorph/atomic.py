@@ -155,9 +155,23 @@ def commit(tmp: str, path: str | os.PathLike, mode: int | None) -> None:
 
 
 def ensure_writable(path: str | os.PathLike) -> None:
-    """Fail now, not after hours of training, if ``path`` could not be written atomically later."""
+    """Fail now, not after hours of training, if ``path`` could not be written atomically later.
+
+    Nothing is created: a missing folder is checked through its nearest existing ancestor (it is
+    made when the file is written); an existing one by creating and removing a temporary file.
+    """
     p = Path(path)
-    prepare(p)
+    check_target(p)
+    folder = p.parent if str(p.parent) else Path(".")
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{p}: cannot write here ({folder} is not a folder)")
+    if folder != (p.parent if str(p.parent) else Path(".")):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"{p}: cannot create its folder under {folder} (permission denied)")
+        return
+    clean_stale_temps(p)
     try:
         fd, tmp = make_temp(p)
     except OSError as e:
