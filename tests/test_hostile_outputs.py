@@ -226,6 +226,7 @@ def test_checking_an_output_creates_nothing(small, tmp_path):
     res = invoke("grow", small, "--pass", "insert-identity-bn", "--value", "no-such-value", "-o", target)
     assert res.exit_code == 2, res.output
     assert not (tmp_path / "new").exists()
-    res = invoke("grow", small, "--pass", "insert-identity-bn", "--value", "level1.block1.relu1", "-o", target)
+    res = invoke("grow", small, "--pass", "insert-identity-bn", "--value", "level1.block1.relu1",
+                 "-o", target)
     assert res.exit_code == 0, res.output
     assert target.is_file()
