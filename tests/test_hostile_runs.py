@@ -340,3 +340,13 @@ def test_a_run_made_before_markers_is_adopted_on_resume_only(tmp_path, tiny_data
     res = invoke("run", _toml(tmp_path, tiny_data), "--out-dir", out, "--quiet")
     assert res.exit_code == 0, res.output
     assert (out / MARKER_NAME).is_file()
+
+
+def test_a_diverging_pipeline_is_not_complete(tmp_path, tiny_data):
+    path = _toml(tmp_path, tiny_data, train=TRAIN + "lr = 1e30\nweight_decay = 0.0\n")
+    check_error(invoke("run", path, "--out-dir", tmp_path / "out", "--quiet"), contains="diverged")
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["status"] == "interrupted" and results["stages"] == []
+    assert not (tmp_path / "out" / "stage_1.onnx").exists()
+    for line in (tmp_path / "out" / "stage_1" / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))
