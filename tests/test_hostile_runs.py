@@ -350,3 +350,21 @@ def test_a_diverging_pipeline_is_not_complete(tmp_path, tiny_data):
     assert not (tmp_path / "out" / "stage_1.onnx").exists()
     for line in (tmp_path / "out" / "stage_1" / "metrics.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))
+
+
+def test_fifos_as_pipeline_or_data_files_never_block(tmp_path, plain16):
+    import os
+
+    fifo = tmp_path / "p.toml"
+    os.mkfifo(fifo)
+    r = run_cli("run", fifo, "--check", timeout=30)
+    assert not r.timed_out
+    one_line(r.stderr, 2, r.code, contains="not a regular file")
+    folder = tmp_path / "c" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    (folder / "test_batch").write_bytes(b"")
+    os.mkfifo(folder / "data_batch_1")
+    r = run_cli("train", plain16, "--data", f"cifar10:{tmp_path / 'c'}", "-o", tmp_path / "t.onnx",
+                timeout=30)
+    assert not r.timed_out
+    one_line(r.stderr, 2, r.code, contains="not a regular file")

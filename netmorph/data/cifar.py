@@ -17,6 +17,7 @@ import codecs
 import math
 import os
 import pickle
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -112,14 +113,21 @@ class SafeUnpickler(pickle.Unpickler):
 def read_pickle(path: Path) -> dict:
     """One official batch file as a dict with ``str`` keys (memory bounded by the file's size)."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            limit = min(max_data_bytes(), 2 * size + (1 << 20))
-            obj = SafeUnpickler(f, max_bytes=limit, encoding="latin1").load()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
     except FileNotFoundError:
         raise DataError(f"{path}: missing batch file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a batch file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be opened ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise DataError(f"{path}: not a regular file (a batch file of the CIFAR python version)")
+        with os.fdopen(fd, "rb") as f:
+            limit = min(max_data_bytes(), 2 * st.st_size + (1 << 20))
+            obj = SafeUnpickler(f, max_bytes=limit, encoding="latin1").load()
+    except DataError:
+        raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             MemoryError, RecursionError, UnicodeError, OverflowError) as e:
         raise DataError(f"{path}: not a CIFAR python batch file ({first_line(e)})") from None
