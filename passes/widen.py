@@ -243,8 +243,10 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
     if op == "Reshape":  # a channel-major flatten: a constant target names the new feature count
         shape = _const_input(graph, n.inputs[1]) if len(n.inputs) > 1 else None
         if shape is not None and shape.ndim == 1 and shape.size == 2 and int(shape[1]) > 0:
-            inner = int(shape[1]) // old
-            _set(graph, ctx, n, 1, np.asarray([shape[0], len(mapping) * inner], dtype=shape.dtype), "new")
+            span = member.channels(old)
+            inner = int(shape[1]) // span
+            features = (span + len(mapping) - old) * inner
+            _set(graph, ctx, n, 1, np.asarray([shape[0], features], dtype=shape.dtype), "new")
         return
     values = {id(m.value) for m in g.members}
     idx = PARAM_INPUTS.get(op)

@@ -312,7 +312,7 @@ class _Closure:
         if op == "Concat" and not backward:
             self._concat(n, m, data, out)
             return
-        if sliced and op in ("LayerNormalization", "Conv", "Concat", "Flatten", "Reshape"):
+        if sliced and op in ("LayerNormalization", "Conv", "Concat"):
             self.fail(n, f"a {op} of a group that is a slice of a concatenation")
         if op == "LayerNormalization":
             r = _rank(m.value)
