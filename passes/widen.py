@@ -155,13 +155,17 @@ class Widen(Pass):
         from ..structure.channels import find_channel_group
 
         view = ActivationView(graph)
+        done: set = set()
         for i, g in enumerate(groups):
+            if id(g.producers[0][0]) in done:
+                continue  # widened already, after a grouped conv of an earlier group
             if i:  # an earlier group may have changed the widths around this one (a shared Concat)
                 t1 = time.perf_counter()
                 g = find_channel_group(graph, g.producers[0][0], view)
                 ctx.timings["recognise"] += time.perf_counter() - t1
             new, mode = self._plan(g)
-            widen_group(graph, ctx, g, new, mode=mode, noise=float(self.options.get("noise") or 0.0))
+            widen_group(graph, ctx, g, new, mode=mode, noise=float(self.options.get("noise") or 0.0),
+                        done=done, view=view)
 
 
 class WidenLevel(Widen):
@@ -173,15 +177,31 @@ class WidenLevel(Widen):
 
 
 def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str = "random",
-                noise: float = 0.0) -> np.ndarray:
-    """Widen channel group ``g`` to ``new`` channels; returns the channel mapping used."""
+                noise: float = 0.0, mapping: np.ndarray | None = None, done: set | None = None,
+                view: Any = None) -> np.ndarray:
+    """Widen channel group ``g`` to ``new`` channels; returns the channel mapping used.
+
+    ``mapping``: the one to use (a group after a grouped conv follows the group before it);
+    ``done`` collects ``id`` of every producer widened (this group's and the groups after its
+    grouped-conv boundaries), so a caller does not widen them twice.
+    """
     old, gs = g.width, g.granularity
-    if gs > 1:
-        mapping = group_mapping(channel_mapping(old // gs, new // gs, mode=mode, rng=ctx.rng), gs)
-    else:
-        mapping = channel_mapping(old, new, mode=mode, rng=ctx.rng)
+    if mapping is None:
+        if gs > 1:
+            mapping = group_mapping(channel_mapping(old // gs, new // gs, mode=mode, rng=ctx.rng), gs)
+        else:
+            mapping = channel_mapping(old, new, mode=mode, rng=ctx.rng)
+    elif g.needs_equal_replication and len(set(np.bincount(mapping, minlength=old).tolist())) > 1:
+        ln = g.needs_equal_replication[0].name
+        raise PreconditionError(
+            f"LayerNormalization {ln!r}: the mapping it must follow copies channels unequally"
+        )
+    done = set() if done is None else done
+    done.update(id(n) for n, _ in g.producers)
     unsliced = Member(None, 0)  # the group is the whole channel axis
     for n, axis in g.producers:
+        if n.op_type == "Conv" and int(n.attr("group", 1)) > 1:
+            continue  # a grouped-conv boundary: already grown with the group before it
         m = g.slices.get(id(n), unsliced)
         rows = m.full_index(mapping, old)
         wi = 1 if n.op_type in ("Conv", "Gemm") else _matmul_weight_index(n)
@@ -215,9 +235,33 @@ def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str =
         shape = list(t.shape)
         shape[m.axis] = (m.channels(old) + new - old) * m.inner
         m.value.type = t.with_shape(tuple(shape))
-    ctx.note(morph="widen", producers=[n.name for n, _ in g.producers], old=old, new=new, mapping=mode,
-             consumers=len(g.consumers), values=len(g.members))
+    ctx.note(morph="widen", producers=[n.name for n, _ in g.producers], old=old, new=len(mapping),
+             mapping=mode, consumers=len(g.consumers), values=len(g.members))
+    for b in g.boundaries:
+        _widen_boundary(graph, ctx, b, mapping, done, view)
     return mapping
+
+
+def _widen_boundary(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndarray, done: set,
+                    view: Any) -> None:
+    """Grow a grouped conv (per group: ``a`` inputs, ``b`` outputs) by whole groups, then its output
+    group with the mapping that implies."""
+    from ..structure import ActivationView
+    from ..structure.channels import find_channel_group
+
+    w = _const_input(graph, conv.inputs[1])
+    a, groups = w.shape[1], int(conv.attr("group", 1))
+    b = w.shape[0] // groups
+    by_group = np.asarray(mapping, dtype=np.int64).reshape(-1, a)[:, 0] // a
+    rows = group_mapping(by_group, b)
+    view = view or ActivationView(graph)
+    after = find_channel_group(graph, conv, view, grouped=True)  # before the conv changes
+    _set(graph, ctx, conv, 1, widen_producer(w, rows, 0), "gather", axis=0, index=rows)
+    if len(conv.inputs) > 2 and conv.inputs[2] is not None:
+        bias = _const_input(graph, conv.inputs[2])
+        _set(graph, ctx, conv, 2, widen_producer(bias, rows, 0), "gather", axis=0, index=rows)
+    conv.set_attr("group", len(by_group))
+    widen_group(graph, ctx, after, len(rows), mapping=rows, done=done, view=view)
 
 
 def _matmul_weight_index(n: Node) -> int:

@@ -25,7 +25,6 @@ SMALL = [(a, "ts") for a in ARCHS] + [
 ]
 REFUSED = {  # (arch, morph) -> words the refusal must contain (documented limits, docs/structure.md)
     ("convnext", "grow-kernel"): ["no 3x3 conv"],
-    ("grouped_plain", "widen"): ["grouped conv with 2 input but 4 output channels per group", "'/4/Conv'"],
 }
 
 
