@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
+from ..morphs.lineage import ParamLineage
 from ..morphs.widen import (
     MAPPING_MODES,
     channel_mapping,
@@ -338,7 +339,12 @@ def _set(graph: Graph, ctx: PassContext, n: Node, i: int, arr: np.ndarray, kind:
         nv = graph.add_parameter(f"{n.name}.in{i}", arr)
         n.set_input(i, nv)
         name = nv.name
-    if parent is None:
+    prev = ctx.lineage.records.get(name)
+    if prev is not None and prev.kind in ("gather", "gather-divide") and kind in ("gather", "gather-divide"):
+        prev.then.append(ParamLineage(name, kind, None, **kw))  # a second axis of the same weight
+    elif parent is None:
         ctx.derive(name, "new", note="widened constant")
+    elif prev is not None and prev.kind == "new":
+        pass  # created by this pass: stays new
     else:
         ctx.derive(name, kind, parent=parent, **kw)
