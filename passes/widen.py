@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
+from ..morphs.lineage import ParamLineage
 from ..morphs.widen import (
     MAPPING_MODES,
     channel_mapping,
@@ -155,13 +156,17 @@ class Widen(Pass):
         from ..structure.channels import find_channel_group
 
         view = ActivationView(graph)
+        done: set = set()
         for i, g in enumerate(groups):
+            if id(g.producers[0][0]) in done:
+                continue  # widened already, after a grouped conv of an earlier group
             if i:  # an earlier group may have changed the widths around this one (a shared Concat)
                 t1 = time.perf_counter()
                 g = find_channel_group(graph, g.producers[0][0], view)
                 ctx.timings["recognise"] += time.perf_counter() - t1
             new, mode = self._plan(g)
-            widen_group(graph, ctx, g, new, mode=mode, noise=float(self.options.get("noise") or 0.0))
+            widen_group(graph, ctx, g, new, mode=mode, noise=float(self.options.get("noise") or 0.0),
+                        done=done, view=view)
 
 
 class WidenLevel(Widen):
@@ -173,15 +178,31 @@ class WidenLevel(Widen):
 
 
 def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str = "random",
-                noise: float = 0.0) -> np.ndarray:
-    """Widen channel group ``g`` to ``new`` channels; returns the channel mapping used."""
+                noise: float = 0.0, mapping: np.ndarray | None = None, done: set | None = None,
+                view: Any = None) -> np.ndarray:
+    """Widen channel group ``g`` to ``new`` channels; returns the channel mapping used.
+
+    ``mapping``: the one to use (a group after a grouped conv follows the group before it);
+    ``done`` collects ``id`` of every producer widened (this group's and the groups after its
+    grouped-conv boundaries), so a caller does not widen them twice.
+    """
     old, gs = g.width, g.granularity
-    if gs > 1:
-        mapping = group_mapping(channel_mapping(old // gs, new // gs, mode=mode, rng=ctx.rng), gs)
-    else:
-        mapping = channel_mapping(old, new, mode=mode, rng=ctx.rng)
+    if mapping is None:
+        if gs > 1:
+            mapping = group_mapping(channel_mapping(old // gs, new // gs, mode=mode, rng=ctx.rng), gs)
+        else:
+            mapping = channel_mapping(old, new, mode=mode, rng=ctx.rng)
+    elif g.needs_equal_replication and len(set(np.bincount(mapping, minlength=old).tolist())) > 1:
+        ln = g.needs_equal_replication[0].name
+        raise PreconditionError(
+            f"LayerNormalization {ln!r}: the mapping it must follow copies channels unequally"
+        )
+    done = set() if done is None else done
+    done.update(id(n) for n, _ in g.producers)
     unsliced = Member(None, 0)  # the group is the whole channel axis
     for n, axis in g.producers:
+        if n.op_type == "Conv" and int(n.attr("group", 1)) > 1:
+            continue  # a grouped-conv boundary: already grown with the group before it
         m = g.slices.get(id(n), unsliced)
         rows = m.full_index(mapping, old)
         wi = 1 if n.op_type in ("Conv", "Gemm") else _matmul_weight_index(n)
@@ -215,9 +236,33 @@ def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str =
         shape = list(t.shape)
         shape[m.axis] = (m.channels(old) + new - old) * m.inner
         m.value.type = t.with_shape(tuple(shape))
-    ctx.note(morph="widen", producers=[n.name for n, _ in g.producers], old=old, new=new, mapping=mode,
-             consumers=len(g.consumers), values=len(g.members))
+    ctx.note(morph="widen", producers=[n.name for n, _ in g.producers], old=old, new=len(mapping),
+             mapping=mode, consumers=len(g.consumers), values=len(g.members))
+    for b in g.boundaries:
+        _widen_boundary(graph, ctx, b, mapping, done, view)
     return mapping
+
+
+def _widen_boundary(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndarray, done: set,
+                    view: Any) -> None:
+    """Grow a grouped conv (per group: ``a`` inputs, ``b`` outputs) by whole groups, then its output
+    group with the mapping that implies."""
+    from ..structure import ActivationView
+    from ..structure.channels import find_channel_group
+
+    w = _const_input(graph, conv.inputs[1])
+    a, groups = w.shape[1], int(conv.attr("group", 1))
+    b = w.shape[0] // groups
+    by_group = np.asarray(mapping, dtype=np.int64).reshape(-1, a)[:, 0] // a
+    rows = group_mapping(by_group, b)
+    view = view or ActivationView(graph)
+    after = find_channel_group(graph, conv, view, grouped=True)  # before the conv changes
+    _set(graph, ctx, conv, 1, widen_producer(w, rows, 0), "gather", axis=0, index=rows)
+    if len(conv.inputs) > 2 and conv.inputs[2] is not None:
+        bias = _const_input(graph, conv.inputs[2])
+        _set(graph, ctx, conv, 2, widen_producer(bias, rows, 0), "gather", axis=0, index=rows)
+    conv.set_attr("group", len(by_group))
+    widen_group(graph, ctx, after, len(rows), mapping=rows, done=done, view=view)
 
 
 def _matmul_weight_index(n: Node) -> int:
@@ -243,8 +288,10 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
     if op == "Reshape":  # a channel-major flatten: a constant target names the new feature count
         shape = _const_input(graph, n.inputs[1]) if len(n.inputs) > 1 else None
         if shape is not None and shape.ndim == 1 and shape.size == 2 and int(shape[1]) > 0:
-            inner = int(shape[1]) // old
-            _set(graph, ctx, n, 1, np.asarray([shape[0], len(mapping) * inner], dtype=shape.dtype), "new")
+            span = member.channels(old)
+            inner = int(shape[1]) // span
+            features = (span + len(mapping) - old) * inner
+            _set(graph, ctx, n, 1, np.asarray([shape[0], features], dtype=shape.dtype), "new")
         return
     values = {id(m.value) for m in g.members}
     idx = PARAM_INPUTS.get(op)
@@ -292,7 +339,12 @@ def _set(graph: Graph, ctx: PassContext, n: Node, i: int, arr: np.ndarray, kind:
         nv = graph.add_parameter(f"{n.name}.in{i}", arr)
         n.set_input(i, nv)
         name = nv.name
-    if parent is None:
+    prev = ctx.lineage.records.get(name)
+    if prev is not None and prev.kind in ("gather", "gather-divide") and kind in ("gather", "gather-divide"):
+        prev.then.append(ParamLineage(name, kind, None, **kw))  # a second axis of the same weight
+    elif parent is None:
         ctx.derive(name, "new", note="widened constant")
+    elif prev is not None and prev.kind == "new":
+        pass  # created by this pass: stays new
     else:
         ctx.derive(name, kind, parent=parent, **kw)

@@ -102,6 +102,35 @@ def entry_uses(unit: Any) -> set[tuple[int, int]]:
             if v is r.entry or (n is r.add and v is short_out)}
 
 
+def idempotent_trailing(unit: Any, y: Value) -> list[Node]:
+    """The unit's trailing activations a copy inserted after ``y`` may repeat exactly.
+
+    All of them must be idempotent (``Relu``, ``Clip``: ``act(act(z)) = act(z)``) and ``y`` must be
+    the output of the same activation (same op, same constant operands), so that
+    ``act(y + 0) = y``; otherwise the copy ends at its ``Add`` (a linear-bottleneck copy).
+    """
+    chain: list[Node] = []
+    last = unit.residual.output
+    for n in unit.trailing:
+        if n.op_type not in IDEMPOTENT_OPS or last not in n.inputs:
+            return []
+        chain.append(n)
+        last = n.outputs[0]
+    if not chain or last is not unit.output:
+        return []
+    p = y.producer
+    tail = chain[-1]
+    if p is None or p.op_type != tail.op_type or p.attributes.keys() != tail.attributes.keys():
+        return []
+    for a, b in zip(p.inputs[1:], tail.inputs[1:], strict=False):
+        pa, pb = _param_array(a), _param_array(b)
+        if (pa is None) != (pb is None) or (pa is not None and not np.array_equal(pa, pb)):
+            return []
+    if len(p.inputs) != len(tail.inputs) or any(p.attr(k) != tail.attr(k) for k in p.attributes):
+        return []
+    return chain
+
+
 def copy_residual_unit(graph: Graph, ctx: PassContext, unit: Any, y: Value, *, name: str,
                        init: str = "copy", uses: set[tuple[int, int]] | None = None
                        ) -> tuple[list[Node], Value, str]:
@@ -113,13 +142,8 @@ def copy_residual_unit(graph: Graph, ctx: PassContext, unit: Any, y: Value, *, n
     """
     r = unit.residual
     uses = entry_uses(unit) if uses is None else uses
-    trailing: list[Node] = []
-    last = r.output
-    for n in unit.trailing:
-        if n.op_type not in IDEMPOTENT_OPS or last not in n.inputs:
-            break
-        trailing.append(n)
-        last = n.outputs[0]
+    trailing = idempotent_trailing(unit, y)
+    last = trailing[-1].outputs[0] if trailing else r.output
     vmap: dict[int, Value] = {}
     pmap: dict[int, Value] = {}
     new: list[Node] = []

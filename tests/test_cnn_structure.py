@@ -93,8 +93,12 @@ def test_channel_group_through_residual_stream_and_se(exports):
 
 def test_channel_group_refusals_name_the_node(exports):
     g = exports["grouped_plain"]
-    with pytest.raises(PreconditionError, match=r"stops at '/4/Conv' \(Conv\): a grouped conv with 2 input"):
-        find_channel_group(g, g.node("/0/0.0/Conv"))
+    grp = find_channel_group(g, g.node("/0/0.0/Conv"))
+    # a grouped conv with 2 input but 4 output channels per group ends this group: the group after
+    # it follows with a derived mapping; the group is widened by whole groups of 2 (and of 4: lcm)
+    assert [n.name for n in grp.boundaries] == ["/4/Conv"] and grp.granularity == 4
+    after = find_channel_group(g, g.node("/4/Conv"), grouped=True)
+    assert after.width == 16 and any(n.op_type == "Conv" for n in after.through)  # the dilated g4 conv
     head = [n for n in g.nodes if n.op_type == "Gemm"][-1]
     with pytest.raises(PreconditionError, match="graph output"):
         find_channel_group(g, head)

@@ -16,6 +16,7 @@ from cnn_models import ARCHS, export, randomised, torchvision_model
 from netmorph.passes import PassManager, get_pass
 
 import netmorph
+from netmorph.morphs import map_state
 from netmorph.structure import anatomy
 
 SMALL = [(a, "ts") for a in ARCHS] + [
@@ -25,7 +26,6 @@ SMALL = [(a, "ts") for a in ARCHS] + [
 ]
 REFUSED = {  # (arch, morph) -> words the refusal must contain (documented limits, docs/structure.md)
     ("convnext", "grow-kernel"): ["no 3x3 conv"],
-    ("grouped_plain", "widen"): ["grouped conv with 2 input but 4 output channels per group", "'/4/Conv'"],
 }
 
 
@@ -135,8 +135,10 @@ def check_child(parent, child, rep, morph, size):
                     assert w.shape[0] == d["new"], (name, w.shape)
         for name, rec in rep.lineage.records.items():
             assert child.has_value(name), name
-            if rec.kind == "gather-divide":  # consumer columns: copied and divided by the replication
-                assert child.value(name).const.shape[rec.axis] == len(rec.index)
+            if rec.kind in ("gather", "gather-divide"):  # the optimizer state can follow every weight
+                shape = child.value(name).const.shape
+                state = np.ones(parent.value(rec.parent).const.shape, np.float32)
+                assert map_state(rec, state, shape, moment=2).shape == shape
     else:
         grown = [d["node"] for d in rep.details]
         assert grown

@@ -95,6 +95,16 @@ def test_optimizer_state_follows_the_mapping():
     assert not map_state(ParamLineage("z", "new"), s, (2, 3)).any()
 
 
+def test_optimizer_state_of_a_weight_widened_on_two_axes():
+    """A conv consumes one widened group (columns, divided) and produces another (rows)."""
+    cols = ParamLineage("w", "gather", axis=0, index=np.array([0, 1, 1]))
+    rec = ParamLineage("w", "gather-divide", parent="w", axis=1, index=np.array([0, 1, 0]),
+                       divide=np.array([2.0, 1, 2]), then=[cols])
+    s = np.arange(4, dtype=np.float32).reshape(2, 2)
+    out = map_state(rec, s, (3, 3), moment=1)
+    np.testing.assert_allclose(out, [[0, 1, 0], [1, 3, 1], [1, 3, 1]])
+
+
 def test_zero_and_fresh_arrays():
     a = np.ones((3, 2), np.float16)
     z = zeros_like(a)

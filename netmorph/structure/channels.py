@@ -99,6 +99,9 @@ class ChannelGroup:
     through: list[Node] = field(default_factory=list)
     granularity: int = 1
     needs_equal_replication: list[Node] = field(default_factory=list)
+    boundaries: list[Node] = field(default_factory=list)
+    """Grouped convs with different input and output channels per group that read the group: each
+    grows by whole groups, and its output (another group) follows with a derived mapping."""
     slices: dict[int, Member] = field(default_factory=dict)
     """``id(node) -> Member`` it reads or writes (a slice of a concatenation has its own index)."""
 
@@ -174,14 +177,23 @@ def producer_axis(node: Node) -> int | None:
     return arr.ndim - 1 if i == 1 else None  # MatMul(x, W): W's last axis
 
 
-def find_channel_group(graph: Graph, producer: Node, view: ActivationView | None = None) -> ChannelGroup:
+def find_channel_group(graph: Graph, producer: Node, view: ActivationView | None = None, *,
+                       grouped: bool = False) -> ChannelGroup:
     """The channel group of ``producer``'s output; :class:`PreconditionError` says where it stops.
 
-    Value types ``graph`` lacks are inferred in place first.
+    Value types ``graph`` lacks are inferred in place first. ``grouped``: ``producer`` may be a
+    grouped conv (the group after a grouped conv with different input and output channels per
+    group, which widens with a mapping derived from the group before it).
     """
     if view is None:
         ensure_types(graph)
         view = ActivationView(graph)
+    if grouped and producer.op_type == "Conv":
+        out = producer.outputs[0]
+        width = _dim(out, 1)
+        if not isinstance(width, int):
+            raise PreconditionError(f"node {producer.name!r}: its output channel count is unknown")
+        return _Closure(view, width).run(producer, out, 1, axis0=True)
     if producer_axis(producer) is None:
         raise PreconditionError(
             f"node {producer.name!r} ({producer.op_type}) does not produce a channel group (a conv of "
@@ -230,9 +242,9 @@ class _Closure:
         self.g.members.append(m)
         self.queue.append(m)
 
-    def run(self, producer: Node, out: Value, axis: int) -> ChannelGroup:
+    def run(self, producer: Node, out: Value, axis: int, axis0: bool = False) -> ChannelGroup:
         self.seen_nodes.add(id(producer))
-        self.g.producers.append((producer, producer_axis(producer)))
+        self.g.producers.append((producer, 0 if axis0 else producer_axis(producer)))
         self.add(out, axis)
         while self.queue:
             m = self.queue.pop()
@@ -312,7 +324,7 @@ class _Closure:
         if op == "Concat" and not backward:
             self._concat(n, m, data, out)
             return
-        if sliced and op in ("LayerNormalization", "Conv", "Concat", "Flatten", "Reshape"):
+        if sliced and op in ("LayerNormalization", "Conv", "Concat"):
             self.fail(n, f"a {op} of a group that is a slice of a concatenation")
         if op == "LayerNormalization":
             r = _rank(m.value)
@@ -329,7 +341,14 @@ class _Closure:
                 self.fail(n, "a conv with a computed weight")
             per_in, per_out = w[1].shape[1], w[1].shape[0] // groups
             if per_in != per_out:
-                self.fail(n, f"a grouped conv with {per_in} input but {per_out} output channels per group")
+                if backward or groups == 1:
+                    self.fail(n, f"a grouped conv with {per_in} input but {per_out} output channels per "
+                              "group, reached from its output")
+                # a boundary: its output is another group, widened with the mapping this one implies
+                self.g.granularity = int(np.lcm(self.g.granularity, per_in))
+                self.g.boundaries.append(n)
+                self.g.slices[id(n)] = m
+                return
             self.g.granularity = int(np.lcm(self.g.granularity, per_in))
             self._tie(n, data[:1], out, 1, 1)
             return

@@ -201,8 +201,9 @@ def anatomy(graph: Graph) -> Anatomy:
     Parameters
     ----------
     graph : Graph
-        Structurally unchanged; value types it lacks are inferred in place (so the units name
-        this graph's own nodes and values).
+        Structurally unchanged; value types it lacks are inferred in place, or measured once in
+        ONNX Runtime where inference cannot follow (so the units name this graph's own nodes
+        and values, with their widths).
 
     Raises
     ------
@@ -211,6 +212,9 @@ def anatomy(graph: Graph) -> Anatomy:
     """
     g = graph
     ensure_types(g)  # fills in missing types only: the returned units name this graph's own nodes
+    from .shapes import fill_unknown_shapes
+
+    fill_unknown_shapes(g)  # what inference cannot follow (ShuffleNet's reshapes): measured once
     if not g.find_nodes("Conv"):
         raise StructureError(f"graph {g.name!r} has no Conv node; units and stages are a CNN's")
     flow = DataFlow(g)
