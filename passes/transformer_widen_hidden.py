@@ -23,11 +23,16 @@ import numpy as np
 
 from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
+from ..morphs.lineage import ParamLineage
 from ..morphs.transformer import gather, head_index, tile_index
 from ..structure.transformer import TransformerStructure, as_linear
 from .base import Option, Pass, PassContext
 from .transformer_add_heads import attention_projections
 from .transformer_surgery import _resolved, forget_types, rescale_shape_constants, set_param, transformer_of
+
+
+def _kind(divide: np.ndarray) -> str:
+    return "gather" if np.all(divide == 1.0) else "gather-divide"
 
 
 def _float_param(v: Value | None) -> Value | None:
@@ -250,16 +255,14 @@ class WidenHidden(Pass):
                 shape = [1] * a.ndim
                 shape[scale_axis] = -1
                 a = (a.astype(np.float64) * scale.reshape(shape)).astype(p.const.array.dtype)
-            if len(rules) == 1 and scale is None:
-                axis, index, divide = rules[0]
-                kind = "gather" if divide == 1.0 else "gather-divide"
-                extra = {} if divide == 1.0 else {"divide": np.full(len(index), divide)}
-                set_param(graph, ctx, node, slot, a, kind=kind, parent=p, axis=axis, index=index, **extra)
-            else:
-                how = ", ".join(f"axis {ax} repeated" + (f" / {dv:g}" if dv != 1 else "")
-                                for ax, _, dv in rules)
-                set_param(graph, ctx, node, slot, a, kind="new", hint=p.name,
-                          note=f"HyperCloning x{n}: {how}" + ("; Q/K scaled" if scale is not None else ""))
+            steps = [(axis, index, np.full(len(index), divide)) for axis, index, divide in rules]
+            if scale is not None:  # Q/K scaled: a divide by 1/scale on the output axis, index unchanged
+                steps.append((scale_axis, np.arange(a.shape[scale_axis]), 1.0 / scale))
+            (axis, index, div), rest = steps[0], steps[1:]
+            then = [ParamLineage("", _kind(d), axis=ax, index=ix, divide=d) for ax, ix, d in rest]
+            note = f"HyperCloning x{n}" + ("; Q/K scaled" if scale is not None else "")
+            set_param(graph, ctx, node, slot, a, kind=_kind(div), parent=p, axis=axis, index=index,
+                      divide=div, then=then, note=note)
         values = {w: n * w for w in widths}
         values.update({m: n * m for m in moving})
         heads = next(iter(moving)) if mode == "count" and len(moving) == 1 else None

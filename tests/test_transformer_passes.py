@@ -19,6 +19,7 @@ from transformer_models import exported, has_transformers, inputs
 import netmorph
 from netmorph import onnx_io
 from netmorph.errors import PreconditionError
+from netmorph.morphs.lineage import map_state
 from netmorph.structure.transformer import recognise_transformer
 
 MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder-pre", "torchscript"),
@@ -77,7 +78,10 @@ def _grow_and_check(kind, exporter, name, opts):
         a = v.const.array
         if v.name in old and old[v.name].shape == a.shape and np.array_equal(old[v.name], a):
             continue
-        assert rep.lineage.origin(v.name) is not None, f"{name}: no lineage for {v.name}"
+        rec = rep.lineage.origin(v.name)
+        assert rec is not None, f"{name}: no lineage for {v.name}"
+        if rec.kind != "new":  # the weight rule is the first-moment rule: it rebuilds the child weight
+            np.testing.assert_allclose(map_state(rec, old[rec.parent], a.shape), a, rtol=1e-6, atol=1e-7)
     # the child lowers, matches ONNX Runtime there, and trains
     gm = netmorph.lower(child)
     x = torch.from_numpy(batches[0])
