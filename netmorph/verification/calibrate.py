@@ -1,0 +1,97 @@
+"""Calibrated tolerance: how far the reference model disagrees with *itself*.
+
+Fixed tolerances are wrong both ways: a real weight change can hide below ``atol 1e-5`` on a
+shallow model, while float32 rounding through 50 layers exceeds it on a deep one. So the
+reference ``a`` is evaluated again in ways that are equally right in exact arithmetic, on the
+same inputs:
+
+* ``optimised``: with ONNX Runtime's graph optimisations on (Conv+BN folding, fusions), which
+  reorders the float arithmetic;
+* ``ulp-weights``: with every finite float initializer / ``Constant`` moved by one unit in the
+  last place, in a seeded random direction, which is the rounding a re-export or a refold of
+  the weights introduces.
+
+(A float64 evaluation would be the textbook probe, but ONNX Runtime's CPU kernels for ``Conv``
+and others are float32 only.) The **noise** of an output is the largest ``|a - probe|`` over its
+finite elements, probes and batches, floored at one float32 epsilon times ``max |a|`` so an
+output no probe moves still has a scale. Under ``calibrated:K`` an element fails iff
+``|a - b| > K x noise``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .models import LoadedModel
+from .session import make_session, run_session
+
+
+def _nudge(t: onnx.TensorProto, rng: np.random.Generator) -> onnx.TensorProto | None:
+    if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+        return None
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    w = numpy_helper.to_array(t)
+    if w.size == 0:
+        return None
+    up = rng.random(w.shape) < 0.5
+    moved = np.where(up, np.nextafter(w, np.inf), np.nextafter(w, -np.inf)).astype(w.dtype)
+    moved = np.where(np.isfinite(w), moved, w)
+    return numpy_helper.from_array(moved, t.name)
+
+
+def ulp_perturbed(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
+    """A copy of ``model`` with every finite float weight one ulp up or down (seeded)."""
+    rng = np.random.default_rng(seed)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for i, t in enumerate(m.graph.initializer):
+        new = _nudge(t, rng)
+        if new is not None:
+            m.graph.initializer[i].CopyFrom(new)
+    for n in m.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    new = _nudge(a.t, rng)
+                    if new is not None:
+                        a.t.CopyFrom(new)
+    return m
+
+
+def measure_noise(
+    a: LoadedModel, feeds: Sequence[dict[str, np.ndarray]], names: Sequence[str],
+    ref: dict[str, list[np.ndarray]], *, seed: int = 0, providers: Sequence[Any] | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The noise of each float output of ``a`` (``ref``: its unoptimised outputs per batch).
+
+    Returns ``(noise, info)``: ``noise[name]`` as defined in the module docstring; ``info``
+    records, per probe, the largest difference it made per output, and the floor.
+    """
+    probes = {
+        "optimised": make_session(a, optimize=True, providers=providers),
+        "ulp-weights": make_session(LoadedModel(ulp_perturbed(a.proto, seed), a.label + " (ulp-perturbed)"),
+                                    optimize=False, providers=providers),
+    }
+    floats = [n for n in names if ref[n] and np.asarray(ref[n][0]).dtype.kind == "f"]
+    seen = {p: dict.fromkeys(floats, 0.0) for p in probes}
+    for k, feed in enumerate(feeds):
+        for p, sess in probes.items():
+            out = run_session(sess, a, feed, list(floats), k)
+            for n in floats:
+                x, y = ref[n][k].astype(np.float64), np.asarray(out[n], np.float64)
+                fin = np.isfinite(x) & np.isfinite(y)
+                if fin.any():
+                    seen[p][n] = max(seen[p][n], float(np.abs(x - y)[fin].max()))
+    noise, floor = {}, {}
+    for n in floats:
+        eps = float(np.finfo(ref[n][0].dtype).eps)
+        mags = [float(np.abs(r[np.isfinite(r)]).max()) for r in ref[n] if np.isfinite(r).any()]
+        floor[n] = eps * max(mags, default=0.0)
+        noise[n] = max([floor[n], *(seen[p][n] for p in probes)])
+    return noise, {"probes": seen, "floor": floor}
