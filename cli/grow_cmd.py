@@ -11,6 +11,7 @@ import click
 from netmorph.atomic import atomic_write_json
 
 from .errors import EXIT_FAILED, fail, handle_errors
+from .verify_options import INPUT_OPTIONS, input_options, input_policy
 
 # CLI option -> pass option name (only options a chosen pass declares are handed to it)
 PASS_OPTIONS = ("level", "node", "value", "block", "cmid", "k1", "k2", "mid_bn", "residual_ratio", "solver",
@@ -115,7 +116,9 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
 @click.option("--seed", type=int, default=0, show_default=True, help="Solver and input seed.")
 @click.option("--rtol", type=float, help="Verification rtol (overrides the pass contract).")
 @click.option("--atol", type=float, help="Verification atol (overrides the pass contract).")
-@click.option("--inputs", "inputs", type=click.Path(dir_okay=False), help="Verify on these inputs (.npz).")
+@click.option("--inputs", "inputs", type=click.Path(),
+              help="Verify on these inputs (.npz, batchK/NAME keys for several, or a folder of them).")
+@input_options
 @click.option("--no-verify", is_flag=True, help="Skip verification in ONNX Runtime (prints a warning).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the child model.")
@@ -133,15 +136,17 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
 
     import netmorph
     from netmorph.errors import NetmorphError, VerificationError
+    from netmorph.verification import VerifyOptions
 
     given = {k: opts.get(k) for k in PASS_OPTIONS}
     passes = build_passes(pass_names, given, repeat)
+    policy = VerifyOptions().replace(**input_policy(**{k: opts.get(k) for k in INPUT_OPTIONS}))
     graph = netmorph.load(model)
     if no_verify:
         click.echo("netmorph: warning: --no-verify: the child is NOT checked against its parent", err=True)
     progress = _Progress(len(passes))
     manager = PassManager(verify=not no_verify, rtol=rtol, atol=atol, inputs=inputs, seed=seed,
-                          progress=progress, on_pass_start=progress.start_step)
+                          progress=progress, on_pass_start=progress.start_step, options=policy)
     try:
         child, reports = manager.run(graph, passes)
     except VerificationError as e:
