@@ -36,7 +36,7 @@ def _first_line(e: BaseException) -> str:
 @click.option("--atol", "atol", multiple=True, metavar="[NAME=]V",
               help="Absolute tolerance (default 1e-5); NAME=V for one output. Repeatable.")
 @click.option("--tolerance", "tolerance", default="fixed", metavar="fixed|calibrated[:K]", show_default=True,
-              help="calibrated[:K]: fail where |a-b| > K x A's own rounding noise (K default 16).")
+              help="calibrated[:K]: fail where |a-b| > K x A's own rounding noise (K default 8).")
 @click.option("--allow-nan", is_flag=True, default=False,
               help="NaN/Inf at the same places in both models count as equal (default: they fail).")
 @click.option("--map", "name_map", multiple=True, metavar="A_NAME=B_NAME",

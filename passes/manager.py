@@ -74,8 +74,9 @@ class PassManager:
         ``on_pass_start(index, total, pass_)``, called before each pass (progress display).
     """
 
-    EXACT_TOLERANCE = "fixed"
-    """How an exact contract is verified when no rtol/atol override is given."""
+    EXACT_TOLERANCE = "calibrated"
+    """How an exact contract is verified when no rtol/atol override is given: against K = 8 times the
+    parent's own rounding noise (see :mod:`netmorph.verification.calibrate`)."""
 
     def __init__(self, verify: bool = True, rtol: float | None = None, atol: float | None = None,
                  inputs: Any = None, progress: ProgressFn | None = None, *, seed: int = 0,

@@ -16,8 +16,8 @@ from typing import Any
 
 from .errors import OptionsError
 
-DEFAULT_K = 16.0
-"""``--tolerance calibrated`` without ``:K``: the difference may be up to 16x the reference's noise."""
+DEFAULT_K = 8.0
+"""``--tolerance calibrated`` without ``:K``: the difference may be up to 8x the reference's noise."""
 
 
 @dataclass(frozen=True)
