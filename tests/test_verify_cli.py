@@ -89,7 +89,8 @@ def test_batch_dependent_difference_fails():
     nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1),
              helper.make_node("Mul", ["x", "zero"], ["z"]), helper.make_node("Add", ["z", "m"], ["y"])]
     # y = mean over the batch: equal to x only when N == 1
-    b = helper.make_model(helper.make_graph(nodes, "b", [x], [y], [zero]), opset_imports=[helper.make_opsetid("", 13)])
+    b = helper.make_model(helper.make_graph(nodes, "b", [x], [y], [zero]),
+                          opset_imports=[helper.make_opsetid("", 13)])
     assert verify_models(a, b, batch_size=1).ok
     assert not verify_models(a, b).ok
 
