@@ -73,12 +73,14 @@ def measure_noise(
     Returns ``(noise, info)``: ``noise[name]`` as defined in the module docstring; ``info``
     records, per probe, the largest difference it made per output, and the floor.
     """
+    floats = [n for n in names if ref[n] and np.asarray(ref[n][0]).dtype.kind == "f"]
+    if not floats:  # integer / bool outputs compare exactly: nothing to calibrate
+        return {}, {"probes": {}, "floor": {}}
     probes = {
         "optimised": make_session(a, optimize=True, providers=providers),
         "ulp-weights": make_session(LoadedModel(ulp_perturbed(a.proto, seed), a.label + " (ulp-perturbed)"),
                                     optimize=False, providers=providers),
     }
-    floats = [n for n in names if ref[n] and np.asarray(ref[n][0]).dtype.kind == "f"]
     seen = {p: dict.fromkeys(floats, 0.0) for p in probes}
     for k, feed in enumerate(feeds):
         for p, sess in probes.items():
