@@ -179,6 +179,7 @@ def test_nonfinite_rules():
     same = _cmp_nan(vals, vals, allow_nan=False)  # NaN/Inf fail by default, even when matched
     assert not same.ok and same.n_failed == 3 and same.n_nonfinite_mismatch == 0
     assert same.n_nan == (1, 1) and same.n_inf == (2, 2) and same.first_nonfinite == (0, (0,))
+    assert same.nonfinite_at == [(0, (0,)), (0, (1,)), (0, (2,))]
     assert same.max_abs == same.mean_abs == 0.0 and same.min_atol_to_pass == np.inf
     same = _cmp_nan(vals, vals, allow_nan=True)  # matched positions are equal with allow_nan
     assert same.ok and same.max_abs == same.max_rel == same.mean_abs == same.min_atol_to_pass == 0.0
@@ -209,6 +210,8 @@ def test_nan_in_both_models_fails_by_default_and_passes_with_allow_nan():
     json.dumps(d, allow_nan=False)  # strict JSON: non-finite numbers are strings
     assert d["outputs"][0]["min_atol_to_pass"] == "inf" and d["outputs"][0]["a_value"] == "nan"
     assert d["outputs"][0]["n_nan"]["a"] > 0 and d["outputs"][0]["n_nan"]["b"] == 0
+    first = d["outputs"][0]["nonfinite_at"][0]
+    assert make_inputs(unary("Sqrt"))[first["batch"]]["x"][tuple(first["index"])] < 0  # sqrt(x < 0) = NaN
 
 
 # -- inputs ---------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ import numpy as np
 from .report import OutputDiff
 from .tolerance import Tolerance
 
+NONFINITE_POSITIONS = 5
+"""How many NaN/Inf positions an output's report lists (the count is always complete)."""
+
 
 def tiny_for(dtype: np.dtype) -> float:
     """The floor of ``|a|`` in the relative error: the smallest normal number of ``dtype``
@@ -62,7 +65,7 @@ def compare_output(
     max_rel = min_atol = 0.0
     n_failed = n_mismatch = 0
     nan_a = nan_b = inf_a = inf_b = 0
-    first_nonfinite: tuple[int, tuple[int, ...]] | None = None
+    nonfinite_at: list[tuple[int, tuple[int, ...]]] = []
     best = None  # (rank, diff, batch, flat index): rank 2 failing non-finite, 1 failing, 0 passing
     for k, (a, b) in enumerate(pairs):
         a, b = np.asarray(a), np.asarray(b)
@@ -74,8 +77,9 @@ def compare_output(
             nan_b += int(np.isnan(b).sum())
             inf_a += int(np.isinf(a).sum())
             inf_b += int(np.isinf(b).sum())
-        if first_nonfinite is None and nonfinite.any():
-            first_nonfinite = (k, _idx(int(np.argmax(nonfinite.ravel())), a.shape))
+        if len(nonfinite_at) < NONFINITE_POSITIONS and nonfinite.any():
+            flat = np.flatnonzero(nonfinite.ravel())[: NONFINITE_POSITIONS - len(nonfinite_at)]
+            nonfinite_at += [(k, _idx(int(i), a.shape)) for i in flat]
         if diff.size:
             bad_nf = failed & nonfinite
             if bad_nf.any():  # a one-sided NaN/Inf before a matched one
@@ -122,7 +126,7 @@ def compare_output(
         n_nonfinite_mismatch=n_mismatch,
         n_nan=(nan_a, nan_b),
         n_inf=(inf_a, inf_b),
-        first_nonfinite=first_nonfinite,
+        nonfinite_at=nonfinite_at,
         rtol=tol.rtol,
         atol=tol.atol,
         rule=tol.kind,

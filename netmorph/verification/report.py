@@ -44,10 +44,10 @@ class OutputDiff:
     the worst *failing* element (a failing NaN/Inf first, else the largest ``|a-b|``; when nothing
     fails, the largest ``|a-b|``), with ``a_value``/``b_value`` there. ``min_atol_to_pass``: the
     smallest atol that would pass every finite element at this output's rtol (``inf`` when a
-    NaN/Inf fails). ``n_nan``/``n_inf``: counts in ``(a, b)``; ``first_nonfinite``: ``(batch,
-    index)`` of the first NaN/Inf in either; ``n_nonfinite_mismatch``: elements whose NaN/Inf
-    is not matched by the same value in the other model. ``rtol``/``atol``/``rule``: the
-    tolerance this output was judged by (``fixed``, ``exact``, ``calibrated``, ``per-output``);
+    NaN/Inf fails). ``n_nan``/``n_inf``: counts in ``(a, b)``; ``nonfinite_at``: ``(batch,
+    index)`` of the first NaN/Inf elements (either model, at most 5);
+    ``n_nonfinite_mismatch``: elements whose NaN/Inf is not matched by the same value in the
+    other model. ``rtol``/``atol``/``rule``: the tolerance this output was judged by (``fixed``, ``exact``, ``calibrated``, ``per-output``);
     ``noise``: the reference's own rounding noise (calibrated only).
     """
 
@@ -70,7 +70,7 @@ class OutputDiff:
     p99_abs: float = 0.0
     n_nan: tuple[int, int] = (0, 0)
     n_inf: tuple[int, int] = (0, 0)
-    first_nonfinite: tuple[int, tuple[int, ...]] | None = None
+    nonfinite_at: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
     rtol: float = 0.0
     atol: float = 0.0
     rule: str = "fixed"
@@ -84,6 +84,10 @@ class OutputDiff:
         return self.max_abs / self.noise if self.noise > 0 else (0.0 if self.max_abs == 0 else math.inf)
 
     @property
+    def first_nonfinite(self) -> tuple[int, tuple[int, ...]] | None:
+        return self.nonfinite_at[0] if self.nonfinite_at else None
+
+    @property
     def has_nonfinite(self) -> bool:
         return sum(self.n_nan) + sum(self.n_inf) > 0
 
@@ -93,8 +97,7 @@ class OutputDiff:
         d["worst_index"] = list(self.worst_index)
         d["n_nan"] = {"a": self.n_nan[0], "b": self.n_nan[1]}
         d["n_inf"] = {"a": self.n_inf[0], "b": self.n_inf[1]}
-        fn = self.first_nonfinite
-        d["first_nonfinite"] = None if fn is None else {"batch": fn[0], "index": list(fn[1])}
+        d["nonfinite_at"] = [{"batch": k, "index": list(i)} for k, i in self.nonfinite_at]
         d["noise_ratio"] = self.noise_ratio
         return {k: _num(v) for k, v in d.items()}
 
@@ -102,12 +105,13 @@ class OutputDiff:
         return f"{_fmt_idx(self.worst_index)} of batch {self.worst_batch}"
 
     def nonfinite_text(self) -> str:
-        """``NaN a 3 / b 3, Inf a 0 / b 1, first at (0, 2) of batch 0`` (empty when none)."""
+        """``NaN a 3 / b 3, Inf a 0 / b 1, at (0, 2) (1, 4) of batch 0 …`` (empty when none)."""
         if not self.has_nonfinite:
             return ""
-        k, idx = self.first_nonfinite or (0, ())
+        where = ", ".join(f"{_fmt_idx(i)} of batch {k}" for k, i in self.nonfinite_at[:3])
+        more = " …" if sum(self.n_nan) + sum(self.n_inf) > 3 else ""
         return (f"NaN a {self.n_nan[0]} / b {self.n_nan[1]}, Inf a {self.n_inf[0]} / b {self.n_inf[1]}, "
-                f"first at {_fmt_idx(idx)} of batch {k}")
+                f"at {where}{more}")
 
 
 def _fmt_idx(idx: tuple[int, ...]) -> str:
