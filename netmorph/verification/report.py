@@ -47,8 +47,9 @@ class OutputDiff:
     NaN/Inf fails). ``n_nan``/``n_inf``: counts in ``(a, b)``; ``nonfinite_at``: ``(batch,
     index)`` of the first NaN/Inf elements (either model, at most 5);
     ``n_nonfinite_mismatch``: elements whose NaN/Inf is not matched by the same value in the
-    other model. ``rtol``/``atol``/``rule``: the tolerance this output was judged by (``fixed``, ``exact``, ``calibrated``, ``per-output``);
-    ``noise``: the reference's own rounding noise (calibrated only).
+    other model. ``rtol``/``atol``/``rule``: the tolerance this output was judged by (``fixed``,
+    ``exact``, ``calibrated``, ``per-output``); ``noise``: the reference's own rounding noise
+    (calibrated only).
     """
 
     name: str
