@@ -82,6 +82,14 @@ def test_same_model_is_equivalent_as_proto_graph_and_path(tmp_path):
     assert str(path) in verify_models(path, m).a
 
 
+def test_external_data_model_verifies_against_its_in_memory_graph(tmp_path):
+    g = netmorph.from_onnx(small_cnn())
+    path = netmorph.save(g, tmp_path / "ext" / "m.onnx", external_data=True)
+    assert any(p.name != "m.onnx" for p in (tmp_path / "ext").iterdir())  # weights beside the model
+    assert verify_models(g, path).ok
+    assert not verify_models(small_cnn(fc_delta=0.5), path).ok
+
+
 def test_torch_export_round_trip_through_ir_is_equivalent(torch_cnn_onnx, tmp_path):
     g = netmorph.load(torch_cnn_onnx)
     out = netmorph.save(g, tmp_path / "rt.onnx")
@@ -291,6 +299,8 @@ def test_mismatched_interfaces_are_refused():
     del no_features.graph.output[0]
     with pytest.raises(InterfaceMismatchError, match=r"different outputs: 'features' only in model a"):
         verify_models(small_cnn(), no_features)
+    with pytest.raises(InterfaceMismatchError, match=r"different outputs: 'features' only in model b"):
+        verify_models(no_features, small_cnn())  # an extra output in b is a difference too
     # declared types agree (unknown shape), the computed shapes do not
     loose = small_cnn(fc_out=5)
     loose.graph.output[1].type.tensor_type.ClearField("shape")

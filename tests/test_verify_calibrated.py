@@ -74,6 +74,7 @@ def test_weight_change_fails_calibrated_but_bn_fold_passes():
     line = changed.failure_line()
     assert "x noise" in line and "ratio" in line and changed.tolerance == f"calibrated:{DEFAULT_K:g}"
     assert set(changed.calibration["probes"]) == {"optimised", "ulp-weights"}
+    assert verify_models(a, bn_cnn(fold=True)).ok  # BN folded vs kept also passes the fixed default
     (f,) = folded.outputs
     assert folded.ok and f.max_abs > 0 and f.noise_ratio <= DEFAULT_K
     # the fold's difference is rounding; the weight change's is far above it
