@@ -140,4 +140,5 @@ def verify_models(
         allow_nan=opts.allow_nan,
         plan=None if plan is None else plan.to_dict(),
         calibration=calibration,
+        extra={"options": opts.to_dict()},
     )

@@ -97,11 +97,14 @@ class VerifyOptions:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        """JSON-ready fields (providers by name), as recorded in every report's ``options``."""
+        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for k in ("dims", "output_rtol", "output_atol", "name_map"):
+            d[k] = dict(d[k])
+        d["ranges"] = {k: list(v) for k, v in self.ranges.items()}
         d["providers"] = None if self.providers is None else [
             p if isinstance(p, str) else p[0] for p in self.providers
         ]
-        d["ranges"] = {k: list(v) for k, v in self.ranges.items()}
         return d
 
 
