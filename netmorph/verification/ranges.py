@@ -58,7 +58,7 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
 
 
 def _static_shapes(graph: onnx.GraphProto) -> dict[str, tuple]:
-    shapes = {}
+    shapes: dict[str, tuple] = {t.name: tuple(t.dims) for t in graph.initializer}  # external data too
     for vi in [*graph.input, *graph.value_info, *graph.output]:
         tt = vi.type.tensor_type
         if vi.type.WhichOneof("value") == "tensor_type" and tt.HasField("shape"):
@@ -99,7 +99,7 @@ def infer_int_ranges(model: onnx.ModelProto, names: list[str]) -> dict[str, IntR
                 op = node.op_type if node.domain in ("", "ai.onnx") else ""
                 if op in ("Gather", "GatherElements") and i == 1:
                     data = node.input[0]
-                    shape = consts[data].shape if data in consts else shapes.get(data)
+                    shape = shapes.get(data, consts[data].shape if data in consts else None)
                     axis = int(_attr(node, "axis", 0))
                     if shape is not None and -len(shape) <= axis < len(shape) and shape[axis]:
                         bounds.append(IntRange(0, int(shape[axis]) - 1, f"{op} {data!r} rows"))
