@@ -200,3 +200,20 @@ def test_grow_takes_the_same_input_options(tmp_path):
     line = err_line(invoke("grow", plain, "--pass", "deepen", "-o", tmp_path / "d.onnx",
                            "--providers", "Nope"))
     assert "provider 'Nope' is not available" in line and not (tmp_path / "d.onnx").exists()
+
+
+def test_ort_log_lines_are_silenced_unless_verbose(tmp_path):
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "unused",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+                          [numpy_helper.from_array(np.ones(3, np.float32), "unused")])
+    m = save(helper.make_model(g, opset_imports=OPSET), tmp_path / "unused.onnx")
+    exe = shutil.which("netmorph")
+    cmd = [exe] if exe else [sys.executable, "-m", "netmorph.cli.main"]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    # the optimiser removes the unused initializer and ORT logs a coloured warning about it
+    quiet = subprocess.run([*cmd, "verify", m, m, "--optimize-b"], capture_output=True, text=True, env=env)
+    loud = subprocess.run([*cmd, "verify", m, m, "--optimize-b", "--verbose"], capture_output=True, text=True,
+                          env=env)
+    assert quiet.returncode == loud.returncode == 0
+    assert quiet.stderr == "" and "Removing initializer 'unused'" in loud.stderr
