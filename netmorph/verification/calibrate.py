@@ -67,6 +67,7 @@ def ulp_perturbed(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
 def measure_noise(
     a: LoadedModel, feeds: Sequence[dict[str, np.ndarray]], names: Sequence[str],
     ref: dict[str, list[np.ndarray]], *, seed: int = 0, providers: Sequence[Any] | None = None,
+    verbose: bool = False,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """The noise of each float output of ``a`` (``ref``: its unoptimised outputs per batch).
 
@@ -77,9 +78,9 @@ def measure_noise(
     if not floats:  # integer / bool outputs compare exactly: nothing to calibrate
         return {}, {"probes": {}, "floor": {}}
     probes = {
-        "optimised": make_session(a, optimize=True, providers=providers),
+        "optimised": make_session(a, optimize=True, providers=providers, verbose=verbose),
         "ulp-weights": make_session(LoadedModel(ulp_perturbed(a.proto, seed), a.label + " (ulp-perturbed)"),
-                                    optimize=False, providers=providers),
+                                    optimize=False, providers=providers, verbose=verbose),
     }
     seen = {p: dict.fromkeys(floats, 0.0) for p in probes}
     for k, feed in enumerate(feeds):

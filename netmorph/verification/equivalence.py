@@ -117,7 +117,8 @@ def verify_models(
     calibration = None
     if opts.calibration_k is not None:
         ref = {n: [p[0] for p in pairs[n]] for n in names}
-        noise, calibration = measure_noise(ma, feeds, names, ref, seed=opts.seed, providers=opts.providers)
+        noise, calibration = measure_noise(ma, feeds, names, ref, seed=opts.seed, providers=opts.providers,
+                                           verbose=opts.verbose)
     outputs = []
     for n in names:
         dtype = pairs[n][0][0].dtype if pairs[n] else np.dtype(np.float32)
