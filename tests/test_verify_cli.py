@@ -197,6 +197,14 @@ def test_grow_takes_the_same_input_options(tmp_path):
     assert res.exit_code == 0, res.output
     (p,) = json.loads(rep.read_text())["passes"]
     assert p["verification"]["batches"] == 3 and p["verification"]["tolerance"].startswith("calibrated")
+    # one policy: `verify` with the same options sees the same inputs, so the same numbers and verdict
+    vj = tmp_path / "v.json"
+    res = invoke("verify", plain, out, "--tolerance", "calibrated", "--batches", "3", "--range", "input=-1:1",
+                 "--json", vj)
+    assert res.exit_code == 0, res.output
+    v = json.loads(vj.read_text())
+    assert v["max_abs"] == p["verification"]["max_abs"] and v["batches"] == 3
+    assert max(o["noise_ratio"] for o in v["outputs"]) == p["verification"]["noise_ratio"]
     line = err_line(invoke("grow", plain, "--pass", "deepen", "-o", tmp_path / "d.onnx",
                            "--providers", "Nope"))
     assert "provider 'Nope' is not available" in line and not (tmp_path / "d.onnx").exists()
