@@ -106,7 +106,7 @@ class OutputDiff:
         return f"{_fmt_idx(self.worst_index)} of batch {self.worst_batch}"
 
     def nonfinite_text(self) -> str:
-        """``NaN a 3 / b 3, Inf a 0 / b 1, at (0, 2) (1, 4) of batch 0 …`` (empty when none)."""
+        """``NaN a 3 / b 3, Inf a 0 / b 1, at (0, 2) of batch 0, (1, 4) of batch 0 …`` (or empty)."""
         if not self.has_nonfinite:
             return ""
         where = ", ".join(f"{_fmt_idx(i)} of batch {k}" for k, i in self.nonfinite_at[:3])
@@ -123,9 +123,9 @@ def _fmt_idx(idx: tuple[int, ...]) -> str:
 class VerifyReport:
     """The verdict of :func:`~netmorph.verification.verify_models` and the evidence for it.
 
-    ``ok`` is true iff every output passes. ``worst_output`` is the failing output with the
-    largest ``max_abs`` (when none fails: the output with the largest ``max_abs``);
-    ``worst_index`` is where in it. ``provider`` is the execution provider model ``a`` ran on.
+    ``ok`` is true iff every output passes. ``worst_output`` is the failing output that fails
+    worst (a NaN/Inf failure first, then the largest ``max_abs / atol`` of its own tolerance;
+    when none fails: the output with the largest ``max_abs``); ``worst_index`` is where in it. ``provider`` is the execution provider model ``a`` ran on.
     ``tolerance`` is ``fixed`` or ``calibrated:K``; ``plan`` says how random inputs were made
     (ranges per input, dim sizes per batch, coverage batches); ``calibration`` which probes
     measured the noise.
