@@ -126,9 +126,9 @@ class VerifyReport:
     ``ok`` is true iff every output passes. ``worst_output`` is the failing output that fails
     worst (a NaN/Inf failure first, then the largest ``max_abs / atol`` of its own tolerance;
     when none fails: the output with the largest ``max_abs``); ``worst_index`` is where in it.
-    ``provider`` is the execution provider model ``a`` ran on. ``tolerance`` is ``fixed`` or ``calibrated:K``; ``plan`` says how random inputs were made
-    (ranges per input, dim sizes per batch, coverage batches); ``calibration`` which probes
-    measured the noise.
+    ``provider`` is the execution provider model ``a`` ran on. ``tolerance`` is ``fixed`` or
+    ``calibrated:K``; ``plan`` says how random inputs were made (ranges per input, dim sizes per
+    batch, coverage batches); ``calibration`` what each probe measured.
     """
 
     outputs: list[OutputDiff]
