@@ -145,6 +145,7 @@ def test_options_errors_exit_2_with_json(tmp_path):
         (["--tolerance", "loose"], "tolerance must be 'fixed', 'calibrated'"),
         (["--providers", "NoSuchExecutionProvider"], "provider 'NoSuchExecutionProvider' is not available"),
         (["--inputs", tmp_path / "missing.npz"], "no such inputs file"),
+        (["--inputs", tmp_path / "missing.npz", "--dim", "N=1"], "do not apply with --inputs"),
     ]:
         line = err_line(invoke("verify", a, a, *args, "--json", out))
         assert msg in line, (args, line)

@@ -300,6 +300,8 @@ def resolve_inputs(
     if inputs is None:
         feeds, plan = random_batches(iface, opts, model)
         return feeds, "random", plan
+    if opts.dims or opts.ranges:
+        raise OptionsError("--dim and --range shape the random inputs; they do not apply with --inputs")
     if isinstance(inputs, str | os.PathLike):
         batches = read_batches(inputs)
         many = len(batches) > 1
