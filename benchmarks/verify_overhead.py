@@ -9,8 +9,9 @@ Two models, each compared with itself re-exported through netmorph's IR (``load`
   exercise the sequence at lengths 8 and 1.
 
 For each: medians (seconds) of a full ``verify_models(a, b)`` call (load, range inference, input
-generation, interface check, two ORT sessions, runs, comparison) and of the bare ORT work on the
-same inputs (two sessions, the same runs), and their ratio. With ``polygraphy`` on PATH, also
+generation, interface check, two ORT sessions, runs, comparison), of the same with
+``tolerance="calibrated"`` (two more sessions and runs of ``a``), and of the bare ORT work on the
+same inputs (two sessions, the same runs), and the ratios to the bare work. With ``polygraphy`` on PATH, also
 the wall time of its two-command flow on the same pair
 (``polygraphy run A --onnxrt --save-inputs I --save-outputs O`` then
 ``polygraphy run B --onnxrt --load-inputs I --load-outputs O``) and of ``netmorph verify A B``
@@ -134,16 +135,20 @@ def measure(name: str, a: Path, b: Path, repeats: int, work: Path) -> dict:
         assert r.ok, r.failure_line()
         return r
 
+    def calibrated():
+        r = verify_models(a, b, tolerance="calibrated")
+        assert r.ok, r.failure_line()
+        return r
+
     report = full()  # warm-up (imports, allocator)
-    t_full, t_bare = [], []
-    for _ in range(repeats):  # interleaved, so drift hits both alike
-        t0 = time.perf_counter()
-        full()
-        t_full.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        bare()
-        t_bare.append(time.perf_counter() - t0)
-    mf, mb = statistics.median(t_full), statistics.median(t_bare)
+    cal = calibrated()
+    t_full, t_bare, t_cal = [], [], []
+    for _ in range(repeats):  # interleaved, so drift hits all alike
+        for fn, ts in ((full, t_full), (bare, t_bare), (calibrated, t_cal)):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    mf, mb, mc = statistics.median(t_full), statistics.median(t_bare), statistics.median(t_cal)
     elements = sum(int(v.size) for f in feeds for v in f.values())
     row = {
         "benchmark": "verify_overhead", "model": name,
@@ -152,6 +157,8 @@ def measure(name: str, a: Path, b: Path, repeats: int, work: Path) -> dict:
         "input_elements": elements, "repeats": repeats,
         "verify_median_s": round(mf, 4), "bare_ort_median_s": round(mb, 4),
         "overhead_ratio": round(mf / mb, 3),
+        "verify_calibrated_median_s": round(mc, 4), "calibrated_ratio": round(mc / mb, 3),
+        "max_noise_ratio": max((o.noise_ratio or 0.0) for o in cal.outputs),
     }
     poly = shutil.which("polygraphy")
     if poly:
