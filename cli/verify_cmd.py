@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +19,14 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
         atomic_write_json(path, data, allow_nan=False)
     except OSError as e:
         raise UserError(f"{path}: cannot write the JSON report ({e.strerror or e})") from None
+
+
+def _refuse_overwriting(json_path: str, others: dict[str, str | None]) -> None:
+    """``--json`` must not name a file the command reads (the report would replace it)."""
+    target = Path(json_path).resolve()
+    for what, path in others.items():
+        if path and Path(path).resolve() == target:
+            raise UserError(f"--json {json_path}: that is {what}; the report would replace it")
 
 
 def _first_line(e: BaseException) -> str:
@@ -59,6 +68,8 @@ def verify(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optim
     from netmorph.errors import NetmorphError
     from netmorph.onnx_io import OnnxFormatError
 
+    if json_path:
+        _refuse_overwriting(json_path, {"A": a, "B": b, "--inputs": inputs})
     try:
         report = _run(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optimize_b, shared)
     except (NetmorphError, OnnxFormatError, UserError, OSError) as e:
