@@ -67,7 +67,8 @@ def main() -> None:
             print(json.dumps({
                 "pair": name, "expected": expected, "polygraphy_exit_codes": [p1, p2],
                 "netmorph_verify_exit_code": _run(*nm, "verify", a, b),
-                "netmorph_verify_calibrated_exit_code": _run(*nm, "verify", a, b, "--tolerance", "calibrated"),
+                "netmorph_verify_calibrated_exit_code": _run(*nm, "verify", a, b, "--tolerance",
+                                                             "calibrated"),
             }), flush=True)
 
 
