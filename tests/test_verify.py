@@ -191,7 +191,8 @@ def test_nonfinite_rules():
     assert same.max_abs == same.mean_abs == 0.0 and same.min_atol_to_pass == np.inf
     same = _cmp_nan(vals, vals, allow_nan=True)  # matched positions are equal with allow_nan
     assert same.ok and same.max_abs == same.max_rel == same.mean_abs == same.min_atol_to_pass == 0.0
-    for a, b in [([nan], [0.0]), ([nan], [1.0]), ([1.0], [nan]), ([inf], [-inf]), ([inf], [1e30]), ([2.0], [inf])]:
+    pairs = [([nan], [0.0]), ([nan], [1.0]), ([1.0], [nan]), ([inf], [-inf]), ([inf], [1e30]), ([2.0], [inf])]
+    for a, b in pairs:
         d = compare_output("y", [(np.float32(a), np.float32(b))], Tolerance(1e9, 1e9, allow_nan=True))
         assert not d.ok and d.n_nonfinite_mismatch == 1 and d.n_failed == 1
         assert d.min_atol_to_pass == np.inf
