@@ -97,6 +97,15 @@ def test_ranges_follow_shape_ops_onehot_and_comparisons():
     assert (r["c"].lo, r["c"].hi) == (0, 51) and r["c"].source == "comparisons with constants"
     assert (r["d"].lo, r["d"].hi) == (0, 6)  # valid for both the 30-row table and depth 7
     assert "e" not in r  # nothing bounds it: the default 0..3 applies
+    # position ids offset by a constant (ids + 2 indexes the table): the range shifts with it
+    two = numpy_helper.from_array(np.array(2, np.int64), "two")
+    nodes = [helper.make_node("Add", ["p", "two"], ["p2"]),
+             helper.make_node("Gather", ["table", "p2"], ["g"]),
+             helper.make_node("Sub", ["q", "two"], ["q2"]),
+             helper.make_node("Gather", ["table", "q2"], ["h"])]
+    r = _ranges(nodes, [table, two], [helper.make_tensor_value_info(n, i64, ["N"]) for n in "pq"])
+    assert (r["p"].lo, r["p"].hi) == (-2, 27) and "(ids +2)" in r["p"].source
+    assert (r["q"].lo, r["q"].hi) == (2, 31)
 
 
 def test_range_option_overrides_and_tables_beyond_the_cover_limit_are_sampled():

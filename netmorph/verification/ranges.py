@@ -2,9 +2,10 @@
 
 A token id feeding ``Gather(table, ids)`` is valid in ``0 .. rows-1``; a class index feeding
 ``OneHot(idx, depth)`` in ``0 .. depth-1``. Ids reach those ops through shape-only ops
-(``Reshape``, ``Unsqueeze``, ``Cast`` …), which are followed. Comparisons with constants
-(``Equal(ids, 0)``, ``Less(pos, 50)``) are *hints*: used only where no op bounds the input,
-so the generated values fall on both sides of every constant.
+(``Reshape``, ``Unsqueeze``, ``Cast`` …), which are followed, and through ``Add``/``Sub`` of an
+integer scalar constant (position ids offset by a padding index), which shift the range.
+Comparisons with constants (``Equal(ids, 0)``, ``Less(pos, 50)``) are *hints*: used only where
+no op bounds the input, so the generated values fall on both sides of every constant.
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
+def _follow(node: onnx.NodeProto, shift: int, seen: set[str], todo: list[tuple[str, int]]) -> None:
+    for out in node.output:
+        if out and out not in seen:
+            seen.add(out)
+            todo.append((out, shift))
+
+
 def infer_int_ranges(model: onnx.ModelProto, names: list[str]) -> dict[str, IntRange]:
     """Valid ranges of the integer graph inputs ``names`` that the graph bounds (others are left out).
 
@@ -92,9 +100,10 @@ def infer_int_ranges(model: onnx.ModelProto, names: list[str]) -> dict[str, IntR
     for name in names:
         bounds: list[IntRange] = []
         hints: list[np.ndarray] = []
-        seen, todo = {name}, [name]
+        # (value, shift): value = input + shift, for ids that pass through Add/Sub of a constant
+        seen, todo = {name}, [(name, 0)]
         while todo:
-            v = todo.pop()
+            v, shift = todo.pop()
             for node, i in uses.get(v, []):
                 op = node.op_type if node.domain in ("", "ai.onnx") else ""
                 if op in ("Gather", "GatherElements") and i == 1:
@@ -102,20 +111,23 @@ def infer_int_ranges(model: onnx.ModelProto, names: list[str]) -> dict[str, IntR
                     shape = shapes.get(data, consts[data].shape if data in consts else None)
                     axis = int(_attr(node, "axis", 0))
                     if shape is not None and -len(shape) <= axis < len(shape) and shape[axis]:
-                        bounds.append(IntRange(0, int(shape[axis]) - 1, f"{op} {data!r} rows"))
+                        src = f"{op} {data!r} rows" + (f" (ids {shift:+d})" if shift else "")
+                        bounds.append(IntRange(-shift, int(shape[axis]) - 1 - shift, src))
                 elif op == "OneHot" and i == 0 and node.input[1] in consts:
                     depth = int(np.asarray(consts[node.input[1]]).reshape(-1)[0])
                     if depth > 0:
-                        bounds.append(IntRange(0, depth - 1, f"OneHot depth {depth}"))
+                        bounds.append(IntRange(-shift, depth - 1 - shift, f"OneHot depth {depth}"))
                 elif op in COMPARISONS:
                     other = node.input[1 - i] if len(node.input) == 2 else ""
                     if other in consts and np.asarray(consts[other]).size:
-                        hints.append(np.asarray(consts[other]).reshape(-1))
+                        hints.append(np.asarray(consts[other]).reshape(-1) - shift)
+                elif op in ("Add", "Sub") and len(node.input) == 2 and (op == "Add" or i == 0):
+                    c = consts.get(node.input[1 - i])
+                    if c is not None and c.size == 1 and c.dtype.kind in "iu":
+                        step = int(c.reshape(-1)[0]) * (1 if op == "Add" else -1)
+                        _follow(node, shift + step, seen, todo)
                 elif op in PASS_THROUGH and i == 0 or op == "Concat":
-                    for out in node.output:
-                        if out and out not in seen:
-                            seen.add(out)
-                            todo.append(out)
+                    _follow(node, shift, seen, todo)
         if bounds:
             lo, hi = max(b.lo for b in bounds), min(b.hi for b in bounds)
             if lo <= hi:
