@@ -157,3 +157,30 @@ def test_exact_split_deep_in_resnet50_passes_calibrated_the_grow_default(tmp_pat
     bad.set_parameter(conv_b.inputs[1], conv_b.param(1) * np.float32(1 + 1e-2))
     r = verify_models(parent, bad, tolerance="calibrated")
     assert not r.ok and r.outputs[0].noise_ratio > 4 * DEFAULT_K
+
+
+def mlp(*, delta: float = 0.0) -> onnx.ModelProto:
+    """x[N, 8] -> MatMul -> Add -> Tanh -> MatMul -> Softmax: every op has a float64 CPU kernel."""
+    rng = np.random.default_rng(3)
+    w1, w2 = rng.standard_normal((8, 16)).astype(np.float32), rng.standard_normal((16, 4)).astype(np.float32)
+    w2[2, 1] += delta
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
+         helper.make_node("Tanh", ["h1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["z"]),
+         helper.make_node("Softmax", ["z"], ["p"], axis=-1)],
+        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.full(16, 0.1, np.float32), "b1"),
+         numpy_helper.from_array(w2, "w2")],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_float64_probe_runs_where_ort_has_double_kernels_and_is_skipped_for_conv():
+    r = verify_models(mlp(), mlp(), tolerance="calibrated")
+    assert r.ok and set(r.calibration["probes"]) == {"optimised", "ulp-weights", "float64"}
+    assert 0 < r.calibration["probes"]["float64"]["p"] < 1e-6  # float32 rounding of a softmax in [0, 1]
+    assert r.calibration["skipped"] == {}
+    assert not verify_models(mlp(), mlp(delta=1e-3), tolerance="calibrated").ok
+    cnn = verify_models(bn_cnn(), bn_cnn(), tolerance="calibrated")
+    assert "float64" not in cnn.calibration["probes"] and "Conv" in cnn.calibration["skipped"]["float64"]

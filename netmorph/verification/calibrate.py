@@ -9,12 +9,15 @@ same inputs:
   reorders the float arithmetic;
 * ``ulp-weights``: with every finite float initializer / ``Constant`` moved by one unit in the
   last place, in a seeded random direction, which is the rounding a re-export or a refold of
-  the weights introduces.
+  the weights introduces;
+* ``float64``: the same graph in double precision (float32 tensors, constants and casts to
+  float32 rewritten), where :func:`as_float64` can rewrite it and ONNX Runtime can run it — its
+  CPU ``Conv`` has no float64 kernel, so CNNs are measured by the first two probes only (the
+  report's ``calibration.skipped`` says why).
 
-(A float64 evaluation would be the textbook probe, but ONNX Runtime's CPU kernels for ``Conv``
-and others are float32 only.) The **noise** of an output is the largest ``|a - probe|`` over its
-finite elements, probes and batches, floored at one float32 epsilon times ``max |a|`` so an
-output no probe moves still has a scale. Under ``calibrated:K`` an element fails iff
+The **noise** of an output is the largest ``|a - probe|`` over its finite elements, probes and
+batches, floored at one float32 epsilon times ``max |a|`` so an output no probe moves still has
+a scale. Under ``calibrated:K`` an element fails iff
 ``|a - b| > K x noise``.
 """
 
@@ -27,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .errors import ModelRunError
 from .models import LoadedModel
 from .session import make_session, run_session
 
@@ -64,6 +68,43 @@ def ulp_perturbed(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
     return m
 
 
+FLOAT64_SAFE_CASTS = {onnx.TensorProto.FLOAT: onnx.TensorProto.DOUBLE}
+
+
+def as_float64(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """``model`` computed in float64: float32 initializers, constants, inputs, outputs, value infos
+    and ``Cast(to=FLOAT)`` become double. ``None`` when some node carries another element-type
+    attribute (``ConstantOfShape``, ``Random*``, ``Cast`` to float16 …) or has a subgraph, where
+    a mechanical rewrite could change the function."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    for n in g.node:
+        for a in n.attribute:
+            if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                return None
+            if n.op_type == "Cast" and a.name == "to":
+                if a.i == onnx.TensorProto.FLOAT:
+                    a.i = onnx.TensorProto.DOUBLE
+                elif a.i in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
+                    return None
+            elif a.name in ("dtype", "to", "value_float", "value_floats") or n.op_type == "ConstantOfShape":
+                return None
+            elif a.type == onnx.AttributeProto.TENSOR and a.t.data_type == onnx.TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64), a.t.name))
+    for i, t in enumerate(g.initializer):
+        if t.data_type == onnx.TensorProto.FLOAT:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                return None
+            wide = numpy_helper.to_array(t).astype(np.float64)
+            g.initializer[i].CopyFrom(numpy_helper.from_array(wide, t.name))
+    for vi in [*g.input, *g.output, *g.value_info]:
+        tt = vi.type.tensor_type
+        if vi.type.WhichOneof("value") == "tensor_type" and tt.elem_type == onnx.TensorProto.FLOAT:
+            tt.elem_type = onnx.TensorProto.DOUBLE
+    return m
+
+
 def measure_noise(
     a: LoadedModel, feeds: Sequence[dict[str, np.ndarray]], names: Sequence[str],
     ref: dict[str, list[np.ndarray]], *, seed: int = 0, providers: Sequence[Any] | None = None,
@@ -76,16 +117,28 @@ def measure_noise(
     """
     floats = [n for n in names if ref[n] and np.asarray(ref[n][0]).dtype.kind == "f"]
     if not floats:  # integer / bool outputs compare exactly: nothing to calibrate
-        return {}, {"probes": {}, "floor": {}}
+        return {}, {"probes": {}, "floor": {}, "skipped": {}}
     probes = {
         "optimised": make_session(a, optimize=True, providers=providers, verbose=verbose),
         "ulp-weights": make_session(LoadedModel(ulp_perturbed(a.proto, seed), a.label + " (ulp-perturbed)"),
                                     optimize=False, providers=providers, verbose=verbose),
     }
+    skipped = {}
+    wide = as_float64(a.proto) if all(np.asarray(ref[n][0]).dtype == np.float32 for n in floats) else None
+    if wide is None:
+        skipped["float64"] = "the graph cannot be rewritten to float64 mechanically"
+    else:
+        try:
+            probes["float64"] = make_session(LoadedModel(wide, a.label + " (float64)"), optimize=False,
+                                             providers=providers, verbose=verbose)
+        except ModelRunError as e:  # e.g. ORT's CPU Conv has no float64 kernel
+            skipped["float64"] = str(e).split(": ", 1)[-1][:200]
     seen = {p: dict.fromkeys(floats, 0.0) for p in probes}
     for k, feed in enumerate(feeds):
         for p, sess in probes.items():
-            out = run_session(sess, a, feed, list(floats), k)
+            given = feed if p != "float64" else {
+                n: v.astype(np.float64) if v.dtype == np.float32 else v for n, v in feed.items()}
+            out = run_session(sess, a, given, list(floats), k)
             for n in floats:
                 x, y = ref[n][k].astype(np.float64), np.asarray(out[n], np.float64)
                 fin = np.isfinite(x) & np.isfinite(y)
@@ -97,4 +150,4 @@ def measure_noise(
         mags = [float(np.abs(r[np.isfinite(r)]).max()) for r in ref[n] if np.isfinite(r).any()]
         floor[n] = eps * max(mags, default=0.0)
         noise[n] = max([floor[n], *(seen[p][n] for p in probes)])
-    return noise, {"probes": seen, "floor": floor}
+    return noise, {"probes": seen, "floor": floor, "skipped": skipped}
