@@ -69,7 +69,8 @@ def test_int64_outputs_off_by_one_fail_exactly(tmp_path):
     assert "compared exactly (int64)" in r.failure_line()
     assert verify_models(int_offset(100000), int_offset(100000)).ok
     r = verify_models(int_offset(100000), int_offset(100001), tolerance="calibrated")  # no float output
-    assert not r.ok and r.outputs[0].rule == "exact" and r.calibration == {"probes": {}, "floor": {}, "skipped": {}}
+    assert not r.ok and r.outputs[0].rule == "exact"
+    assert r.calibration == {"probes": {}, "floor": {}, "skipped": {}}
     # an explicit per-output tolerance is the way to accept it
     assert verify_models(int_offset(100000), int_offset(100001), output_atol={"out": 1}).ok
 
