@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError, handle_errors
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError, describe, first_line, handle_errors
 from .verify_options import input_options, input_policy
 
 
@@ -27,11 +28,6 @@ def _refuse_overwriting(json_path: str, others: dict[str, str | None]) -> None:
     for what, path in others.items():
         if path and Path(path).resolve() == target:
             raise UserError(f"--json {json_path}: that is {what}; the report would replace it")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 @click.command("verify")
@@ -65,17 +61,21 @@ def verify(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optim
     equivalent (table of the worst differences); 2: bad input (unreadable model,
     mismatched interfaces, bad --inputs or options).
     """
+    from netmorph.atomic import ensure_writable
     from netmorph.errors import NetmorphError
-    from netmorph.onnx_io import OnnxFormatError
 
-    if json_path:
+    if json_path:  # refused before any work: a report that cannot be written is bad input
         _refuse_overwriting(json_path, {"A": a, "B": b, "--inputs": inputs})
+        ensure_writable(json_path)
     try:
         report = _run(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optimize_b, shared)
-    except (NetmorphError, OnnxFormatError, UserError, OSError) as e:
+    except Exception as e:  # exit 2: the report says why, in the line stderr gets
         if json_path:
-            _write_json(json_path, {"ok": False, "exit_code": EXIT_BAD_INPUT, "error": _first_line(e),
-                                    "a": str(a), "b": str(b)})
+            line = first_line(e) if isinstance(e, NetmorphError | UserError) else describe(e, str(a))
+            error = {"ok": False, "exit_code": EXIT_BAD_INPUT, "error": " ".join(line.split()),
+                     "a": str(a), "b": str(b)}
+            with contextlib.suppress(NetmorphError, UserError, OSError):  # the original error wins
+                _write_json(json_path, error)
         raise
     code = EXIT_OK if report.ok else EXIT_FAILED
     if json_path:
@@ -88,6 +88,7 @@ def verify(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optim
 
 
 def _run(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optimize_b, shared):
+    from netmorph.limits import MAX_SEED, check_int
     from netmorph.verification import OptionsError, VerifyOptions, verify_models
     from netmorph.verification.options import parse_map, parse_tolerances
 
@@ -95,6 +96,7 @@ def _run(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optimiz
         seed_value = int(seed)
     except ValueError:
         raise OptionsError(f"--seed must be an integer, got {seed!r}") from None
+    seed_value = check_int("--seed", seed_value, 0, MAX_SEED)
     rtol_all, rtol_per = parse_tolerances(rtol, "--rtol")
     atol_all, atol_per = parse_tolerances(atol, "--atol")
     options = VerifyOptions().replace(

@@ -14,7 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..limits import MAX_BATCH
 from .errors import OptionsError
+
+MAX_BATCHES = 10_000
+"""Most random batches one verification runs (coverage batches come on top, at most 1024)."""
 
 DEFAULT_K = 8.0
 """``--tolerance calibrated`` without ``:K``: the difference may be up to 8x the reference's noise."""
@@ -70,18 +74,20 @@ class VerifyOptions:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("batches", "batch_size"):
+        for name, high in (("batches", MAX_BATCHES), ("batch_size", MAX_BATCH)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise OptionsError(f"{name} must be a positive integer, got {v!r}")
+            if v > high:
+                raise OptionsError(f"{name} must be <= {high:,} (documented limit), got {v:,}")
         for name in ("rtol", "atol"):
             _check_tol(name, getattr(self, name))
         for kind in ("output_rtol", "output_atol"):
             for k, v in getattr(self, kind).items():
                 _check_tol(f"{kind[7:]} of {k!r}", v)
         for k, v in self.dims.items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise OptionsError(f"dim {k!r} must be a positive integer size, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v > MAX_BATCH:
+                raise OptionsError(f"dim {k!r} must be a positive integer size <= {MAX_BATCH:,}, got {v!r}")
         for k, (lo, hi) in self.ranges.items():
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
                 raise OptionsError(f"range of {k!r} must be finite with LO <= HI, got {lo}:{hi}")
