@@ -132,7 +132,7 @@ def train(model, data_spec, output, epochs, batch_size, lr, optimizer, schedule,
     ensure_writable(output)  # fail now, not after training
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     graph = netmorph.load(model)
-    splits = spec.load()
+    splits = spec.load(graph)  # synthetic data follows the model's input shape
     check_interface(graph, model, splits.train.image_shape, splits.train.num_classes)
     warn_if_bn_folded(graph, model, config.lr)
 

@@ -111,6 +111,8 @@ class PassReport:
     timings: dict[str, float] = field(default_factory=dict)
     lineage: Lineage = field(default_factory=Lineage)
     """Where each created or changed child parameter came from (see :mod:`netmorph.morphs.lineage`)."""
+    details: list[dict[str, Any]] = field(default_factory=list)
+    """One record per place the pass changed (e.g. per inserted unit: what it copies, what was zeroed)."""
 
     @property
     def max_residual(self) -> float | None:
@@ -134,6 +136,7 @@ class PassReport:
             "seconds": self.seconds,
             "timings": dict(self.timings),
             "lineage": self.lineage.to_dict(),
+            "details": list(self.details),
         }
 
 
@@ -147,6 +150,9 @@ class PassContext:
         self.progress = progress
         self.solves: list[ConvSolve] = []
         self.lineage = Lineage()
+        self.details: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = {}
+        """Seconds of named phases a pass measures itself (``recognise``: finding units / groups)."""
         self.solve_seconds = 0.0
         self._total = 0
         self._done = 0
@@ -154,6 +160,10 @@ class PassContext:
     def derive(self, child: str, kind: str, parent: str | None = None, **kw: Any) -> None:
         """Record where child parameter ``child`` came from (a :class:`ParamLineage`)."""
         self.lineage.add(ParamLineage(child, kind, parent=parent, **kw))
+
+    def note(self, **record: Any) -> None:
+        """Add one record to the report's ``details`` (what was inserted where, what was zeroed)."""
+        self.details.append(record)
 
     def expect_solves(self, n: int) -> None:
         """Announce how many kernels this application will solve (for the progress bar)."""
@@ -284,6 +294,7 @@ class Pass:
         infer_types(child)
         child.check()
         self.ensures(child)
+        _complete_lineage(self.name, graph, child, ctx)
         after = {n.name for n in child.nodes}
         report = PassReport(
             pass_name=self.name,
@@ -295,10 +306,12 @@ class Pass:
             params_after=child.parameter_count(),
             solves=ctx.solves,
             lineage=ctx.lineage,
+            details=ctx.details,
         )
         report.seconds = time.perf_counter() - t0
         report.timings["solve"] = ctx.solve_seconds
-        report.timings["surgery"] = report.seconds - ctx.solve_seconds
+        report.timings.update(ctx.timings)
+        report.timings["surgery"] = report.seconds - ctx.solve_seconds - sum(ctx.timings.values())
         return child, report
 
     def describe(self) -> str:
@@ -307,6 +320,24 @@ class Pass:
 
     def __repr__(self) -> str:
         return f"<pass {self.describe()}>"
+
+
+def _complete_lineage(name: str, parent: Graph, child: Graph, ctx: PassContext) -> None:
+    """Record ``new`` for created parameters the pass left unrecorded; refuse a changed parameter
+    without a record (its optimizer state could not follow it)."""
+    before = {v.name: v.const for v in parent.parameters}
+    for v in child.parameters:
+        if v.name in ctx.lineage.records:
+            continue
+        old = before.get(v.name)
+        if old is None:
+            ctx.derive(v.name, "new", note="created by the pass")
+        elif old is not v.const:
+            from ..errors import VerificationError
+
+            raise VerificationError(f"{name}: parameter {v.name!r} was changed without a lineage record")
+    for stale in [k for k in ctx.lineage.records if not child.has_value(k)]:
+        del ctx.lineage.records[stale]
 
 
 def _needs_types(graph: Graph) -> bool:

@@ -220,7 +220,10 @@ def test_cli_bad_inputs_exit_2_one_line(tmp_path, torch_cnn_onnx):
     assert r.exit_code == 2 and "junk.onnx" in r.output and len(r.output.strip().splitlines()) == 1
     r = run_cli(torch_cnn_onnx, "--data", f"npz:{tmp_path / 'none.npz'}", "-o", out)
     assert r.exit_code == 2 and "none.npz: no such data file" in r.output
-    r = run_cli(torch_cnn_onnx, "--data", "synthetic:20", "--epochs", "1", "-o", out)  # 32x32 data
+    s = make_synthetic(20, 10, size=32, seed=0)  # synthetic data follows the model: mismatch via .npz
+    np.savez(tmp_path / "d32.npz", x_train=s.train.images, y_train=s.train.labels, x_test=s.test.images,
+             y_test=s.test.labels)
+    r = run_cli(torch_cnn_onnx, "--data", f"npz:{tmp_path / 'd32.npz'}", "--epochs", "1", "-o", out)
     assert r.exit_code == 2 and "expects height 16 but the data has 32" in r.output
     r = run_cli(torch_cnn_onnx, "--data", "synthetic:20", "-o", tmp_path / "nodir" / "x.onnx")
     assert r.exit_code == 2 and "output folder does not exist" in r.output

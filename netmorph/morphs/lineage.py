@@ -35,11 +35,14 @@ class ParamLineage:
     index: np.ndarray | None = None
     divide: np.ndarray | None = None
     note: str = ""
+    then: list[ParamLineage] = field(default_factory=list)
+    """Further gathers applied in order after this one (a conv widened as the consumer of one
+    channel group and the producer of another: two axes); their ``parent`` is ``None``."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"lineage kind {self.kind!r} is not one of {KINDS}")
-        if self.kind != "new" and self.parent is None:
+        if self.kind != "new" and self.parent is None and self.kind not in ("gather", "gather-divide"):
             raise ValueError(f"lineage {self.kind!r} of {self.child!r} needs a parent parameter")
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,6 +52,8 @@ class ParamLineage:
             d["index"] = np.asarray(self.index).tolist()
         if self.note:
             d["note"] = self.note
+        if self.then:
+            d["then"] = [r.to_dict() for r in self.then]
         return d
 
 
@@ -91,12 +96,15 @@ def map_state(rec: ParamLineage | None, parent_state: np.ndarray | None, child_s
     if rec is None or rec.kind == "same":
         out = s
     else:
-        out = np.take(s, np.asarray(rec.index, dtype=np.int64), axis=rec.axis)
-        if rec.kind == "gather-divide":
-            shape = [1] * out.ndim
-            shape[rec.axis] = -1
-            d = np.asarray(rec.divide, dtype=np.float64).reshape(shape) ** moment
-            out = (out.astype(np.float64) / d).astype(s.dtype)
+        out = s
+        for step in (rec, *rec.then):
+            taken = np.take(out, np.asarray(step.index, dtype=np.int64), axis=step.axis)
+            if step.kind == "gather-divide":
+                shape = [1] * taken.ndim
+                shape[step.axis] = -1
+                d = np.asarray(step.divide, dtype=np.float64).reshape(shape) ** moment
+                taken = (taken.astype(np.float64) / d).astype(s.dtype)
+            out = taken
     if tuple(out.shape) != tuple(child_shape):
         raise ValueError(f"optimizer state of {rec.child if rec else '?'}: mapped shape {out.shape} "
                          f"!= parameter shape {tuple(child_shape)}")

@@ -1,0 +1,350 @@
+"""``widen`` / ``widen-level``: Net2WiderNet on channel groups, exact.
+
+A channel group (:func:`netmorph.structure.channels.find_channel_group`) of C channels becomes
+W channels: the producers' output rows are copied by a channel mapping, the consumers' input
+columns are copied and divided by the replication counts, per-channel parameters (norm
+gamma/beta/mean/var, PReLU slopes, per-channel constants, depthwise / grouped conv filters)
+follow the mapping, grouped convs grow by whole groups (their ``group`` attribute grows), and a
+``Gemm`` after a ``Flatten`` reads every spatial position of a copied channel. The arrays come
+from :mod:`netmorph.morphs.widen`; every changed parameter gets a lineage record.
+
+``--noise STD`` adds symmetry-breaking noise (STD times each weight's standard deviation) to
+the copied producer rows: the contract becomes approximate and the price is measured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import PreconditionError
+from ..ir import Graph, Node, Value
+from ..morphs.lineage import ParamLineage
+from ..morphs.widen import (
+    MAPPING_MODES,
+    channel_mapping,
+    divisors,
+    group_mapping,
+    widen_consumer,
+    widen_per_channel,
+    widen_producer,
+)
+from ..structure.channels import Member
+from .base import Contract, Option, Pass, PassContext
+from .conv_split import APPROX_ATOL, APPROX_RTOL
+from .layers import find_node
+
+PARAM_INPUTS = {
+    "BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2),
+    "PRelu": (1,),
+}
+
+
+def _const_input(graph: Graph, v: Value | None) -> np.ndarray | None:
+    from ..structure.channels import _const
+
+    return _const(v)
+
+
+def widened_width(old: int, factor: float | None, width: int | None, granularity: int, where: str) -> int:
+    """The new channel count: ``width``, or ``ceil(old · factor)``, rounded up to whole groups."""
+    if width is not None:
+        new = int(width)
+    else:
+        new = int(math.ceil(old * float(factor if factor is not None else 2.0) - 1e-9))
+    new = -(-new // granularity) * granularity
+    if new <= old:
+        raise PreconditionError(f"{where}: widen to {new} channels is not wider than the {old} there are")
+    return new
+
+
+class Widen(Pass):
+    """Widen one conv's channel group (``node``) or every group of a stage (``level``)."""
+
+    name = "widen"
+    summary = "Net2WiderNet on channel groups (exact): copy channels, fold consumers by replication."
+    option_specs = (
+        Option("factor", float, 2.0, "new width = ceil(factor x old), rounded to whole groups"),
+        Option("width", int, None, "new width (instead of --factor)"),
+        Option("level", str, None, "widen every channel group produced in stage I (or 'all')"),
+        Option("node", str, None, "widen the group of this conv's / linear's output"),
+        Option("noise", float, 0.0, "symmetry-breaking noise on copied rows (contract: approx)"),
+        Option("mapping", str, "random", "which channels the new ones copy: random or round-robin",
+               MAPPING_MODES),
+    )
+    _level_default: str | None = "all"
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        if self.options.get("level") is None and self.options.get("node") is None:
+            self.options["level"] = self._level_default
+
+    @property
+    def contract(self) -> Contract:
+        if (self.options.get("noise") or 0.0) > 0:
+            return Contract.approx(APPROX_RTOL, APPROX_ATOL)
+        return Contract.exact()
+
+    def exact_variant(self) -> Pass:
+        return type(self)(**{**self.options, "noise": 0.0})
+
+    # -- what to widen ----------------------------------------------------------------------
+    def _groups(self, graph: Graph, ctx: PassContext | None) -> list[Any]:
+        from ..structure import ActivationView
+        from ..structure.channels import PRODUCER_OPS, find_channel_group, producer_axis
+        from .deepen_generic import anatomy_of, select_stages
+
+        node, level = self.options.get("node"), self.options.get("level")
+        if node is not None and level is not None and self._level_default is None:
+            raise PreconditionError(f"{self.name}: give one of --node NAME or --level I|all")
+        view = ActivationView(graph)
+        if node is not None:
+            return [find_channel_group(graph, find_node(graph, node), view)]
+        if level is None:
+            raise PreconditionError(f"{self.name}: say which stage to widen (--level I|all)")
+        an = anatomy_of(graph, self.name)
+        groups, covered, skipped = [], set(), []
+        for st in select_stages(an, level, self.name):
+            for u in st.units:
+                for n in u.nodes:
+                    if id(n) in covered or n.op_type not in PRODUCER_OPS or producer_axis(n) is None:
+                        continue
+                    try:
+                        g = find_channel_group(graph, n, view)
+                    except PreconditionError as e:
+                        skipped.append(f"{n.name}: {e}")
+                        covered.add(id(n))
+                        continue
+                    covered.update(id(p) for p, _ in g.producers)
+                    groups.append(g)
+        if not groups:
+            why = "; ".join(skipped[:3]) or "no conv or linear produces a group there"
+            raise PreconditionError(f"{self.name}: no channel group of stage {level} can be widened ({why})")
+        if ctx is not None:
+            for s in skipped:
+                ctx.note(morph="widen", skipped=s)
+        return groups
+
+    def requires(self, graph: Graph) -> None:
+        for g in self._groups(graph, None):
+            self._plan(g)
+
+    def _plan(self, g: Any) -> tuple[int, str]:
+        where = f"{self.name} of the group of {g.producers[0][0].name!r}"
+        new = widened_width(g.width, self.options.get("factor"), self.options.get("width"), g.granularity,
+                            where)
+        mode = self.options.get("mapping") or "random"
+        if g.needs_equal_replication:
+            if new % g.width:
+                ln = g.needs_equal_replication[0].name
+                raise PreconditionError(
+                    f"{where}: LayerNormalization {ln!r} normalises over the channels, which stays exact "
+                    f"only if every channel is copied equally often; {new} is not a multiple of {g.width}"
+                )
+            mode = "round-robin"
+        return new, mode
+
+    # -- surgery ------------------------------------------------------------------------------
+    def call(self, graph: Graph, ctx: PassContext) -> None:
+        t0 = time.perf_counter()
+        groups = self._groups(graph, ctx)
+        ctx.timings["recognise"] = time.perf_counter() - t0
+        from ..structure import ActivationView
+        from ..structure.channels import find_channel_group
+
+        view = ActivationView(graph)
+        done: set = set()
+        for i, g in enumerate(groups):
+            if id(g.producers[0][0]) in done:
+                continue  # widened already, after a grouped conv of an earlier group
+            if i:  # an earlier group may have changed the widths around this one (a shared Concat)
+                t1 = time.perf_counter()
+                g = find_channel_group(graph, g.producers[0][0], view)
+                ctx.timings["recognise"] += time.perf_counter() - t1
+            new, mode = self._plan(g)
+            widen_group(graph, ctx, g, new, mode=mode, noise=float(self.options.get("noise") or 0.0),
+                        done=done, view=view)
+
+
+class WidenLevel(Widen):
+    """``widen`` of one stage (``--level I``)."""
+
+    name = "widen-level"
+    summary = "Net2WiderNet on every channel group produced in one stage (exact)."
+    _level_default = None
+
+
+def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str = "random",
+                noise: float = 0.0, mapping: np.ndarray | None = None, done: set | None = None,
+                view: Any = None) -> np.ndarray:
+    """Widen channel group ``g`` to ``new`` channels; returns the channel mapping used.
+
+    ``mapping``: the one to use (a group after a grouped conv follows the group before it);
+    ``done`` collects ``id`` of every producer widened (this group's and the groups after its
+    grouped-conv boundaries), so a caller does not widen them twice.
+    """
+    old, gs = g.width, g.granularity
+    if mapping is None:
+        if gs > 1:
+            mapping = group_mapping(channel_mapping(old // gs, new // gs, mode=mode, rng=ctx.rng), gs)
+        else:
+            mapping = channel_mapping(old, new, mode=mode, rng=ctx.rng)
+    elif g.needs_equal_replication and len(set(np.bincount(mapping, minlength=old).tolist())) > 1:
+        ln = g.needs_equal_replication[0].name
+        raise PreconditionError(
+            f"LayerNormalization {ln!r}: the mapping it must follow copies channels unequally"
+        )
+    done = set() if done is None else done
+    done.update(id(n) for n, _ in g.producers)
+    unsliced = Member(None, 0)  # the group is the whole channel axis
+    for n, axis in g.producers:
+        if n.op_type == "Conv" and int(n.attr("group", 1)) > 1:
+            continue  # a grouped-conv boundary: already grown with the group before it
+        m = g.slices.get(id(n), unsliced)
+        rows = m.full_index(mapping, old)
+        wi = 1 if n.op_type in ("Conv", "Gemm") else _matmul_weight_index(n)
+        w = _const_input(graph, n.inputs[wi])
+        nw = widen_producer(w, rows, axis)
+        if noise > 0:
+            sl = [slice(None)] * nw.ndim
+            sl[axis] = slice(m.offset + old, m.offset + new)
+            nw = nw.copy()
+            nw[tuple(sl)] += (noise * float(np.std(w)) * ctx.rng.standard_normal(nw[tuple(sl)].shape)
+                              ).astype(nw.dtype)
+        _set(graph, ctx, n, wi, nw, "gather", axis=axis, index=rows)
+        if n.op_type in ("Conv", "Gemm") and len(n.inputs) > 2 and n.inputs[2] is not None:
+            b = _const_input(graph, n.inputs[2])
+            if b is not None and b.ndim >= 1 and b.shape[-1] == m.channels(old):
+                _set(graph, ctx, n, 2, widen_producer(b, rows, b.ndim - 1), "gather", axis=b.ndim - 1,
+                     index=rows)
+    for n, axis, inner in g.consumers:
+        m = g.slices.get(id(n), unsliced)
+        wi = 1 if n.op_type in ("Conv", "Gemm") else _matmul_weight_index(n)
+        w = _const_input(graph, n.inputs[wi])
+        full = m.full_index(mapping, old)
+        cols = full if inner == 1 else group_mapping(full, inner)
+        span = m.channels(old) * inner
+        _set(graph, ctx, n, wi, widen_consumer(w, cols, span, axis), "gather-divide", axis=axis,
+             index=cols, divide=divisors(cols, span))
+    for n in g.through:
+        _widen_through(graph, ctx, n, g, mapping, g.slices.get(id(n), unsliced))
+    for m in g.members:
+        t = m.value.type
+        shape = list(t.shape)
+        shape[m.axis] = (m.channels(old) + new - old) * m.inner
+        m.value.type = t.with_shape(tuple(shape))
+    ctx.note(morph="widen", producers=[n.name for n, _ in g.producers], old=old, new=len(mapping),
+             mapping=mode, consumers=len(g.consumers), values=len(g.members))
+    for b in g.boundaries:
+        _widen_boundary(graph, ctx, b, mapping, done, view)
+    return mapping
+
+
+def _widen_boundary(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndarray, done: set,
+                    view: Any) -> None:
+    """Grow a grouped conv (per group: ``a`` inputs, ``b`` outputs) by whole groups, then its output
+    group with the mapping that implies."""
+    from ..structure import ActivationView
+    from ..structure.channels import find_channel_group
+
+    w = _const_input(graph, conv.inputs[1])
+    a, groups = w.shape[1], int(conv.attr("group", 1))
+    b = w.shape[0] // groups
+    by_group = np.asarray(mapping, dtype=np.int64).reshape(-1, a)[:, 0] // a
+    rows = group_mapping(by_group, b)
+    view = view or ActivationView(graph)
+    after = find_channel_group(graph, conv, view, grouped=True)  # before the conv changes
+    _set(graph, ctx, conv, 1, widen_producer(w, rows, 0), "gather", axis=0, index=rows)
+    if len(conv.inputs) > 2 and conv.inputs[2] is not None:
+        bias = _const_input(graph, conv.inputs[2])
+        _set(graph, ctx, conv, 2, widen_producer(bias, rows, 0), "gather", axis=0, index=rows)
+    conv.set_attr("group", len(by_group))
+    widen_group(graph, ctx, after, len(rows), mapping=rows, done=done, view=view)
+
+
+def _matmul_weight_index(n: Node) -> int:
+    from ..structure.channels import weight_of
+
+    return weight_of(n)[0]
+
+
+def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.ndarray, member: Any) -> None:
+    old = g.width
+    op = n.op_type
+    if op == "Concat":
+        return
+    if op == "Conv":  # depthwise / grouped, by whole groups
+        w = _const_input(graph, n.inputs[1])
+        per = w.shape[1]
+        _set(graph, ctx, n, 1, widen_producer(w, mapping, 0), "gather", axis=0, index=mapping)
+        if len(n.inputs) > 2 and n.inputs[2] is not None:
+            b = _const_input(graph, n.inputs[2])
+            _set(graph, ctx, n, 2, widen_producer(b, mapping, 0), "gather", axis=0, index=mapping)
+        n.set_attr("group", len(mapping) // per)
+        return
+    if op == "Reshape":  # a channel-major flatten: a constant target names the new feature count
+        shape = _const_input(graph, n.inputs[1]) if len(n.inputs) > 1 else None
+        if shape is not None and shape.ndim == 1 and shape.size == 2 and int(shape[1]) > 0:
+            span = member.channels(old)
+            inner = int(shape[1]) // span
+            features = (span + len(mapping) - old) * inner
+            _set(graph, ctx, n, 1, np.asarray([shape[0], features], dtype=shape.dtype), "new")
+        return
+    values = {id(m.value) for m in g.members}
+    idx = PARAM_INPUTS.get(op)
+    if idx is None:
+        idx = tuple(i for i, v in enumerate(n.inputs) if v is not None and id(v) not in values
+                    and _const_input(graph, v) is not None)
+    for i in idx:
+        if i >= len(n.inputs) or n.inputs[i] is None:
+            continue
+        p = _const_input(graph, n.inputs[i])
+        if p is None or p.ndim == 0:
+            continue
+        if op in ("BatchNormalization", "InstanceNormalization", "LayerNormalization"):
+            ax = p.ndim - 1 if op == "LayerNormalization" else 0
+        else:  # broadcast against the member value (numpy rules, aligned right)
+            ax = member.axis - (len(member.value.type.shape) - p.ndim) if member.value is not None else -1
+        span = member.channels(old) * member.inner
+        if ax < 0 or ax >= p.ndim or p.shape[ax] != span:
+            continue
+        full = member.full_index(mapping, old)
+        cols = full if member.inner == 1 else group_mapping(full, member.inner)
+        _set(graph, ctx, n, i, widen_per_channel(p, cols, ax), "gather", axis=ax, index=cols)
+
+
+def _set(graph: Graph, ctx: PassContext, n: Node, i: int, arr: np.ndarray, kind: str, **kw: Any) -> None:
+    """Give input ``i`` of ``n`` the array ``arr``: in place when only ``n`` reads that parameter.
+
+    A weight that is a ``Transpose`` of a parameter is set through it (the parameter gets the
+    inverse transpose; the lineage axis is the parameter's)."""
+    v = n.inputs[i]
+    t = v.producer
+    if v.const is None and t is not None and t.op_type == "Transpose" and len(v.uses()) == 1 and \
+            t.inputs[0] is not None and t.inputs[0].const is not None:
+        perm = list(t.attr("perm") or range(arr.ndim)[::-1])
+        if "axis" in kw:
+            kw = {**kw, "axis": perm[kw["axis"]]}
+        _set(graph, ctx, t, 0, np.transpose(arr, np.argsort(perm)), kind, **kw)
+        t.outputs[0].type = t.outputs[0].type.with_shape(arr.shape) if t.outputs[0].type else None
+        return
+    parent = v.name if v.const is not None else None
+    if v.const is not None and len(v.uses()) == 1 and not v.is_graph_input:
+        graph.set_parameter(v, arr)
+        name = v.name
+    else:
+        nv = graph.add_parameter(f"{n.name}.in{i}", arr)
+        n.set_input(i, nv)
+        name = nv.name
+    prev = ctx.lineage.records.get(name)
+    if prev is not None and prev.kind in ("gather", "gather-divide") and kind in ("gather", "gather-divide"):
+        prev.then.append(ParamLineage(name, kind, None, **kw))  # a second axis of the same weight
+    elif parent is None:
+        ctx.derive(name, "new", note="widened constant")
+    elif prev is not None and prev.kind == "new":
+        pass  # created by this pass: stays new
+    else:
+        ctx.derive(name, kind, parent=parent, **kw)
