@@ -1,0 +1,220 @@
+"""A torch module as an IR graph, and which IR parameter holds each of its tensors.
+
+Two sources:
+
+- a module :func:`netmorph.lower` made and :func:`netmorph.torch.grow` handed out (it remembers
+  the graph it was lowered from): :func:`netmorph.write_back` puts its current weights into that
+  graph, and its binding table names the IR parameter of every module tensor; no export;
+- any other ``nn.Module``: exported with ``torch.onnx.export`` in eval-mode semantics, the dynamo
+  exporter first (``optimize=False``, so BatchNorm stays a ``BatchNormalization`` node with its
+  running statistics and does not fold into the conv), the TorchScript exporter as a fallback
+  (``do_constant_folding=False``, ``TrainingMode.EVAL``). Both name initializers after the
+  ``state_dict`` keys; the TorchScript exporter merges equal initializers behind ``Identity``
+  nodes, which :func:`_untie_aliases` undoes so each torch tensor has an IR parameter of its own.
+
+Every mapped tensor is checked against the IR parameter (same shape, same values): an exporter
+that rewrote a weight (transposed, folded) is reported, never silently mis-mapped.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import NetmorphError
+from ..ir import Graph
+from ..onnx_io import from_onnx
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+PARAMETRIC_OPS = frozenset({
+    "Conv", "ConvTranspose", "BatchNormalization", "Gemm", "MatMul", "PRelu", "LayerNormalization",
+    "InstanceNormalization", "GroupNormalization",
+})
+
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, Graph] = weakref.WeakKeyDictionary()
+"""Lowered modules handed out by netmorph.torch -> the graph they were lowered from."""
+
+
+class ExportError(NetmorphError):
+    """The module cannot be turned into a graph netmorph can grow (the message says why)."""
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    """Where one module tensor lives in the IR: parameter ``ir`` (IR layout) seen as ``shape``.
+
+    ``transpose``: the module holds the 2-D transpose of the IR parameter (``Gemm transB=0``).
+    """
+
+    ir: str
+    shape: tuple[int, ...]
+    transpose: bool = False
+
+    def to_ir(self, a: np.ndarray, ir_shape: tuple[int, ...]) -> np.ndarray:
+        """A module-layout array as an array of the IR parameter's layout."""
+        a = np.asarray(a)
+        if self.transpose:
+            a = a.reshape(self.shape[::-1]).T
+        return a.reshape(ir_shape)
+
+    def from_ir(self, a: np.ndarray, torch_shape: tuple[int, ...]) -> np.ndarray:
+        """An IR-layout array in the module tensor's layout."""
+        a = np.asarray(a).reshape(self.shape)
+        if self.transpose:
+            a = a.T
+        return a.reshape(torch_shape)
+
+
+@dataclass
+class Captured:
+    """A module as a graph: ``graph``, ``slots`` (state_dict key -> :class:`TensorSlot`), how."""
+
+    graph: Graph
+    slots: dict[str, TensorSlot]
+    source: str
+    unmapped: list[str] = field(default_factory=list)
+    """``state_dict`` keys with no IR parameter (unused by ``forward``, or folded away)."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type when the message is empty)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def remember(module: nn.Module, graph: Graph) -> None:
+    """Let :func:`capture` find ``graph`` for ``module`` later (no export needed)."""
+    _GRAPHS[module] = graph
+
+
+def lowered_slots(module: nn.Module) -> dict[str, TensorSlot]:
+    """``state_dict`` key -> :class:`TensorSlot` of a module made by :func:`netmorph.lower`."""
+    bindings = getattr(module, "netmorph_bindings", None)
+    if not isinstance(bindings, list):
+        raise ExportError("the module has no netmorph binding table (not made by netmorph.lower)")
+    slots: dict[str, TensorSlot] = {}
+    for origin, _node, _index, shape, path, attr, transpose in bindings:
+        slots.setdefault(f"{path}.{attr}", TensorSlot(origin, tuple(shape), bool(transpose)))
+    return slots
+
+
+def capture(module: nn.Module, example_inputs: tuple[Any, ...], *, exporter: str = "auto") -> Captured:
+    """``module`` (its current weights and BN statistics) as a :class:`Captured` graph.
+
+    The module's train/eval mode is restored afterwards; it is not otherwise modified.
+
+    Raises
+    ------
+    ExportError
+        Neither exporter could export it, or an exported parameter does not hold the module's
+        tensor (the message names it).
+    """
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter {exporter!r} is not one of {', '.join(EXPORTERS)}")
+    graph = _GRAPHS.get(module)
+    if graph is not None and exporter == "auto":
+        from ..lowering import write_back
+
+        return Captured(write_back(graph, module), lowered_slots(module), "lowered")
+    order = ("dynamo", "torchscript") if exporter == "auto" else (exporter,)
+    errors = []
+    was_training = module.training
+    module.eval()
+    try:
+        for name in order:
+            try:
+                proto = _export(module, example_inputs, name)
+            except Exception as e:  # noqa: BLE001 - exporters raise many types; try the next one
+                errors.append(f"{name}: {first_line(e)}")
+                continue
+            return _captured(module, from_onnx(proto), name)
+    finally:
+        module.train(was_training)
+    raise ExportError("torch.onnx.export failed (" + "; ".join(errors) + ")")
+
+
+def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str):
+    import onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            program = torch.onnx.export(module, example_inputs, dynamo=True, optimize=False, verbose=False)
+            return program.model_proto
+        buf = io.BytesIO()
+        torch.onnx.export(module, example_inputs, buf, dynamo=False, do_constant_folding=False,
+                          training=torch.onnx.TrainingMode.EVAL)
+        return onnx.load_from_string(buf.getvalue())
+
+
+def _captured(module: nn.Module, graph: Graph, source: str) -> Captured:
+    state = module.state_dict(keep_vars=True)
+    _untie_aliases(graph, set(state))
+    _name_nodes_after_modules(graph, set(state))
+    slots: dict[str, TensorSlot] = {}
+    unmapped: list[str] = []
+    for key, t in state.items():
+        if not graph.has_value(key) or graph.value(key).const is None:
+            unmapped.append(key)
+            continue
+        ir = graph.value(key).const
+        a = t.detach().cpu().numpy()
+        if tuple(ir.shape) != tuple(a.shape) or not np.array_equal(ir.array, a):
+            raise ExportError(
+                f"the {source} exporter changed {key!r} (IR parameter of shape {tuple(ir.shape)} does "
+                f"not hold the module's {tuple(a.shape)} tensor); cannot map its state"
+            )
+        slots[key] = TensorSlot(key, tuple(a.shape))
+    return Captured(graph, slots, source, unmapped)
+
+
+def _untie_aliases(graph: Graph, keys: set[str]) -> None:
+    """``Identity(p)`` outputs named after a ``state_dict`` key become parameters of their own.
+
+    The TorchScript exporter stores equal tensors once (two fresh BatchNorms' gammas are both
+    ones) and reads the copy through an ``Identity`` named after the other key.
+    """
+    for node in list(graph.nodes):
+        if node.op_type != "Identity" or len(node.inputs) != 1 or node.inputs[0] is None:
+            continue
+        src, out = node.inputs[0], node.output
+        if src.const is None or out.name not in keys or out.is_graph_output:
+            continue
+        name = out.name
+        graph.rename_value(out, graph.unique_value_name(f"{name}.alias"))
+        own = graph.add_parameter(name, src.const)
+        if own.name != name:  # pragma: no cover - the name was just freed
+            raise ExportError(f"cannot untie exported parameter {name!r}")
+        out.replace_all_uses_with(own)
+        graph.remove_node(node)
+    graph.remove_unused_parameters()
+
+
+def _name_nodes_after_modules(graph: Graph, keys: set[str]) -> None:
+    """Name each node reading ``<path>.<attr>`` parameters ``<path>`` (``node_conv2d`` -> ``stem.0``).
+
+    The lowered child's modules are then named after the user's (``stem_0``, a split conv's
+    halves ``body_0_a`` / ``body_0_b``). Names stay unique; a node whose path is taken keeps its own.
+    """
+    taken = {n.name for n in graph.nodes}
+    for node in graph.nodes:
+        if node.op_type not in PARAMETRIC_OPS:
+            continue
+        reads = [v.name for v in node.inputs if v is not None and v.const is not None and v.name in keys]
+        if not reads or "." not in reads[0]:
+            continue
+        path = reads[0].rsplit(".", 1)[0]
+        if path in taken:
+            continue
+        taken.discard(node.name)
+        graph._node_names.discard(node.name)  # the IR has no rename_node; keep its name set in sync
+        node.name = path
+        graph._node_names.add(path)
+        taken.add(path)
