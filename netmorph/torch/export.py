@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from ..errors import NetmorphError
-from ..ir import Graph
+from ..ir import Graph, Value
 from ..onnx_io import from_onnx
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
@@ -157,6 +158,7 @@ def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str):
 def _captured(module: nn.Module, graph: Graph, source: str) -> Captured:
     state = module.state_dict(keep_vars=True)
     _untie_aliases(graph, set(state))
+    _drop_zero_biases(graph)
     _name_nodes_after_modules(graph, set(state))
     slots: dict[str, TensorSlot] = {}
     unmapped: list[str] = []
@@ -218,3 +220,43 @@ def _name_nodes_after_modules(graph: Graph, keys: set[str]) -> None:
         node.name = path
         graph._node_names.add(path)
         taken.add(path)
+
+
+def _constant_array(v: Value | None) -> np.ndarray | None:
+    """The value of ``v`` when it is a parameter or a ``Constant`` node's tensor output."""
+    if v is None:
+        return None
+    if v.const is not None:
+        return v.const.array
+    prod = v.producer
+    if prod is not None and prod.op_type == "Constant" and "value" in prod.attributes:
+        return numpy_helper.to_array(prod.attributes["value"].t)
+    return None
+
+
+def _drop_zero_biases(graph: Graph) -> None:
+    """Remove the all-zero bias the dynamo exporter builds for a ``bias=False`` conv.
+
+    Unoptimised dynamo exports give such a conv a computed bias ``Expand(CastLike(0, x), …)``;
+    the passes need a conv's bias to be a parameter or absent, and the user's module has none.
+    """
+    changed = False
+    for node in graph.find_nodes("Conv"):
+        b = node.inputs[2] if len(node.inputs) > 2 else None
+        if b is None or b.const is not None or b.producer is None or b.producer.op_type != "Expand":
+            continue
+        src = b.producer.inputs[0]
+        if src is not None and src.producer is not None and src.producer.op_type == "CastLike":
+            src = src.producer.inputs[0]
+        zero = _constant_array(src)
+        if zero is None or zero.size != 1 or np.any(zero != 0):
+            continue
+        node.set_input(2, None)
+        changed = True
+    while changed:  # the Expand / CastLike / Shape / Constant chains nobody reads now
+        changed = False
+        for n in reversed(graph.nodes):
+            if n.op_type in ("Expand", "CastLike", "Shape", "Constant") and all(
+                    not o.uses() and not o.is_graph_output for o in n.outputs):
+                graph.remove_node(n)
+                changed = True

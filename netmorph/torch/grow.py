@@ -22,7 +22,7 @@ from .optim_state import STATE_MODES, OptimizerStateError, check_entries, rebuil
 from .trace import Origin, Step, carry_state, provenance
 
 GroupOf = Callable[[str, torch.Tensor], int]
-"""``param_group_of(child_key, tensor) -> group index`` for new parameters with no parent."""
+"""``param_group_of(child_key, tensor) -> group index`` for new parameters."""
 
 
 @dataclass
@@ -137,8 +137,10 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
     seed
         Seed of the passes' solvers and of the verification inputs.
     param_group_of
-        Where a new parameter with no parent tensor goes (default: the group of the nearest
-        parametric node before it in the graph).
+        ``param_group_of(child_key, tensor) -> group index`` for every new parameter. Default:
+        the group of the tensor it replaces when its pass records one (a split conv's factors
+        and the identity BN / PReLU between them: the conv's group), else the group of the
+        nearest parameter before it in the graph.
     **pass_options
         Options of the passes given by name (``level="all"``, ``solver="optgd"``).
 
@@ -231,12 +233,12 @@ def _optimizer(optimizer, module, child, cap, slots, steps, origins, rules, grou
             continue
         o = origins.get(slots[key].ir) if key in slots else None
         parent = back.get(o.root) if o is not None and o.root is not None else None
-        if parent is not None:
+        if group_of is not None and (o is None or o.kind == "new"):
+            placed[key] = int(group_of(key, p))
+        elif parent is not None:
             if parent in group_of_key:
                 placed[key] = group_of_key[parent]
-            continue  # a parent the optimizer does not train: neither does the child
-        if group_of is not None:
-            placed[key] = int(group_of(key, p))
+            # else: a parent the optimizer does not train; neither does it train the child
         else:
             pending.append(key)
     _place_by_neighbour(pending, placed, slots, graph, len(groups))
@@ -306,7 +308,7 @@ def _carry(optimizer, new_opt, params, child_params, placed, cap, slots, steps, 
             continue
         entry: dict[str, Any] = {k: (None if v is None else v.clone()) for k, v in root.items()}
         for k, a in arrays.items():
-            t = torch.from_numpy(np.ascontiguousarray(slot.from_ir(a, tuple(p.shape))))
+            t = torch.from_numpy(np.array(slot.from_ir(a, tuple(p.shape)), copy=True, order="C"))
             entry[k] = t.to(device=p.device, dtype=p.dtype)
         new_opt.state[p] = entry
 
@@ -325,4 +327,5 @@ def _zeros(template: dict[str, Any], rules: dict[str, int], p: torch.Tensor) -> 
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu").contiguous().numpy()
+    """A copy (never a view: the parent optimizer's tensors must not alias the child's)."""
+    return t.detach().to("cpu").contiguous().numpy().copy()

@@ -1,0 +1,274 @@
+"""``netmorph.torch.grow``: a hand-written torch CNN with BatchNorm grown inside a training loop.
+
+Real parts throughout: the module is exported by torch (dynamo, or TorchScript), grown by the
+PassManager (children verified in ONNX Runtime), lowered to torch, and stepped by real torch
+optimizers. Bounds:
+
+- child vs parent eval output: max |diff| / max |parent| <= 1e-5 (torch on both sides);
+- identical gradients on parent and child: the shared parameters' new values and optimizer
+  states are bit-identical (``torch.equal``) for SGD (momentum, Nesterov), Adam, AdamW;
+- real backward on the same batch (eval mode): the shared parameters' updates agree to 1e-4
+  relative (the child's forward differs from the parent's by float rounding, ~1e-7).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import netmorph.torch as nmt
+from netmorph.torch import OptimizerStateError
+
+
+class SmallCNN(nn.Module):
+    """conv-BN-ReLU x3 (one level: a channel switch and two template blocks), mean, linear."""
+
+    def __init__(self, width: int = 8, classes: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        )
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x):
+        return self.fc(self.body(self.stem(x)).mean(dim=(2, 3)))
+
+
+OPTIMIZERS = {
+    "sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-4),
+    "sgd-nesterov": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
+    "adam": lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=1e-4),
+    "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-3, amsgrad=True),
+}
+PASSES = {"deepen": {}, "conv-split": {"level": "all"}}
+
+
+def _batch(seed: int = 0, n: int = 16):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+def _trained(opt_name: str, steps: int = 3) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A parent after a few real training steps (non-zero moments, BN statistics moved)."""
+    torch.manual_seed(0)
+    m = SmallCNN().train()
+    opt = OPTIMIZERS[opt_name](m.parameters())
+    for i in range(steps):
+        x, y = _batch(100 + i)
+        opt.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    return m, opt
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+@pytest.fixture(scope="module")
+def grown_adam():
+    parent, opt = _trained("adam")
+    return parent, opt, nmt.grow(parent, _batch()[0][:2], "deepen", optimizer=opt)
+
+
+@pytest.mark.parametrize("pass_name", list(PASSES))
+def test_child_eval_output_equals_parent(pass_name):
+    parent, opt = _trained("sgd-momentum")
+    x, _ = _batch(1)
+    g = nmt.grow(parent, x[:2], pass_name, optimizer=opt, **PASSES[pass_name])
+    assert g.module.training and parent.training  # the input's mode is carried
+    assert g.report.passes[0].verification["ok"]  # verified in ONNX Runtime
+    assert g.report.new and g.report.removed  # the split kernels are new, the old ones gone
+    parent.eval()
+    g.module.eval()
+    with torch.no_grad():
+        assert _rel(g.module(x), parent(x)) <= 1e-5
+    assert sum(p.numel() for p in g.module.parameters()) > sum(p.numel() for p in parent.parameters())
+
+
+def _shared(g) -> list[tuple[str, str]]:
+    """(parent key, child key) pairs of parameters carried unchanged."""
+    return [(parent, child) for child, (kind, parent) in g.report.origins.items()
+            if kind == "same" and child in dict(g.module.named_parameters())]
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        (x is None and y is None) or torch.equal(x, y) for x, y in ((a[k], b[k]) for k in a)
+    )
+
+
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_identical_gradients_give_bit_identical_updates(opt_name):
+    parent, opt = _trained(opt_name)
+    g = nmt.grow(parent, _batch()[0][:2], "deepen", optimizer=opt)
+    pp, cp = dict(parent.named_parameters()), dict(g.module.named_parameters())
+    shared = _shared(g)
+    assert len(shared) >= 8  # stem, BNs, the template convs' biases (moved to F2), head
+    new = [k for k in g.report.new if k in cp]
+    assert new
+    for k in new:  # new parameters start from zero state
+        st = g.optimizer.state[cp[k]]
+        assert st, k
+        for name, v in st.items():
+            assert v is None or not v.any(), (k, name)
+    gen = torch.Generator().manual_seed(7)
+    for p in pp.values():
+        p.grad = torch.randn(p.shape, generator=gen)
+    for pk, ck in shared:
+        assert torch.equal(cp[ck].detach(), pp[pk].detach())
+        cp[ck].grad = pp[pk].grad.clone()
+        assert _state_equal(g.optimizer.state[cp[ck]], opt.state[pp[pk]]), pk
+    for k in new:
+        cp[k].grad = torch.randn(cp[k].shape, generator=gen)
+    opt.step()
+    g.optimizer.step()
+    for pk, ck in shared:
+        assert torch.equal(cp[ck].detach(), pp[pk].detach()), (pk, ck)
+        assert _state_equal(g.optimizer.state[cp[ck]], opt.state[pp[pk]]), pk
+
+
+@pytest.mark.parametrize("opt_name", ["sgd-momentum", "adam"])
+def test_real_step_gives_parent_update(opt_name):
+    """One step on the same batch (eval mode, BN on running statistics): same updates to 1e-4."""
+    parent, opt = _trained(opt_name)
+    x, y = _batch(3)
+    g = nmt.grow(parent, x[:2], "conv-split", optimizer=opt, level="all")
+    parent.eval()
+    g.module.eval()
+    pp, cp = dict(parent.named_parameters()), dict(g.module.named_parameters())
+    before = {pk: pp[pk].detach().clone() for pk, _ in _shared(g)}
+    for model, o in ((parent, opt), (g.module, g.optimizer)):
+        o.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        o.step()
+    worst = 0.0
+    for pk, ck in _shared(g):
+        worst = max(worst, _rel(cp[ck].detach() - before[pk], pp[pk].detach() - before[pk]))
+    assert worst <= 1e-4, worst
+
+
+def test_child_trains(grown_adam):
+    _, _, g = grown_adam
+    child = copy.deepcopy(g.module).train()
+    opt = torch.optim.Adam(child.parameters(), lr=1e-2)
+    opt.load_state_dict(g.optimizer.state_dict())  # the carried state, on the copy's parameters
+    for group in opt.param_groups:
+        group["lr"] = 1e-2
+    x, y = _batch(4)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = F.cross_entropy(child(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_name_map_and_state_dict(grown_adam):
+    parent, _, g = grown_adam
+    g.module.load_state_dict(g.state_dict(), strict=True)
+    ps, cs = parent.state_dict(), g.module.state_dict()
+    assert g.report.source == "dynamo"
+    assert g.report.name_map["fc.weight"] == ["fc.weight"]
+    assert g.report.name_map["stem.0.weight"] == ["stem_0.weight"]
+    assert "body.0.weight" in g.report.removed  # split into body_0_a / body_0_b
+    assert g.report.name_map["body.0.bias"] == ["body_0_b.bias"]  # the bias moves to F2
+    for parent_key, children in g.report.name_map.items():
+        for ck in children:
+            assert torch.equal(cs[ck].float(), ps[parent_key].float()), (parent_key, ck)
+    # BN running statistics follow: the parent's trained statistics are in the child
+    assert not torch.equal(ps["stem.1.running_mean"], torch.zeros(8))
+    assert g.report.to_dict()["origins"]["stem_1.running_mean"] == ["same", "stem.1.running_mean"]
+
+
+def test_checkpoint_roundtrip(grown_adam, tmp_path):
+    _, _, g = grown_adam
+    path = tmp_path / "grown.pt"
+    g.save(path)
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == nmt.FORMAT
+    back = nmt.load(path)
+    assert type(back.optimizer) is torch.optim.Adam and back.module.training == g.module.training
+    x, y = _batch(5)
+    g.module.eval()
+    back.module.eval()
+    with torch.no_grad():
+        assert torch.equal(back.module(x), g.module(x))
+    a, b = g.optimizer.state_dict(), back.optimizer.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for i, st in a["state"].items():
+        assert _state_equal(st, b["state"][i])
+    with pytest.raises(nmt.CheckpointError, match="not a netmorph.torch checkpoint"):
+        torch.save({"format": "other"}, tmp_path / "x.pt")
+        nmt.load(tmp_path / "x.pt")
+
+
+def test_grow_twice_reuses_the_graph(grown_adam):
+    parent, opt, g = grown_adam
+    g2 = nmt.grow(g.module, None, "conv-split", optimizer=g.optimizer, level="all")
+    assert g2.report.source == "lowered"  # no export: the graph the module came from
+    cp1, cp2 = dict(g.module.named_parameters()), dict(g2.module.named_parameters())
+    for ck, (kind, pk) in g2.report.origins.items():
+        if kind == "same" and ck in cp2:
+            assert _state_equal(g2.optimizer.state[cp2[ck]], g.optimizer.state[cp1[pk]])
+    x, _ = _batch(6)
+    for m in (g.module, g2.module):
+        m.eval()
+    with torch.no_grad():
+        assert _rel(g2.module(x), g.module(x)) <= 1e-5
+
+
+def test_torchscript_exporter_unties_merged_initializers():
+    """Fresh BatchNorms have equal gammas; the TorchScript exporter stores them once."""
+    torch.manual_seed(1)
+    parent = SmallCNN()
+    opt = OPTIMIZERS["sgd-momentum"](parent.parameters())
+    x, y = _batch(8)
+    opt.zero_grad()
+    F.cross_entropy(parent(x), y).backward()
+    opt.step()
+    for bn in (parent.stem[1], parent.body[1], parent.body[4]):
+        bn.weight.data.fill_(1.0)  # equal again: the exporter merges them
+    g = nmt.grow(parent, x[:2], "deepen", optimizer=opt, exporter="torchscript")
+    assert g.report.source == "torchscript"
+    pp, cp = dict(parent.named_parameters()), dict(g.module.named_parameters())
+    gammas = [g.report.name_map[f"{k}.weight"] for k in ("stem.1", "body.1", "body.4")]
+    assert len({c[0] for c in gammas}) == 3  # one child tensor each
+    for pk, ck in _shared(g):
+        assert _state_equal(g.optimizer.state[cp[ck]], opt.state[pp[pk]]), pk
+
+
+def test_param_groups_and_hyper_parameters_are_kept():
+    torch.manual_seed(2)
+    parent = SmallCNN()
+    decay = [p for n, p in parent.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in parent.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": 1e-4}, {"params": no_decay, "weight_decay": 0.0}],
+                          lr=0.1, momentum=0.9)
+    g = nmt.grow(parent, _batch()[0][:2], "deepen", optimizer=opt,
+                 param_group_of=lambda key, t: 0 if t.ndim > 1 else 1)
+    groups = g.optimizer.param_groups
+    assert [gr["weight_decay"] for gr in groups] == [1e-4, 0.0]
+    assert all(gr["momentum"] == 0.9 and gr["lr"] == 0.1 for gr in groups)
+    assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim <= 1 for p in groups[1]["params"])
+    n_child = sum(1 for p in g.module.parameters() if p.requires_grad)
+    assert sum(len(gr["params"]) for gr in groups) == n_child
+
+
+def test_unknown_optimizer_refused_unless_reset():
+    parent, _ = _trained("sgd-momentum", steps=0)
+    opt = torch.optim.RMSprop(parent.parameters(), lr=1e-3)
+    x = _batch()[0][:2]
+    with pytest.raises(OptimizerStateError, match=r"RMSprop.*state='reset'"):
+        nmt.grow(parent, x, "deepen", optimizer=opt)
+    g = nmt.grow(parent, x, "deepen", optimizer=opt, state="reset")
+    assert type(g.optimizer) is torch.optim.RMSprop and not g.optimizer.state
+    assert g.optimizer.param_groups[0]["lr"] == 1e-3 and g.report.state == "reset"
