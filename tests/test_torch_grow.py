@@ -7,8 +7,9 @@ optimizers. Bounds:
 - child vs parent eval output: max |diff| / max |parent| <= 1e-5 (torch on both sides);
 - identical gradients on parent and child: the shared parameters' new values and optimizer
   states are bit-identical (``torch.equal``) for SGD (momentum, Nesterov), Adam, AdamW;
-- real backward on the same batch (eval mode): the shared parameters' updates agree to 1e-4
-  relative (the child's forward differs from the parent's by float rounding, ~1e-7).
+- real backward on the same batch (eval mode): the shared parameters' updates agree to 1e-5
+  relative (the child's forward differs from the parent's by float rounding; measured 2.7e-7
+  for SGD-momentum, 5.4e-7 for Adam).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class SmallCNN(nn.Module):
 
     def __init__(self, width: int = 8, classes: int = 5):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
         self.body = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
@@ -136,7 +138,7 @@ def test_identical_gradients_give_bit_identical_updates(opt_name):
 
 @pytest.mark.parametrize("opt_name", ["sgd-momentum", "adam"])
 def test_real_step_gives_parent_update(opt_name):
-    """One step on the same batch (eval mode, BN on running statistics): same updates to 1e-4."""
+    """One step on the same batch (eval mode, BN on running statistics): same updates to 1e-5."""
     parent, opt = _trained(opt_name)
     x, y = _batch(3)
     g = nmt.grow(parent, x[:2], "conv-split", optimizer=opt, level="all")
@@ -151,7 +153,7 @@ def test_real_step_gives_parent_update(opt_name):
     worst = 0.0
     for pk, ck in _shared(g):
         worst = max(worst, _rel(cp[ck].detach() - before[pk], pp[pk].detach() - before[pk]))
-    assert worst <= 1e-4, worst
+    assert worst <= 1e-5, worst
 
 
 def test_child_trains(grown_adam):
@@ -251,8 +253,8 @@ def test_param_groups_and_hyper_parameters_are_kept():
     parent = SmallCNN()
     decay = [p for n, p in parent.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in parent.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": 1e-4}, {"params": no_decay, "weight_decay": 0.0}],
-                          lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": 1e-4},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=0.1, momentum=0.9)
     g = nmt.grow(parent, _batch()[0][:2], "deepen", optimizer=opt,
                  param_group_of=lambda key, t: 0 if t.ndim > 1 else 1)
     groups = g.optimizer.param_groups
