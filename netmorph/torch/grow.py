@@ -158,7 +158,8 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
     """
     if state not in STATE_MODES:
         raise ValueError(f"state must be one of {', '.join(STATE_MODES)}, not {state!r}")
-    rules = rules_for(optimizer) if optimizer is not None and state == "map" else {}
+    if optimizer is not None and state == "map":
+        rules_for(optimizer)  # refuse an unknown optimizer before any work
     plist = _passes(passes, pass_options)
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     cap = capture(module, inputs, exporter=exporter)
@@ -173,15 +174,32 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
         child.to(first.device)
     child.train(module.training)
     remember(child, graph)
-    slots = lowered_slots(child)
-    origins = provenance(steps) if steps else {n: Origin("same", n) for n in cap.slots}
-    report = _report(cap, slots, origins, reports, module, child)
+    report = _report(cap, lowered_slots(child), _origins(steps, graph), reports, module, child)
     new_opt = None
     if optimizer is not None:
         report.state = state
-        new_opt = _optimizer(optimizer, module, child, cap, slots, steps, origins, rules, param_group_of,
-                             graph)
+        new_opt = carry_optimizer(optimizer, module, cap, steps, child, graph, state=state,
+                                  param_group_of=param_group_of)
     return Grown(child, new_opt, report, graph)
+
+
+def _origins(steps: list[Step], graph: Graph) -> dict[str, Origin]:
+    return provenance(steps) if steps else {v.name: Origin("same", v.name) for v in graph.parameters}
+
+
+def carry_optimizer(optimizer: torch.optim.Optimizer, parent: nn.Module, captured: Captured,
+                    steps: list[Step], child: nn.Module, graph: Graph, *, state: str = "map",
+                    param_group_of: GroupOf | None = None) -> torch.optim.Optimizer:
+    """A new optimizer over lowered ``child``'s parameters, with ``optimizer``'s state carried.
+
+    ``captured`` is the parent as a graph (``steps[0].parent``) with its tensors' slots;
+    ``steps`` the pass applications from it to ``graph``, which ``child`` was lowered from.
+    This is the part of :func:`grow` a pipeline uses between stages.
+    """
+    rules = rules_for(optimizer) if state == "map" else {}
+    slots = lowered_slots(child)
+    return _optimizer(optimizer, parent, child, captured, slots, steps, _origins(steps, graph), rules,
+                      param_group_of, graph)
 
 
 def _ir_to_torch(cap: Captured) -> dict[str, str]:
