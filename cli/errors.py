@@ -45,5 +45,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except _expected_errors() as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             fail(msg)
+        except ModuleNotFoundError as e:
+            from netmorph.extras import missing_extra_message
+
+            hint = missing_extra_message(e)
+            if hint is None:
+                raise
+            fail(f"netmorph {click.get_current_context().info_name}: {hint}")
 
     return wrapper

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from netmorph.atomic import atomic_write_json
+from netmorph.progress import Progress
 
 from .errors import EXIT_FAILED, fail, handle_errors
 
@@ -18,31 +18,27 @@ PASS_OPTIONS = ("level", "node", "value", "block", "cmid", "k1", "k2", "mid_bn",
 
 
 class _Progress:
-    """A one-line progress bar on stderr (redrawn in place on a terminal, silent otherwise)."""
+    """The solve-by-solve bar of ``netmorph grow`` (tqdm, on a terminal only; erased when done)."""
 
     def __init__(self, steps: int, stream=None):
-        self.stream = stream or sys.stderr
-        self.steps = steps
-        self.step = 0
-        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.stream = stream
+        self.step, self.steps = 0, steps
+        self.bar: Progress | None = None
 
     def start_step(self, index: int, total: int, pass_: Any) -> None:
         self.step, self.steps = index + 1, total
 
     def __call__(self, pass_name: str, done: int, total: int, item: str) -> None:
-        if not self.live:
-            return
-        width = 24
-        filled = int(width * done / total) if total else width
-        bar = "#" * filled + "." * (width - filled)
-        line = f"[{self.step}/{self.steps}] {pass_name} [{bar}] {done}/{total} {item}"
-        self.stream.write("\r" + line[:110].ljust(110))
-        self.stream.flush()
+        desc = f"[{self.step}/{self.steps}] {pass_name}"
+        if self.bar is None or self.bar.total != max(1, total) or self.bar.desc != desc:
+            self.close()
+            self.bar = Progress(total, desc, stream=self.stream, summary=False, leave=False)
+        self.bar.update(done, item=item)
 
     def close(self) -> None:
-        if self.live:
-            self.stream.write("\r" + " " * 110 + "\r")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _fmt(x: Any, spec: str = ".3g") -> str:

@@ -8,6 +8,7 @@ one line on stderr and exit code 2 (see :mod:`netmorph.cli.errors`).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 
@@ -27,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# commands that need an optional dependency (module -> extra: see netmorph.extras)
+NEEDS: dict[str, str] = {"train": "torch", "iterate": "torch", "run": "torch", "plot": "matplotlib"}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [n for n, (mod, _, _) in COMMANDS.items() if importlib.util.find_spec(mod) is not None]
@@ -37,6 +42,18 @@ class LazyGroup(click.Group):
             return None
         module = importlib.import_module(spec[0])
         return getattr(module, spec[1])
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        needs = NEEDS.get(name or "")
+        if needs and not {"-h", "--help"} & set(rest):
+            from netmorph.extras import available, install_hint
+
+            if not available(needs):
+                from .errors import fail
+
+                fail(f"netmorph {name}: {install_hint(needs)}")
+        return name, cmd, rest
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]

@@ -5,10 +5,13 @@
 weights and BatchNorm statistics. See ``docs/lowering.md``.
 """
 
+from ..extras import require
 
-from ..errors import LoweringError
-from .build import lower
-from .writeback import write_back
+require("torch")
+
+from ..errors import LoweringError  # noqa: E402
+from .build import lower  # noqa: E402
+from .writeback import write_back  # noqa: E402
 
 __all__ = ["LoweringError", "lower", "write_back"]
 

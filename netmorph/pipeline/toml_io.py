@@ -1,23 +1,17 @@
 """Pipelines as TOML files: :func:`load_pipeline`, :func:`dumps_pipeline`, :func:`save_pipeline`.
 
 Reading uses the standard library's ``tomllib`` (Python 3.11+) or the ``tomli`` package on
-older Pythons. Writing uses the small dumper below, enough for a pipeline's structure
-(scalars, arrays, tables, inline tables and one array of tables).
+older Pythons; writing uses ``tomli-w``.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
 from .spec import Pipeline, PipelineError
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def toml_module() -> Any:
@@ -82,58 +76,22 @@ def load_pipeline(path: str | os.PathLike) -> Pipeline:
     return loads_pipeline(text, str(path), base_dir=path.parent)
 
 
-def _key(k: str) -> str:
-    return k if _BARE_KEY.match(k) else json.dumps(k)
-
-
-def _value(v: Any, where: str) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_value(x, where) for x in v) + "]"
+def _without_none(v: Any) -> Any:
     if isinstance(v, dict):
-        items = [f"{_key(str(k))} = {_value(x, where)}" for k, x in v.items() if x is not None]
-        return "{ " + ", ".join(items) + " }" if items else "{}"
-    raise PipelineError(f"{where}: cannot write a {type(v).__name__} to TOML ({v!r})")
-
-
-def _assignments(table: dict[str, Any], where: str) -> list[str]:
-    return [f"{_key(str(k))} = {_value(v, f'{where}.{k}')}" for k, v in table.items() if v is not None]
+        return {str(k): _without_none(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list | tuple):
+        return [_without_none(x) for x in v]
+    return v
 
 
 def dumps_toml(data: dict[str, Any]) -> str:
-    """TOML text for a dict of scalars, tables (one level) and arrays of tables.
+    """TOML text for a dict (``tomli-w``); ``None`` values are left out, as TOML has no null."""
+    import tomli_w
 
-    ``None`` values are left out; dicts nested below a table become inline tables.
-    """
-    lines: list[str] = []
-    tables: list[tuple[str, dict]] = []
-    arrays: list[tuple[str, list]] = []
-    for k, v in data.items():
-        if v is None:
-            continue
-        if isinstance(v, dict):
-            tables.append((k, v))
-        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            arrays.append((k, v))
-        else:
-            lines.append(f"{_key(k)} = {_value(v, k)}")
-    for k, table in tables:
-        lines += ["", f"[{_key(k)}]", *_assignments(table, k)]
-    for k, rows in arrays:
-        for row in rows:
-            lines += ["", f"[[{_key(k)}]]", *_assignments(row, k)]
-    return "\n".join(lines) + "\n"
+    try:
+        return tomli_w.dumps(_without_none(data))
+    except TypeError as e:
+        raise PipelineError(f"cannot write to TOML: {e}") from None
 
 
 def dumps_pipeline(pipeline: Pipeline) -> str:

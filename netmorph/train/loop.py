@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from netmorph.data import Dataset
 
+from ..progress import Progress
 from .augment import normalize, random_crop_flip
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, TrainConfigError
@@ -21,7 +22,6 @@ from .device import autocast, dist_info, logits_of, resolve_device, stage
 from .evaluate import eval_sums
 from .metrics import TrainResult, append_metrics, write_metrics
 from .optim import build_optimizer, build_scheduler, load_per_parameter_state
-from .progress import ProgressBar
 
 METRICS_NAME = "metrics.jsonl"
 OnEpoch = Callable[[dict], object]
@@ -238,7 +238,7 @@ def _train_epoch(runner, model, train, test, config, optimizer, scheduler, scale
     shard = epoch_shard(len(train), epoch, config.seed, rank, world).to(device)
     gen = torch.Generator(device=device).manual_seed(_seed(config.seed, epoch, rank, 2))
     steps = math.ceil(len(shard) / per_rank_batch)
-    bar = ProgressBar(steps, f"epoch {epoch + 1}/{config.epochs}", enabled=show)
+    bar = Progress(steps, f"epoch {epoch + 1}/{config.epochs}", enabled=show)
     lr = optimizer.param_groups[0]["lr"]
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, wrong, count (all-reduced)
     seen = 0
