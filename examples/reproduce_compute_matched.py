@@ -1,4 +1,4 @@
-r"""Compute-matched IterLearn vs FixLearn (the paper's Table 3 "half" claim), with and without carried optimizer state.
+r"""Compute-matched IterLearn vs FixLearn (Table 3 "half"), with and without carried optimizer state.
 
 For each target (PlainNet 7 -> 28, PlainNet 7 -> 52, ResNet(0.5) 8 -> 50), FixLearn trains the
 final depth from scratch for E epochs; IterLearn grows by ``deepen`` through the paper's depths
