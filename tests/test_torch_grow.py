@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import netmorph
 import netmorph.torch as nmt
 from netmorph.torch import OptimizerStateError
 
@@ -113,9 +114,36 @@ def _state_equal(a: dict, b: dict) -> bool:
 def test_identical_gradients_give_bit_identical_updates(opt_name):
     parent, opt = _trained(opt_name)
     g = nmt.grow(parent, _batch()[0][:2], "deepen", optimizer=opt)
+    assert len(_shared(g)) >= 8  # stem, BNs, the template convs' biases (moved to F2), head
+    _check_identical_step(parent, opt, g)
+
+
+def test_resnet_deepen_new_blocks_start_at_zero_state():
+    """A lowered ResNet(0.5) (flatten head: the export keeps the batch symbolic) grown by deepen:
+    the inserted blocks' parameters have no lineage record, so they count as new."""
+    graph = netmorph.build("resnet", blocks=1, residual_ratio=0.5, channels=(4, 8, 8),
+                           input_shape=(3, 16, 16), classes=5)
+    parent = netmorph.lower(graph).train()
+    opt = OPTIMIZERS["adam"](parent.parameters())
+    x, y = _batch(9)
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(parent(x), y).backward()
+        opt.step()
+    g = nmt.grow(parent, x[:2], "deepen", optimizer=opt, residual_ratio=0.5)
+    assert g.report.source == "dynamo" and not g.report.removed
+    assert any("dup" in k for k in g.report.new)
+    parent.eval()
+    g.module.eval()
+    with torch.no_grad():
+        assert _rel(g.module(x), parent(x)) <= 1e-5  # batch 16, exported at batch 2
+    _check_identical_step(parent, opt, g)
+
+
+def _check_identical_step(parent, opt, g) -> None:
+    """Same gradients on shared parameters: bit-identical values and states after one step."""
     pp, cp = dict(parent.named_parameters()), dict(g.module.named_parameters())
     shared = _shared(g)
-    assert len(shared) >= 8  # stem, BNs, the template convs' biases (moved to F2), head
     new = [k for k in g.report.new if k in cp]
     assert new
     for k in new:  # new parameters start from zero state

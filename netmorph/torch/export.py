@@ -146,12 +146,18 @@ def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if exporter == "dynamo":
-            program = torch.onnx.export(module, example_inputs, dynamo=True, optimize=False, verbose=False)
+        tensors = [i for i, x in enumerate(example_inputs) if isinstance(x, torch.Tensor) and x.ndim > 0]
+        if exporter == "dynamo":  # the batch dimension stays symbolic: the child runs at any batch size
+            batch = torch.export.Dim("batch")
+            shapes = tuple({0: batch} if i in tensors else None for i in range(len(example_inputs)))
+            program = torch.onnx.export(module, example_inputs, dynamo=True, optimize=False, verbose=False,
+                                        dynamic_shapes=shapes)
             return program.model_proto
+        names = [f"input_{i}" for i in range(len(example_inputs))]
         buf = io.BytesIO()
         torch.onnx.export(module, example_inputs, buf, dynamo=False, do_constant_folding=False,
-                          training=torch.onnx.TrainingMode.EVAL)
+                          training=torch.onnx.TrainingMode.EVAL, input_names=names,
+                          dynamic_axes={names[i]: {0: "N"} for i in tensors})
         return onnx.load_from_string(buf.getvalue())
 
 
