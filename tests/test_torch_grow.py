@@ -285,12 +285,23 @@ def test_param_groups_and_hyper_parameters_are_kept():
     decay = [p for n, p in parent.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in parent.named_parameters() if p.ndim <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 1e-4},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=0.1, momentum=0.9)
-    g = nmt.grow(parent, _batch()[0][:2], "deepen", optimizer=opt,
-                 param_group_of=lambda key, t: 0 if t.ndim > 1 else 1)
+                           {"params": no_decay, "weight_decay": 0.0}], lr=0.2, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
+    x, y = _batch(10)
+    opt.zero_grad()
+    F.cross_entropy(parent(x), y).backward()
+    opt.step()
+    scheduler.step()  # lr 0.2 -> 0.1
+    g = nmt.grow(parent, x[:2], "deepen", optimizer=opt, param_group_of=lambda key, t: 0 if t.ndim > 1 else 1)
     groups = g.optimizer.param_groups
     assert [gr["weight_decay"] for gr in groups] == [1e-4, 0.0]
-    assert all(gr["momentum"] == 0.9 and gr["lr"] == 0.1 for gr in groups)
+    assert all(gr["momentum"] == 0.9 and gr["lr"] == 0.1 and gr["initial_lr"] == 0.2 for gr in groups)
+    scheduler.optimizer = g.optimizer  # the user's scheduler goes on with the new optimizer
+    g.optimizer.zero_grad()
+    F.cross_entropy(g.module(x), y).backward()
+    g.optimizer.step()
+    scheduler.step()
+    assert [gr["lr"] for gr in groups] == [0.05, 0.05]
     assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim <= 1 for p in groups[1]["params"])
     n_child = sum(1 for p in g.module.parameters() if p.requires_grad)
     assert sum(len(gr["params"]) for gr in groups) == n_child
