@@ -14,10 +14,10 @@ use one lr schedule spanning the whole budget (``lr_policy = "continue"``). Comp
 as training MACs: epochs x training images x forward MACs per image of the stage's model x 3
 (forward + backward), read from each stage's ONNX graph; epochs x parameters is printed too.
 
-Small run on CPU (what docs/results.md reports)::
+Small run on CPU (what docs/results.md reports: half-width networks, 1,000 images)::
 
     python examples/reproduce_compute_matched.py --data npz:local/cifar10_lossless_test.npz \
-        --train-subset 2000 --fix-epochs 4 --out-dir runs/compute_matched
+        --train-subset 1000 --fix-epochs 4 --channels 8,16,32 --out-dir runs/compute_matched
 
 Re-running the same command resumes; ``--table`` only prints the table of finished runs.
 """
@@ -55,8 +55,9 @@ def pipelines(target: str, args) -> dict[str, Pipeline]:
                 base = Baseline(depths="final", epochs=fix)
             stages = (Stage(per_stage),) + tuple(Stage(per_stage, grow="deepen") for _ in range(growths))
             name = f"{target}_{schedule}{'_carry' if carry else ''}"
+            start = {**options, "channels": args.channels} if args.channels else dict(options)
             out[name] = Pipeline(
-                start=Start(family=family, options=dict(options)), data=args.data, stages=stages,
+                start=Start(family=family, options=start), data=args.data, stages=stages,
                 train=train, lr_policy="continue", seed=args.seed, baseline=base, name=name,
                 train_subset=args.train_subset, carry_optimizer=carry,
             )
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channels", type=lambda s: tuple(int(c) for c in s.split(",")), default=None,
+                        help="channels of the three levels (default: the paper's 16,32,64)")
     parser.add_argument("--table", action="store_true", help="only print the table of what has run")
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
