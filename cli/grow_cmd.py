@@ -14,7 +14,7 @@ from .errors import EXIT_FAILED, fail, handle_errors
 
 # CLI option -> pass option name (only options a chosen pass declares are handed to it)
 PASS_OPTIONS = ("level", "node", "value", "block", "cmid", "k1", "k2", "mid_bn", "residual_ratio", "solver",
-                "max_iter")
+                "max_iter", "mode", "init", "factor", "width", "noise", "mapping", "kernel", "from_kernel")
 
 
 class _Progress:
@@ -104,6 +104,17 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
 @click.option("--mid-bn", type=click.Choice(["auto", "always", "never"]),
               help="Identity BN between F1 and F2 (auto: only where a BN follows the conv).")
 @click.option("--residual-ratio", type=float, help="ResNet residual ratio r (default: from the model).")
+@click.option("--mode", type=click.Choice(["auto", "paper", "generic"]),
+              help="deepen: the paper's DynamicNet reading, the generic stage reading, or auto.")
+@click.option("--init", type=click.Choice(["copy", "fresh"]),
+              help="deepen (generic): weights of an inserted unit copy (its branch output is zeroed).")
+@click.option("--factor", type=float, help="widen: new width = ceil(factor x old) (default 2).")
+@click.option("--width", type=int, help="widen: new width of the group.")
+@click.option("--noise", type=float, help="widen: symmetry-breaking noise (contract becomes approx).")
+@click.option("--mapping", type=click.Choice(["random", "round-robin"]),
+              help="widen: which channels the new ones copy.")
+@click.option("--kernel", type=int, help="grow-kernel: the new kernel size.")
+@click.option("--from", "from_kernel", type=int, help="grow-kernel --level: grow convs of this kernel size.")
 @click.option("--repeat", type=int, default=1, show_default=True, help="Apply the pass list N times.")
 @click.option("--solver", type=click.Choice(["exact", "optgd", "lsq"]), default=None,
               help="Kernel solver (default exact: contract exact; optgd / lsq are approximate).")

@@ -1,4 +1,8 @@
-"""``netmorph inspect MODEL``: interface, op counts, parameters, opsets and DynamicNet structure."""
+"""``netmorph inspect MODEL``: interface, op counts, parameters, opsets, units / stages and structure.
+
+Two readings of the graph are shown (``docs/structure.md``): the units and stages any CNN has
+(residual units with their shortcut kind, plain convs, concat regions), and the paper's
+DynamicNet reading (stem, levels, tail) where it applies."""
 
 from __future__ import annotations
 
@@ -19,9 +23,28 @@ def structure_of(graph) -> tuple[Any, str | None]:
     try:
         return netmorph.recognise(graph), None
     except StructureError as e:
-        return None, str(e).strip().splitlines()[0] if str(e).strip() else "no reason given"
+        reason = str(e).strip()
     except (ImportError, AttributeError):
         return None, None
+    from netmorph.structure.transformer import recognise_transformer  # transformers (issue 10)
+
+    try:
+        return recognise_transformer(graph), None
+    except StructureError as e:
+        if graph.find_nodes("Softmax") and not graph.find_nodes("Conv"):  # say why it is no transformer
+            reason = str(e).strip()
+    return None, reason.splitlines()[0] if reason else "no reason given"
+
+
+def anatomy_of(graph) -> tuple[Any, str | None]:
+    """``(anatomy, None)`` for a CNN, ``(None, reason)`` otherwise (see :func:`structure_of`)."""
+    from netmorph.errors import StructureError
+    from netmorph.structure import anatomy
+
+    try:
+        return anatomy(graph), None
+    except StructureError as e:
+        return None, str(e).strip().splitlines()[0] if str(e).strip() else "no reason given"
 
 
 @click.command("inspect")
@@ -36,7 +59,11 @@ def inspect(model, as_json):
     graph = netmorph.load(model)
     d = {"path": model, **describe_model(graph)}
     structure, reason = structure_of(graph)
+    layout, layout_reason = anatomy_of(graph)
     if as_json:
+        d["units"] = None if layout is None else layout.to_dict()
+        if layout is None:
+            d["units_error"] = layout_reason
         if structure is not None:
             d["structure"] = structure.to_dict()
         elif reason is not None:
@@ -45,6 +72,10 @@ def inspect(model, as_json):
         click.echo(json.dumps(d, indent=2))
         return
     click.echo(format_description(d))
+    if layout is not None:
+        click.echo("units: " + layout.summary())
+    else:
+        click.echo(f"units: none ({layout_reason})")
     if structure is not None:
         click.echo("structure: " + structure.summary())
     elif reason is not None:

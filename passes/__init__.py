@@ -9,14 +9,17 @@ from .base import Contract, ConvSolve, Option, Pass, PassContext, PassReport
 from .conv_split import ConvSplit
 from .deepen_level import Deepen, DeepenLevel
 from .duplicate_block import DuplicateBlock
+from .grow_kernel import GrowKernel
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .manager import PassManager
 from .registry import PASSES, get_pass, list_passes, register
 from .restore_bn import RestoreBN
+from .widen import Widen, WidenLevel
 
 __all__ = [
-    "PASSES", "Contract", "ConvSolve", "ConvSplit", "Deepen", "DeepenLevel", "DuplicateBlock",
+    "PASSES", "Contract", "ConvSolve", "ConvSplit", "Deepen", "DeepenLevel", "DuplicateBlock", "GrowKernel",
     "InsertIdentityBN", "InsertIdentityPReLU", "Option", "Pass", "PassContext", "PassManager",
-    "PassReport", "PreconditionError", "RestoreBN", "get_pass", "list_passes", "register",
+    "PassReport", "PreconditionError", "RestoreBN", "Widen", "WidenLevel", "get_pass", "list_passes",
+    "register",
 ]

@@ -111,6 +111,8 @@ class PassReport:
     timings: dict[str, float] = field(default_factory=dict)
     lineage: Lineage = field(default_factory=Lineage)
     """Where each created or changed child parameter came from (see :mod:`netmorph.morphs.lineage`)."""
+    details: list[dict[str, Any]] = field(default_factory=list)
+    """One record per place the pass changed (e.g. per inserted unit: what it copies, what was zeroed)."""
 
     @property
     def max_residual(self) -> float | None:
@@ -134,6 +136,7 @@ class PassReport:
             "seconds": self.seconds,
             "timings": dict(self.timings),
             "lineage": self.lineage.to_dict(),
+            "details": list(self.details),
         }
 
 
@@ -147,6 +150,7 @@ class PassContext:
         self.progress = progress
         self.solves: list[ConvSolve] = []
         self.lineage = Lineage()
+        self.details: list[dict[str, Any]] = []
         self.solve_seconds = 0.0
         self._total = 0
         self._done = 0
@@ -154,6 +158,10 @@ class PassContext:
     def derive(self, child: str, kind: str, parent: str | None = None, **kw: Any) -> None:
         """Record where child parameter ``child`` came from (a :class:`ParamLineage`)."""
         self.lineage.add(ParamLineage(child, kind, parent=parent, **kw))
+
+    def note(self, **record: Any) -> None:
+        """Add one record to the report's ``details`` (what was inserted where, what was zeroed)."""
+        self.details.append(record)
 
     def expect_solves(self, n: int) -> None:
         """Announce how many kernels this application will solve (for the progress bar)."""
@@ -295,6 +303,7 @@ class Pass:
             params_after=child.parameter_count(),
             solves=ctx.solves,
             lineage=ctx.lineage,
+            details=ctx.details,
         )
         report.seconds = time.perf_counter() - t0
         report.timings["solve"] = ctx.solve_seconds

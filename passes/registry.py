@@ -9,15 +9,20 @@ from .base import Pass
 from .conv_split import ConvSplit
 from .deepen_level import Deepen, DeepenLevel
 from .duplicate_block import DuplicateBlock
+from .grow_kernel import GrowKernel
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .restore_bn import RestoreBN
+from .transformer_deepen import TransformerDeepen
+from .transformer_widen_mlp import WidenMLP
+from .widen import Widen, WidenLevel
 
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
-                Deepen)
+                Deepen, Widen, WidenLevel, GrowKernel)
 }
+PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP)})  # transformers (issue 10)
 
 
 def register(cls: type[Pass]) -> type[Pass]:

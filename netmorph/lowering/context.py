@@ -18,7 +18,9 @@ from torch import nn
 
 from ..errors import LoweringError
 from ..ir import Graph, Node, TensorType, Value, infer_types
+from .modules import Parameter
 from .names import NameAuthority, label
+from .ranks import value_rank
 from .values import Const, Lowered, Sym
 
 
@@ -117,13 +119,13 @@ class LoweringContext:
             return c.array.ndim
         if isinstance(c, Sym):
             return 0 if c.scalar else 1
-        t = self.type_of(node.inputs[index])
-        if t is None or t.shape is None:
+        r = value_rank(self, node.inputs[index])
+        if r is None:
             raise LoweringError(
                 f"{node.op_type} node {label(node)}: the rank of input {node.inputs[index].name!r} "
                 "is unknown (run netmorph.ir.infer_types on the graph first)"
             )
-        return len(t.shape)
+        return r
 
     def static_shape(self, node: Node, index: int) -> tuple | None:
         c = self.input(node, index)
@@ -197,15 +199,30 @@ class LoweringContext:
         elif isinstance(target, nn.Parameter):
             target.requires_grad_(False)
 
-    def call_module(self, node: Node, module: nn.Module, *args: Any) -> fx.Node:
-        """Register ``module`` under a name derived from ``node`` and call it."""
+    def weight(self, node: Node, index: int) -> fx.Node:
+        """Constant input ``index`` (a graph parameter) as a trainable tensor, written back later.
+
+        For parameters read as plain tensors (a class token, a position table being sliced).
+        """
+        c = self.const(node, index, "weight")
+        m = Parameter(tuple(c.array.shape))
+        self.load(m, "weight", node, index)
+        return self.call_module(node, m, suffix=f"input{index}")
+
+    def call_module(self, node: Node, module: nn.Module, *args: Any, suffix: str | None = None) -> fx.Node:
+        """Register ``module`` under a name derived from ``node`` and call it.
+
+        With ``suffix`` the module is a helper of the node (``<node>_<suffix>``) and not the
+        module that ``netmorph_names`` maps the node to.
+        """
         key = node_key(node)
-        path = self.names.take(key)
+        path = self.names.take(key if suffix is None else f"{key}_{suffix}")
         self.root.add_module(path, module)
-        self.node_modules[key] = path
+        if suffix is None:
+            self.node_modules[key] = path
         for origin, nname, index, shape, attr, transpose in self._pending.pop(id(module), []):
             self.bindings.append(Binding(origin, nname, index, shape, path, attr, transpose))
-        out_name = node.outputs[0].name if node.outputs else path
+        out_name = node.outputs[0].name if node.outputs and suffix is None else path
         return self.fx.create_node("call_module", path, args, {}, name=out_name)
 
 

@@ -60,6 +60,6 @@ def lower_node(ctx: LoweringContext, node: Node) -> list[Lowered]:
 
 
 # Importing the modules registers their converters.
-from . import ops_elementwise, ops_layers, ops_pooling, ops_shapes  # noqa: E402, F401
+from . import ops_elementwise, ops_layers, ops_pooling, ops_shapes, ops_transformer  # noqa: E402, F401
 
 __all__ = ["CONVERTERS", "converter", "lower_node"]

@@ -57,3 +57,25 @@ class BroadcastPReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x >= 0, x, x * self.weight)
+
+
+class Scale(nn.Module):
+    """A trainable multiplicative weight of any broadcastable shape (a decomposed LayerNorm's gamma)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+class Parameter(nn.Module):
+    """A trainable tensor read as it is (a class token, a position table being sliced)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(shape))
+
+    def forward(self) -> torch.Tensor:
+        return self.weight

@@ -14,9 +14,9 @@ from torch import nn
 from ..errors import LoweringError
 from .context import torch_dtype
 from .dispatch import converter
-from .modules import Bias
+from .modules import Bias, Scale
 from .names import label
-from .values import Const, Sym
+from .values import Const, Sym, is_weight
 
 _TENSOR_OPS = {"Add": operator.add, "Sub": operator.sub, "Mul": operator.mul, "Div": operator.truediv,
                "Pow": torch.pow}
@@ -61,17 +61,27 @@ def _is_linear_bias(ctx, node, x, c) -> bool:
     return xi.name in ctx.linear_outputs and len(xi.uses()) == 1 and c.array.dtype.kind == "f"
 
 
+def _is_weight(x, c) -> bool:
+    """A float graph parameter (not a scalar) added to or multiplying a run-time tensor: a
+    position table, a LayerNorm's gamma or beta written out as Mul/Add. It stays trainable."""
+    return isinstance(x, fx.Node) and is_weight(c)
+
+
 @converter("Add", "Sub", "Mul", "Div", "Pow")
 def binary(ctx, node):
     a, b = ctx.input(node, 0), ctx.input(node, 1)
     if (isinstance(a, Sym) or isinstance(b, Sym)) and node.op_type in _INT_OPS:
         if _sym_items(a) is not None and _sym_items(b) is not None:
             return _sym_arith(ctx, node, a, b)  # else: shape entries mixed with floats, as tensors
-    if node.op_type == "Add":
+    if node.op_type in ("Add", "Mul"):
         for x, c, ci in ((a, b, 1), (b, a, 0)):
-            if _is_linear_bias(ctx, node, x, c):
+            if node.op_type == "Add" and (_is_linear_bias(ctx, node, x, c) or _is_weight(x, c)):
                 m = Bias(c.array.shape)
                 ctx.load(m, "bias", node, ci)
+                return ctx.call_module(node, m, x)
+            if node.op_type == "Mul" and _is_weight(x, c):
+                m = Scale(c.array.shape)
+                ctx.load(m, "weight", node, ci)
                 return ctx.call_module(node, m, x)
     ra, rb = _rank_or_none(ctx, node, 0), _rank_or_none(ctx, node, 1)
     fn = _TENSOR_OPS[node.op_type]

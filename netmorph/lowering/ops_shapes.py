@@ -18,7 +18,7 @@ from ..errors import LoweringError
 from .dispatch import converter
 from .names import label
 from .padding import torch_pad_list
-from .values import Const, Sym
+from .values import Const, Sym, is_weight
 
 
 def _items(ctx, node, index, what) -> list:
@@ -89,7 +89,8 @@ def slice_op(ctx, node):
     index: list = [slice(None)] * rank
     for a, s, e, st in zip(axes, starts, ends, steps, strict=True):
         index[a % rank] = slice(s, e, st)
-    return ctx.call(operator.getitem, ctx.operand(x), tuple(index), name=node.outputs[0].name)
+    xo = ctx.weight(node, 0) if is_weight(x) else ctx.operand(x)
+    return ctx.call(operator.getitem, xo, tuple(index), name=node.outputs[0].name)
 
 
 @converter("Squeeze")
@@ -133,7 +134,8 @@ def concat(ctx, node):
         for i, p in enumerate(parts):
             items += list(p.items) if isinstance(p, Sym) else ctx.ints(node, i, "shape part")
         return Sym(tuple(items))
-    tensors = [ctx.buffer(p) if isinstance(p, Const) else p for p in parts]
+    tensors = [ctx.weight(node, i) if is_weight(p) else ctx.buffer(p) if isinstance(p, Const)
+               else p for i, p in enumerate(parts)]
     return ctx.call(torch.cat, tensors, int(node.attr("axis")), name=node.outputs[0].name)
 
 
@@ -184,7 +186,10 @@ def expand(x: torch.Tensor, shape: list) -> torch.Tensor:
 @converter("Expand")
 def expand_op(ctx, node):
     x = ctx.input(node, 0)
-    xo = ctx.buffer(x) if isinstance(x, Const) else ctx.operand(x)
+    if is_weight(x):
+        xo = ctx.weight(node, 0)
+    else:
+        xo = ctx.buffer(x) if isinstance(x, Const) else ctx.operand(x)
     return ctx.call(expand, xo, _items(ctx, node, 1, "shape"), name=node.outputs[0].name)
 
 

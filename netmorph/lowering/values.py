@@ -43,3 +43,8 @@ class Sym:
 
 Lowered = fx.Node | Const | Sym
 """What one IR value lowers to."""
+
+
+def is_weight(x: Lowered) -> bool:
+    """Whether ``x`` holds a float graph parameter (not a scalar): a tensor training should change."""
+    return isinstance(x, Const) and x.origin is not None and x.array.dtype.kind == "f" and x.array.size > 1

@@ -1,0 +1,366 @@
+"""Channel groups: the values whose channel axis must grow together, with producers and consumers.
+
+Starting from one producer (a conv of group 1, a ``Gemm``, a ``MatMul`` with a constant weight),
+the group is closed over every op that keeps channels aligned:
+
+- *through* ops, whose output channel ``c`` depends only on input channel ``c``: activations
+  (``Relu``, ``Clip``, ``HardSwish``, ``Sigmoid``, ``Erf`` …), per-channel norms
+  (``BatchNormalization``, ``InstanceNormalization``; ``LayerNormalization`` over the channel
+  axis, exact only under equal replication), ``PRelu``, pooling, spatial reductions,
+  ``Transpose`` (the axis moves), ``Flatten`` (channel-major: each channel becomes ``inner``
+  columns), arithmetic with constants, and depthwise / grouped convs with as many input as
+  output channels per group (widened by whole groups);
+- *joins* (``Add``, ``Mul``, ``Sub``, ``Div`` of two activations): every operand with the full
+  channel count joins the group (a residual stream, an SE gate ``x·s``);
+- *producers*: the convs / linears whose output rows form the group; *consumers*: the convs /
+  linears that read it (their input columns are folded by Net2Wider).
+
+Anything else that reads a member (``Concat``, ``Split``, ``Reshape`` to another layout, a graph
+output) stops the group with a sentence naming the node: widening would not be exact there.
+
+The finder knows nothing about the arithmetic (``netmorph.morphs.widen``); it is shared by CNN
+``widen`` and a transformer's hidden-width growth (channel axis last).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import PreconditionError
+from ..ir import Graph, Node, Value
+from .activations import ActivationView
+
+UNARY_OPS = frozenset({
+    "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf", "LeakyRelu", "Elu",
+    "Selu", "Softplus", "Mish", "Celu", "Neg", "Abs", "Sqrt", "Exp", "Log", "Identity", "Dropout",
+    "Cast", "Pow", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "ThresholdedRelu",
+})
+BINARY_OPS = frozenset({"Add", "Mul", "Sub", "Div", "Max", "Min"})
+POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"})
+REDUCE_OPS = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum"})
+NORM_CHANNEL_FIRST = frozenset({"BatchNormalization", "InstanceNormalization"})
+PRODUCER_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+
+
+@dataclass
+class Member:
+    """A value of the group, its channel ``axis``, and ``inner`` columns per channel (Flatten)."""
+
+    value: Value
+    axis: int
+    inner: int = 1
+
+
+@dataclass
+class ChannelGroup:
+    """One channel group.
+
+    Attributes
+    ----------
+    width : int
+        Channels now.
+    members : list of Member
+    producers : list of (Node, int)
+        Nodes whose output channels are the group, with the weight axis that holds them.
+    consumers : list of (Node, int, int)
+        ``(node, weight axis of the input channels, inner)``: ``inner`` columns per channel
+        (a ``Gemm`` after a ``Flatten`` of C×H×W reads H·W columns per channel).
+    through : list of Node
+        Nodes that keep channels aligned and may hold per-channel parameters.
+    granularity : int
+        Channels per indivisible block (a grouped conv's channels per group; 1 otherwise).
+    needs_equal_replication : list of Node
+        LayerNorms over the channel axis: exact only if every channel is copied equally often.
+    """
+
+    width: int
+    members: list[Member] = field(default_factory=list)
+    producers: list[tuple[Node, int]] = field(default_factory=list)
+    consumers: list[tuple[Node, int, int]] = field(default_factory=list)
+    through: list[Node] = field(default_factory=list)
+    granularity: int = 1
+    needs_equal_replication: list[Node] = field(default_factory=list)
+
+    def describe(self) -> str:
+        names = ", ".join(n.name for n, _ in self.producers[:3]) + (" …" if len(self.producers) > 3 else "")
+        return (f"{self.width} channels: {len(self.producers)} producers ({names}), "
+                f"{len(self.consumers)} consumers, {len(self.members)} values")
+
+    def to_dict(self) -> dict:
+        return {"width": self.width, "producers": [n.name for n, _ in self.producers],
+                "consumers": [n.name for n, _, _ in self.consumers],
+                "through": [n.name for n in self.through], "values": [m.value.name for m in self.members],
+                "granularity": self.granularity}
+
+
+def weight_of(node: Node) -> tuple[int, np.ndarray] | None:
+    """``(input index, array)`` of a node's constant weight (conv / Gemm B / MatMul operand)."""
+    if node.op_type in ("Conv", "Gemm"):
+        idx = [1]
+    elif node.op_type == "MatMul":
+        idx = [1, 0]
+    else:
+        return None
+    for i in idx:
+        if i < len(node.inputs):
+            a = _const(node.inputs[i])
+            if a is not None:
+                return i, a
+    return None
+
+
+def _const(v: Value | None) -> np.ndarray | None:
+    for _ in range(4):
+        if v is None:
+            return None
+        if v.const is not None:
+            return v.const.array
+        p = v.producer
+        if p is None or p.op_type != "Identity":
+            return None
+        v = p.inputs[0]
+    return None
+
+
+def _rank(v: Value) -> int | None:
+    t = v.type
+    return None if t is None or t.shape is None else len(t.shape)
+
+
+def _dim(v: Value, axis: int):
+    t = v.type
+    return None if t is None or t.shape is None or axis >= len(t.shape) else t.shape[axis]
+
+
+def producer_axis(node: Node) -> int | None:
+    """The weight axis holding a producer's output channels (``None``: not a producer)."""
+    if node.op_type == "Conv":
+        return 0 if int(node.attr("group", 1)) == 1 else None
+    w = weight_of(node)
+    if w is None:
+        return None
+    i, arr = w
+    if node.op_type == "Gemm":
+        return 0 if node.attr("transB", 0) else 1
+    return arr.ndim - 1 if i == 1 else None  # MatMul(x, W): W's last axis
+
+
+def find_channel_group(graph: Graph, producer: Node, view: ActivationView | None = None) -> ChannelGroup:
+    """The channel group of ``producer``'s output; :class:`PreconditionError` says where it stops."""
+    view = view or ActivationView(graph)
+    if producer_axis(producer) is None:
+        raise PreconditionError(
+            f"node {producer.name!r} ({producer.op_type}) does not produce a channel group (a conv of "
+            "group 1, a Gemm or a MatMul with a constant weight does)"
+        )
+    out = producer.outputs[0]
+    rank = _rank(out)
+    if rank is None:
+        raise PreconditionError(f"node {producer.name!r}: the rank of its output is unknown")
+    axis = 1 if producer.op_type in ("Conv", "Gemm") else rank - 1
+    width = _dim(out, axis)
+    if not isinstance(width, int):
+        raise PreconditionError(f"node {producer.name!r}: its output channel count is unknown ({out.type})")
+    return _Closure(view, width).run(producer, out, axis)
+
+
+class _Closure:
+    def __init__(self, view: ActivationView, width: int):
+        self.view = view
+        self.g = ChannelGroup(width)
+        self.seen_values: dict[int, Member] = {}
+        self.seen_nodes: set[int] = set()
+        self.queue: list[Member] = []
+
+    def fail(self, node: Node, why: str) -> None:
+        raise PreconditionError(
+            f"the {self.g.width}-channel group stops at {node.name!r} ({node.op_type}): {why}"
+        )
+
+    def add(self, v: Value, axis: int, inner: int = 1) -> None:
+        if id(v) in self.seen_values:
+            m = self.seen_values[id(v)]
+            if (m.axis, m.inner) != (axis, inner):
+                raise PreconditionError(f"value {v.name!r} carries the group on two different axes")
+            return
+        m = Member(v, axis, inner)
+        self.seen_values[id(v)] = m
+        self.g.members.append(m)
+        self.queue.append(m)
+
+    def run(self, producer: Node, out: Value, axis: int) -> ChannelGroup:
+        self.seen_nodes.add(id(producer))
+        self.g.producers.append((producer, producer_axis(producer)))
+        self.add(out, axis)
+        while self.queue:
+            m = self.queue.pop()
+            v = m.value
+            if v.is_graph_output:
+                raise PreconditionError(
+                    f"the {self.g.width}-channel group reaches the graph output {v.name!r}; widening "
+                    "it would change the model's interface"
+                )
+            p = v.producer
+            if p is None:
+                raise PreconditionError(
+                    f"the {self.g.width}-channel group reaches the graph input {v.name!r}"
+                )
+            if id(p) not in self.seen_nodes:
+                self.seen_nodes.add(id(p))
+                self.backward(p, m)
+            for r in self.view.readers(v):
+                if id(r) not in self.seen_nodes:
+                    self.seen_nodes.add(id(r))
+                    self.forward(r, m)
+        return self.g
+
+    # -- the producer side of a member ------------------------------------------------------
+    def backward(self, p: Node, m: Member) -> None:
+        ax = producer_axis(p)
+        if ax is not None and m.inner == 1 and self._out_axis_ok(p, m):
+            self.g.producers.append((p, ax))
+            return
+        self.through(p, m, backward=True)
+
+    def _out_axis_ok(self, p: Node, m: Member) -> bool:
+        r = _rank(m.value)
+        if p.op_type in ("Conv", "Gemm"):
+            return m.axis == 1
+        return r is not None and m.axis == r - 1
+
+    # -- a reader of a member ---------------------------------------------------------------
+    def forward(self, n: Node, m: Member) -> None:
+        op = n.op_type
+        if op == "Conv" and int(n.attr("group", 1)) == 1 and n.inputs[0] is m.value:
+            if m.axis != 1 or m.inner != 1:
+                self.fail(n, "a conv reads the group off its channel axis")
+            self.g.consumers.append((n, 1, 1))
+            return
+        if op == "Gemm" and n.inputs[0] is m.value and weight_of(n) is not None:
+            if m.axis != 1 or n.attr("transA", 0):
+                self.fail(n, "a Gemm reads the group off its input-feature axis")
+            self.g.consumers.append((n, 1 if n.attr("transB", 0) else 0, m.inner))
+            return
+        if op == "MatMul" and n.inputs[0] is m.value and weight_of(n) is not None and weight_of(n)[0] == 1:
+            r = _rank(m.value)
+            if r is None or m.axis != r - 1:
+                self.fail(n, "a MatMul reads the group off its last axis")
+            self.g.consumers.append((n, weight_of(n)[1].ndim - 2, m.inner))
+            return
+        self.through(n, m, backward=False)
+
+    # -- ops that keep channels aligned -----------------------------------------------------
+    def through(self, n: Node, m: Member, *, backward: bool) -> None:
+        op = n.op_type
+        data = self.view.inputs(n)
+        out = self.view.output(n) if n.outputs else None
+        if op in UNARY_OPS or op in NORM_CHANNEL_FIRST or op in POOL_OPS or op == "PRelu":
+            if op in NORM_CHANNEL_FIRST and m.axis != 1:
+                self.fail(n, "a channel-first norm off the channel axis")
+            if op in POOL_OPS and m.axis != 1:
+                self.fail(n, "pooling off the channel axis")
+            self._tie(n, data[:1], out, m.axis, m.inner)
+            return
+        if op == "LayerNormalization":
+            r = _rank(m.value)
+            ax = int(n.attr("axis", -1)) % r if r else None
+            if ax != r - 1 or m.axis != r - 1:
+                self.fail(n, "a LayerNormalization over more than the channel axis")
+            self.g.needs_equal_replication.append(n)
+            self._tie(n, data[:1], out, m.axis, m.inner)
+            return
+        if op == "Conv":  # grouped / depthwise, or a conv reading the group as its weight
+            w = weight_of(n)
+            groups = int(n.attr("group", 1))
+            if w is None or n.inputs[0] is not data[0] or m.axis != 1:
+                self.fail(n, "a conv with a computed weight")
+            per_in, per_out = w[1].shape[1], w[1].shape[0] // groups
+            if per_in != per_out:
+                self.fail(n, f"a grouped conv with {per_in} input but {per_out} output channels per group")
+            self.g.granularity = int(np.lcm(self.g.granularity, per_in))
+            self._tie(n, data[:1], out, 1, 1)
+            return
+        if op in BINARY_OPS:
+            full = [v for v in data if _dim(v, self._axis_in(v, m)) == self._width_of(m)]
+            if op in ("Sub", "Div") and backward and len(data) == 2 and data[1] is m.value and \
+                    _dim(data[0], self._axis_in(data[0], m)) != self._width_of(m):
+                self.fail(n, "a broadcast operand on the left of a non-commutative op")
+            self._tie(n, full, out, m.axis, m.inner)
+            return
+        if op == "Transpose":
+            perm = list(n.attr("perm") or [])
+            if backward:
+                self._tie(n, data[:1], None, perm[m.axis], m.inner)
+            else:
+                self._tie(n, [], out, perm.index(m.axis), m.inner)
+            return
+        if op in REDUCE_OPS or op in ("Flatten", "Squeeze", "Reshape"):
+            self._reshape_like(n, m, data, out, backward)
+            return
+        self.fail(n, "this op does not keep channels aligned (a known limit of widen)")
+
+    def _width_of(self, m: Member) -> int:
+        return self.g.width * m.inner
+
+    def _axis_in(self, v: Value, m: Member) -> int:
+        rm, rv = _rank(m.value), _rank(v)
+        if rm is None or rv is None:
+            return m.axis
+        return m.axis - (rm - rv)
+
+    def _tie(self, n: Node, ins: list[Value], out: Value | None, axis: int, inner: int) -> None:
+        self.g.through.append(n)
+        for v in ins:
+            self.add(v, axis, inner)
+        if out is not None:
+            self.add(out, axis, inner)
+
+    def _reshape_like(self, n: Node, m: Member, data: list[Value], out: Value | None, backward: bool) -> None:
+        """Spatial reductions, Squeeze of size-1 dims, Flatten / Reshape to (N, C·inner)."""
+        src = data[0]
+        sr, orank = _rank(src), (None if out is None else _rank(out))
+        if sr is None or orank is None:
+            self.fail(n, "unknown ranks")
+        in_m = self.seen_values.get(id(src))
+        in_axis = in_m.axis if in_m is not None else None
+        if backward:  # m is the output; the input's axis must be derived
+            if n.op_type in ("Flatten", "Reshape") and orank == 2 and sr == 4 and m.axis == 1:
+                t = src.type.shape
+                inner = int(np.prod(t[2:])) if all(isinstance(d, int) for d in t[2:]) else None
+                if inner is None or m.inner != inner:
+                    self.fail(n, "a reshape that is not a channel-major flatten")
+                self._tie(n, [src], None, 1, 1)
+                return
+            if n.op_type in REDUCE_OPS or n.op_type == "Squeeze":
+                if sr == orank:
+                    self._tie(n, [src], None, m.axis, m.inner)
+                    return
+            self.fail(n, "a reduction or squeeze whose input layout cannot be told")
+        if n.op_type == "Flatten":
+            ax = int(n.attr("axis", 1))
+            t = src.type.shape
+            if ax != 1 or in_axis != 1 or m.inner != 1 or not all(isinstance(d, int) for d in t[2:]):
+                self.fail(n, "a Flatten that does not start at the channel axis")
+            self._tie(n, [], out, 1, int(np.prod(t[2:])))
+            return
+        if n.op_type == "Reshape":
+            t_in, t_out = src.type.shape, out.type.shape
+            if orank == 2 and in_axis == 1 and m.inner == 1 and sr >= 2 and all(
+                    isinstance(d, int) for d in t_in[1:]) and t_out[1] == int(np.prod(t_in[1:])):
+                self._tie(n, [], out, 1, int(np.prod(t_in[2:])))  # a channel-major flatten
+                return
+            self.fail(n, "a Reshape to another layout")
+        axes = n.attr("axes")
+        if axes is None and len(n.inputs) > 1:
+            arr = _const(n.inputs[1])
+            axes = None if arr is None else arr.reshape(-1).tolist()
+        if axes is None:
+            self.fail(n, "a reduction over all axes")
+        axes = sorted(int(a) % sr for a in axes)
+        if in_axis in axes:
+            self.fail(n, "a reduction over the channel axis")
+        keep = n.op_type != "Squeeze" and int(n.attr("keepdims", 1)) == 1
+        new_axis = in_axis if keep else in_axis - sum(a < in_axis for a in axes)
+        self._tie(n, [], out, new_axis, m.inner)

@@ -1,0 +1,510 @@
+"""Transformer recognition: layers as two residual units (attention, MLP) on the residual stream.
+
+The residual stream is the chain of cut values of the data flow (:class:`~netmorph.structure.
+dataflow.DataFlow`, whose dominator segments are reused here with any single data input:
+token ids or images). A segment closed by ``Add(entry, branch(entry))`` is a residual unit;
+its branch holds a ``Softmax`` (attention) or not (MLP). A layer is an attention unit then an
+MLP unit, either pre-LN (each branch starts with a LayerNorm of the stream: ``x + f(LN(x))``)
+or post-LN (a LayerNorm follows each Add: ``LN(x + f(x))``).
+
+Linear layers are found in every export form: ``MatMul`` by a 2-D weight (+ ``Add`` of a
+bias) and ``Gemm`` (either ``transB``). Head counts come from the rank-4 (or rank-3,
+batch × heads folded) attention scores, whose shape is probed once in ONNX Runtime on a small
+input, because exporters compute the head split at run time.
+
+This module is written on the generic data-flow view; when the channel-group and residual-
+unit finder of ``netmorph.structure`` lands, :class:`ResidualUnit` maps onto its units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import StructureError
+from ..ir import Graph, Node, Value
+from .dataflow import DataFlow, Segment
+
+NORM_OPS = {"LayerNormalization"}
+
+
+class StreamFlow(DataFlow):
+    """:class:`DataFlow` over any one data input (token ids, images), not only NCHW images."""
+
+    def _image_input(self) -> Value:
+        ins = [v for v in self.graph.inputs if not v.is_parameter]
+        if len(ins) != 1:
+            names = ", ".join(v.name for v in ins) or "none"
+            raise StructureError(f"graph has {len(ins)} data inputs ({names}); expected one (token ids or "
+                                 "images)")
+        return ins[0]
+
+
+@dataclass
+class Linear:
+    """A linear layer as exported: ``MatMul`` (+ bias ``Add``) or ``Gemm``.
+
+    ``weight`` is the graph parameter; ``in_axis`` / ``out_axis`` its input and output feature
+    axes (``MatMul`` and ``Gemm(transB=0)``: 0 / 1; ``Gemm(transB=1)``: 1 / 0). ``output`` is
+    the value after the bias.
+    """
+
+    node: Node
+    weight: Value
+    bias: Value | None
+    bias_node: Node | None
+    in_axis: int
+    out_axis: int
+    bias_index: int = 2  # the bias's input index in ``bias_node`` (or in the Gemm)
+
+    @property
+    def bias_site(self) -> tuple[Node, int]:
+        """``(node, input index)`` reading the bias."""
+        return (self.bias_node or self.node), self.bias_index
+
+    @property
+    def output(self) -> Value:
+        return (self.bias_node or self.node).outputs[0]
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.const.shape[self.in_axis])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.const.shape[self.out_axis])
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+
+@dataclass
+class ResidualUnit:
+    """``Add(entry, branch(entry))`` on the residual stream."""
+
+    kind: str  # "attention" or "mlp"
+    segment: Segment
+    add: Node
+    norm: Node | None  # the branch's first node when it is a LayerNorm of the stream (pre-LN)
+    post_norm: Node | None  # the LayerNorm right after the Add (post-LN)
+    linears: list[Linear]
+    heads: int | None = None
+    head_size: int | None = None
+
+    @property
+    def entry(self) -> Value:
+        return self.segment.entry
+
+    @property
+    def branch(self) -> list[Node]:
+        return [n for n in self.segment.nodes if n is not self.add]
+
+    @property
+    def branch_output(self) -> Value:
+        return next(v for v in self.add.inputs if v is not self.entry)
+
+    @property
+    def output(self) -> Value:
+        """The stream value after the unit (after the post-LN norm when there is one)."""
+        return (self.post_norm or self.add).outputs[0]
+
+    @property
+    def out_proj(self) -> Linear:
+        """The branch's last linear layer (attention output projection, MLP down-projection)."""
+        return self.linears[-1]
+
+
+@dataclass
+class TransformerLayer:
+    """An attention unit then an MLP unit; ``gate`` holds the ``Sub, Mul, Add`` of a gated layer
+    ``h + g ⊙ (layer(h) − h)`` (a post-LN layer inserted by ``deepen``)."""
+
+    index: int
+    attention: ResidualUnit
+    mlp: ResidualUnit
+    norm: str  # "pre" or "post"
+    gate: tuple[Node, Node, Node] | None = None
+
+    @property
+    def input(self) -> Value:
+        return self.attention.entry
+
+    @property
+    def output(self) -> Value:
+        return self.gate[2].outputs[0] if self.gate is not None else self.mlp.output
+
+    @property
+    def nodes(self) -> list[Node]:
+        post = [u.post_norm for u in (self.attention, self.mlp) if u.post_norm is not None]
+        return self.attention.segment.nodes + self.mlp.segment.nodes + post + list(self.gate or ())
+
+    @property
+    def up(self) -> Linear:
+        return self.mlp.linears[0]
+
+    @property
+    def down(self) -> Linear:
+        return self.mlp.linears[-1]
+
+
+@dataclass
+class TransformerStructure:
+    """What ``recognise_transformer`` found."""
+
+    layers: list[TransformerLayer]
+    norm: str
+    hidden: int
+    heads: int | None
+    head_size: int | None
+    mlp: int
+    inputs: str  # "tokens" or "images"
+    embeddings: list[dict[str, Any]] = field(default_factory=list)
+    head: dict[str, Any] | None = None
+    flow: StreamFlow | None = None
+
+    family = "transformer"
+
+    def summary(self) -> str:
+        emb = ", ".join(f"{e['name']} {e['rows']}x{e['dim']}" for e in self.embeddings) or "none"
+        h = self.head
+        head = "none" if h is None else f"{h['name']} ({h['in']} -> {h['out']})"
+        return (f"transformer, {len(self.layers)} {self.norm}-LN layers, hidden {self.hidden}, "
+                f"{self.heads} heads x {self.head_size}, MLP {self.mlp}; {self.inputs} in; "
+                f"embeddings: {emb}; head: {head}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": "transformer",
+            "norm": self.norm,
+            "layers": len(self.layers),
+            "hidden": self.hidden,
+            "heads": self.heads,
+            "head_size": self.head_size,
+            "mlp": self.mlp,
+            "inputs": self.inputs,
+            "embeddings": list(self.embeddings),
+            "head": self.head,
+            "layer_list": [
+                {"index": lay.index, "input": lay.input.name, "output": lay.output.name,
+                 "attention": {"out_proj": lay.attention.out_proj.name, "heads": lay.attention.heads,
+                               "head_size": lay.attention.head_size,
+                               "linears": [x.name for x in lay.attention.linears]},
+                 "mlp": {"up": lay.up.name, "down": lay.down.name, "width": lay.up.out_features}}
+                for lay in self.layers
+            ],
+        }
+
+
+# -- linear layers ------------------------------------------------------------------------
+def _param(v: Value | None) -> Value | None:
+    """The float graph parameter ``v`` is (or an ``Identity`` of: exporters share equal weights so)."""
+    for _ in range(4):
+        if v is None or v.producer is None or v.producer.op_type != "Identity":
+            break
+        v = v.producer.inputs[0]
+    if v is None or v.const is None or v.const.array.dtype.kind != "f":
+        return None
+    return v
+
+
+def as_linear(flow: DataFlow, n: Node) -> Linear | None:
+    """``n`` as a :class:`Linear` (``None`` when it is not one)."""
+    if n.op_type == "MatMul":
+        if len(flow.data_inputs(n)) != 1 or not flow.is_data(n.inputs[0]):
+            return None
+        w = _param(n.inputs[1])
+        if w is None or w.const.array.ndim != 2:
+            return None
+        bias, bias_node = None, None
+        users = n.outputs[0].consumers()
+        if len(users) == 1 and users[0].op_type == "Add":
+            other = [v for v in users[0].inputs if v is not n.outputs[0]]
+            b = _param(other[0]) if len(other) == 1 else None
+            if b is not None and b.const.shape in ((w.const.shape[1],),):
+                bias, bias_node = b, users[0]
+                return Linear(n, w, bias, bias_node, 0, 1, list(users[0].inputs).index(other[0]))
+        return Linear(n, w, bias, bias_node, 0, 1)
+    if n.op_type == "Gemm":
+        if n.attr("transA", 0) or float(n.attr("alpha", 1.0)) != 1.0 or float(n.attr("beta", 1.0)) != 1.0:
+            return None
+        w = _param(n.inputs[1])
+        if w is None or not flow.is_data(n.inputs[0]):
+            return None
+        b = _param(n.inputs[2]) if len(n.inputs) > 2 else None
+        t = 1 if n.attr("transB", 0) else 0
+        out_axis = 0 if t else 1
+        if b is not None and b.const.shape != (w.const.shape[out_axis],):
+            return None
+        return Linear(n, w, b, None, 1 if t else 0, out_axis)
+    return None
+
+
+# -- units and layers ---------------------------------------------------------------------
+def _unit(flow: StreamFlow, seg: Segment, nxt: Segment | None) -> ResidualUnit | None:
+    if len(seg.nodes) < 2:
+        return None
+    add = seg.last
+    ins = flow.data_inputs(add)
+    if add.op_type != "Add" or len(ins) != 2 or seg.entry not in ins:
+        return None
+    branch = [n for n in seg.nodes if n is not add]
+    kind = "attention" if any(n.op_type == "Softmax" for n in branch) else "mlp"
+    linears = [lin for n in branch if (lin := as_linear(flow, n)) is not None]
+    if not linears:
+        return None
+    first = [n for n in branch if seg.entry in flow.data_inputs(n)]
+    norm = first[0] if len(first) == 1 and first[0].op_type in NORM_OPS else None
+    post = None
+    if norm is None and nxt is not None and len(nxt.nodes) == 1 and nxt.last.op_type in NORM_OPS:
+        post = nxt.last
+    return ResidualUnit(kind, seg, add, norm, post, linears)
+
+
+def _gate(flow: StreamFlow, seg: Segment) -> tuple[Node, Node, Node] | None:
+    """``(Sub, Mul, Add)`` when ``seg`` is ``h + g ⊙ (x − h)`` with a parameter ``g``."""
+    add = seg.last
+    if add.op_type != "Add" or len(seg.nodes) < 4 or seg.entry not in add.inputs:
+        return None
+    other = [v for v in add.inputs if v is not seg.entry]
+    mul = other[0].producer if len(other) == 1 else None
+    if mul is None or mul.op_type != "Mul" or len(flow.data_inputs(mul)) != 1:
+        return None
+    g = [v for v in mul.inputs if not flow.is_data(v)]
+    sub = flow.data_inputs(mul)[0].producer
+    if len(g) != 1 or _param(g[0]) is None or sub is None or sub.op_type != "Sub":
+        return None
+    if sub.inputs[1] is not seg.entry or not flow.is_data(sub.inputs[0]):
+        return None
+    return sub, mul, add
+
+
+def _inner_segments(flow: StreamFlow, seg: Segment, gate: tuple[Node, Node, Node]) -> list[Segment]:
+    """The cut-value chain from ``seg.entry`` to the gated value ``x`` of ``h + g ⊙ (x − h)``."""
+    import networkx as nx
+
+    sub = gate[0]
+    members = [n for n in seg.nodes if n not in gate]
+    ids = {id(n) for n in members}
+    dag = nx.DiGraph()
+    src = "\0entry"
+    dag.add_node(src)
+    for n in members:
+        dag.add_node(id(n))
+        for v in flow.data_inputs(n):
+            if v is seg.entry:
+                dag.add_edge(src, id(n))
+            elif v.producer is not None and id(v.producer) in ids:
+                dag.add_edge(id(v.producer), id(n))
+    sink = sub.inputs[0].producer
+    idom = nx.immediate_dominators(dag, src)
+    chain = [id(sink)]
+    while chain[-1] != src:
+        chain.append(idom[chain[-1]])
+    chain.reverse()
+    on_chain = set(chain)
+    groups: dict = {d: [] for d in chain[:-1]}
+    for n in members:
+        d = idom.get(id(n))
+        while d is not None and d not in on_chain:
+            d = idom[d]
+        if d is not None and d in groups:
+            groups[d].append(n)
+    by_id = {id(n): n for n in members}
+    out, entry = [], seg.entry
+    for d, nxt in zip(chain[:-1], chain[1:], strict=True):
+        exit_ = flow.data_output(by_id[nxt])
+        out.append(Segment(groups[d], entry, exit_))
+        entry = exit_
+    return out
+
+
+def _units(flow: StreamFlow, segs: list[Segment]) -> list[ResidualUnit | tuple]:
+    """Residual units along ``segs``; a gated layer gives ``("gate", (sub, mul, add), inner units)``."""
+    units: list = []
+    for i, seg in enumerate(segs):
+        gate = _gate(flow, seg)
+        if gate is not None:
+            units.append(("gate", gate, _units(flow, _inner_segments(flow, seg, gate))))
+            continue
+        u = _unit(flow, seg, segs[i + 1] if i + 1 < len(segs) else None)
+        if u is not None:
+            units.append(u)
+    return units
+
+
+def _scores_value(unit: ResidualUnit) -> Value:
+    soft = [n for n in unit.branch if n.op_type == "Softmax"]
+    if len(soft) != 1:
+        raise StructureError(f"attention unit ending at {unit.add.name!r} has {len(soft)} Softmax nodes; "
+                             "expected one")
+    return soft[0].inputs[0]
+
+
+def probe_shapes(graph: Graph, names: list[str], flow: StreamFlow) -> tuple[dict[str, tuple], int]:
+    """The run-time shapes of values ``names`` on a small input (ONNX Runtime); also the batch size.
+
+    Token models get ids 0 (any id is valid for a shape); symbolic dims are tried at a few sizes
+    until the export runs (TorchScript exports can fix the sequence length).
+    """
+    import onnxruntime as ort
+    from onnx import helper
+
+    from ..onnx_io import to_onnx
+
+    model = to_onnx(graph)
+    known = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in known:
+            model.graph.output.append(helper.make_empty_tensor_value_info(name))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    inp = flow.image
+    t = inp.type
+    shape = list(t.shape) if t is not None and t.shape is not None else [2, 8]
+    last = None
+    for batch, other in ((2, 8), (2, 16), (1, 1), (2, 32)):
+        dims = [d if isinstance(d, int) else (batch if i == 0 else other) for i, d in enumerate(shape)]
+        x = np.zeros(dims, dtype=t.dtype if t is not None and t.elem_type else np.float32)
+        try:
+            outs = sess.run(names, {inp.name: x})
+        except Exception as e:  # noqa: BLE001 - any run failure: try the next size
+            last = e
+            continue
+        return {n: tuple(o.shape) for n, o in zip(names, outs, strict=True)}, int(dims[0])
+    raise StructureError(f"cannot run the graph to read its attention shapes ({str(last).splitlines()[0]})")
+
+
+def _heads(graph: Graph, flow: StreamFlow, units: list[ResidualUnit]) -> None:
+    attn = [u for u in units if u.kind == "attention"]
+    if not attn:
+        return
+    values = [_scores_value(u).name for u in attn]
+    shapes, batch = probe_shapes(graph, values, flow)
+    for u, name in zip(attn, values, strict=True):
+        s = shapes[name]
+        if len(s) == 4:
+            heads = int(s[1])
+        elif len(s) == 3 and s[0] % batch == 0:
+            heads = int(s[0]) // batch
+        else:
+            raise StructureError(f"attention scores {name!r} have shape {s}; expected (batch, heads, T, T)")
+        width = u.out_proj.in_features
+        if width % heads:
+            raise StructureError(f"attention width {width} of {u.out_proj.name!r} is not divisible by "
+                                 f"{heads} heads")
+        u.heads, u.head_size = heads, width // heads
+
+
+def _embeddings(graph: Graph, flow: StreamFlow) -> list[dict[str, Any]]:
+    out = []
+    for n in graph.nodes:
+        if n.op_type == "Gather" and int(n.attr("axis", 0)) == 0 and _param(n.inputs[0]) is not None \
+                and n.inputs[0].const.array.ndim == 2:
+            rows, dim = n.inputs[0].const.shape
+            kind = "token" if flow.is_data(n.inputs[1]) else "position"
+            out.append({"name": n.name, "table": n.inputs[0].name, "rows": int(rows), "dim": int(dim),
+                        "kind": kind})
+    return out
+
+
+def recognise_transformer(graph: Graph) -> TransformerStructure:
+    """The transformer layers of ``graph``; :class:`StructureError` saying why when there are none.
+
+    Raises
+    ------
+    StructureError
+        No residual attention + MLP layer pairs, mixed pre-/post-LN, or unreadable heads.
+    """
+    flow = StreamFlow(graph)
+    layers: list[TransformerLayer] = []
+    _layers(_units(flow, flow.segments), layers, None)
+    if not layers:
+        raise StructureError("no attention unit (a residual Add around a branch with a Softmax) on the "
+                             "graph's main chain")
+    units = [u for lay in layers for u in (lay.attention, lay.mlp)]
+    kinds = {lay.norm for lay in layers}
+    if len(kinds) != 1:
+        raise StructureError(f"layers mix pre-LN and post-LN ({sorted(kinds)})")
+    for lay in layers:
+        if len(lay.mlp.linears) != 2:
+            raise StructureError(f"MLP unit ending at {lay.mlp.add.name!r} has {len(lay.mlp.linears)} linear "
+                                 "layers; expected up- and down-projection")
+    _heads(graph, flow, units)
+    first = layers[0]
+    hidden = first.up.in_features
+    inp = flow.image
+    tokens = inp.type is not None and inp.type.elem_type and inp.type.dtype.kind in "iu"
+    head = _head(flow, layers[-1])
+    return TransformerStructure(
+        layers=layers, norm=kinds.pop(), hidden=hidden, heads=first.attention.heads,
+        head_size=first.attention.head_size, mlp=first.up.out_features,
+        inputs="tokens" if tokens else "images", embeddings=_embeddings(graph, flow), head=head, flow=flow,
+    )
+
+
+def _layers(units: list, layers: list[TransformerLayer], gate) -> None:
+    """Pair ``units`` into layers (appended to ``layers``); gated layers recurse into their units."""
+    i = 0
+    while i < len(units):
+        u = units[i]
+        if isinstance(u, tuple):
+            inner: list[TransformerLayer] = []
+            _layers(u[2], inner, u[1])
+            if len(inner) != 1:
+                raise StructureError(f"the gate ending at {u[1][2].name!r} holds {len(inner)} layers; "
+                                     "expected one")
+            inner[0].index = len(layers)
+            layers.append(inner[0])
+            i += 1
+            continue
+        if u.kind != "attention":
+            raise StructureError(f"residual unit ending at {u.add.name!r} (an MLP) does not follow an "
+                                 "attention unit")
+        if i + 1 >= len(units) or units[i + 1].kind != "mlp":
+            raise StructureError(f"attention unit ending at {u.add.name!r} is not followed by an MLP unit")
+        m = units[i + 1]
+        if m.entry is not u.output:
+            raise StructureError(f"the MLP unit ending at {m.add.name!r} does not read the attention unit's "
+                                 f"output {u.output.name!r}")
+        norm = _norm_kind(u, m)
+        layers.append(TransformerLayer(len(layers), u, m, norm, gate))
+        i += 2
+
+
+def _norm_kind(att: ResidualUnit, mlp: ResidualUnit) -> str:
+    opens = [n for n in att.branch if att.entry in n.inputs]
+    if any(n.op_type == "ReduceMean" for n in opens):
+        raise StructureError(
+            f"layer ending at {mlp.add.name!r} writes its LayerNorm out as ReduceMean/Sub/Pow/Sqrt/Div "
+            "(an export below opset 17): growth needs LayerNormalization nodes; export with opset >= 17"
+        )
+    if att.norm is not None and mlp.norm is not None and att.post_norm is None and mlp.post_norm is None:
+        return "pre"
+    if att.post_norm is not None and mlp.post_norm is not None and att.norm is None and mlp.norm is None:
+        return "post"
+    raise StructureError(
+        f"layer ending at {mlp.add.name!r} is neither pre-LN (a LayerNorm opening each branch) nor post-LN "
+        "(a LayerNorm after each Add)"
+    )
+
+
+def _head(flow: StreamFlow, last: TransformerLayer) -> dict[str, Any] | None:
+    seen = False
+    found = None
+    for seg in flow.segments:
+        if seg.entry is last.output:
+            seen = True
+            continue
+        if seen:
+            for n in seg.nodes:
+                lin = as_linear(flow, n)
+                if lin is not None:
+                    found = lin
+    if found is None:
+        return None
+    return {"name": found.name, "in": found.in_features, "out": found.out_features}

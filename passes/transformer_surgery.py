@@ -1,0 +1,237 @@
+"""Graph surgery shared by the transformer passes: cloning a layer, replacing parameters.
+
+The math (what the new arrays are) is in :mod:`netmorph.morphs.transformer`; this module
+places arrays in the graph and records their lineage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import PreconditionError, StructureError
+from ..ir import Graph, Node, Value
+from ..structure.transformer import TransformerLayer, TransformerStructure, recognise_transformer
+from .base import PassContext
+
+
+def transformer_of(graph: Graph, pass_name: str) -> TransformerStructure:
+    """The recognised transformer, or a :class:`PreconditionError` saying why there is none."""
+    try:
+        return recognise_transformer(graph)
+    except StructureError as e:
+        raise PreconditionError(f"{pass_name}: not a recognised transformer: {e}") from None
+
+
+def parse_layers(spec, count: int, what: str) -> list[int]:
+    """Layer indices from ``None`` (all), an int, or ``"0,2,3"``; negative ones count from the end."""
+    if spec is None or spec == "all":
+        return list(range(count))
+    try:
+        items = [int(s) for s in str(spec).split(",") if s.strip()]
+    except ValueError:
+        raise PreconditionError(f"{what}: {spec!r} is not a layer index or a comma list of them") from None
+    out = []
+    for i in items:
+        if not -count <= i < count:
+            raise PreconditionError(f"{what}: layer {i} does not exist (the model has {count} layers)")
+        out.append(i % count)
+    return sorted(set(out))
+
+
+def set_param(graph: Graph, ctx: PassContext, node: Node, slot: int, array: np.ndarray, *, kind: str,
+              parent: Value | None = None, hint: str | None = None, **lineage) -> Value:
+    """Give ``node`` input ``slot`` a new parameter holding ``array``; record its lineage.
+
+    A fresh parameter (never an in-place change) keeps weights that exporters shared between
+    nodes apart.
+    """
+    old = node.inputs[slot]
+    base = hint or (parent.name if parent is not None else old.name if old is not None else node.name)
+    v = graph.add_parameter(base, np.ascontiguousarray(array))
+    node.set_input(slot, v)
+    ctx.derive(v.name, kind, None if parent is None else parent.name, **lineage)
+    return v
+
+
+def _resolved(v: Value | None) -> Value | None:
+    for _ in range(4):
+        if v is None or v.producer is None or v.producer.op_type != "Identity":
+            break
+        v = v.producer.inputs[0]
+    return v
+
+
+def clone_layer(graph: Graph, ctx: PassContext, st: TransformerStructure, layer: TransformerLayer,
+                suffix: str) -> tuple[dict[int, Node], Value]:
+    """Insert a copy of ``layer`` reading the layer's output; returns ``(node map, copy's output)``.
+
+    The copy holds its own copies of every weight (lineage ``same``) and the shape arithmetic
+    computed from the layer's values; shape arithmetic and masks computed elsewhere stay shared.
+    The layer's former readers are not rewired (the caller decides what reads the copy).
+    """
+    flow = st.flow
+    region = {id(n) for n in layer.nodes}
+    produced = {id(o) for n in layer.nodes for o in n.outputs}
+    data_ids = {id(n) for n in flow.data_nodes}
+    # shape arithmetic computed from the layer's own values, that the layer reads
+    aux: dict[int, Node] = {}
+    for n in graph.nodes:
+        if id(n) in region or id(n) in data_ids:
+            continue
+        if any(v is not None and (id(v) in produced or id(v.producer) in aux) for v in n.inputs
+               if v is not None and v.producer is not None):
+            aux[id(n)] = n
+    needed: set[int] = set()
+    frontier = [v for n in layer.nodes for v in n.inputs if v is not None]
+    while frontier:
+        v = frontier.pop()
+        p = v.producer
+        if p is not None and id(p) in aux and id(p) not in needed:
+            needed.add(id(p))
+            frontier.extend(x for x in p.inputs if x is not None)
+    nodes = [n for n in graph.nodes if id(n) in region or id(n) in needed]
+    out_old = layer.output
+    vmap: dict[int, Value] = {id(layer.input): out_old}
+    nmap: dict[int, Node] = {}
+    copies: dict[int, Value] = {}
+    new_nodes = []
+    for n in nodes:
+        ins = []
+        for v in n.inputs:
+            if v is None:
+                ins.append(None)
+                continue
+            if id(v) in vmap:
+                ins.append(vmap[id(v)])
+                continue
+            p = _resolved(v)
+            if p is not None and p.const is not None and p.const.array.dtype.kind == "f" \
+                    and p.const.array.size > 1:
+                if id(p) not in copies:
+                    c = graph.add_parameter(f"{p.name}{suffix}", p.const.array.copy())
+                    ctx.derive(c.name, "same", p.name)
+                    copies[id(p)] = c
+                ins.append(copies[id(p)])
+                continue
+            ins.append(v)
+        m = graph.create_node(n.op_type, ins, dict(n.attributes), name=f"{n.name}{suffix}",
+                              output_names=[f"{o.name}{suffix}" for o in n.outputs],
+                              output_types=[o.type for o in n.outputs], domain=n.domain)
+        for o, mo in zip(n.outputs, m.outputs, strict=True):
+            vmap[id(o)] = mo
+        nmap[id(n)] = m
+        new_nodes.append(m)
+    anchor = max(nodes, key=graph.nodes.index)
+    graph.insert_after(anchor, *new_nodes)
+    return nmap, vmap[id(out_old)]
+
+
+def rewire(graph: Graph, uses: list[tuple[Node, int]], new: Value, old: Value) -> None:
+    """The readers ``uses`` (recorded before the surgery) of ``old`` read ``new`` instead."""
+    for reader, idx in uses:
+        reader.set_input(idx, new)
+    for i, v in enumerate(graph.outputs):
+        if v is old:
+            graph.outputs[i] = new
+
+
+def _const(v: Value | None) -> np.ndarray | None:
+    """The value of a constant ``v`` (a parameter, a ``Constant`` node, or an Identity of one)."""
+    from onnx import numpy_helper
+
+    v = _resolved(v)
+    if v is None:
+        return None
+    if v.const is not None:
+        return v.const.array
+    p = v.producer
+    if p is not None and p.op_type == "Constant" and "value" in p.attributes:
+        return numpy_helper.to_array(p.attributes["value"].t)
+    return None
+
+
+def retarget_reshape(graph: Graph, node: Node, old: int, new: int, what: str, position: int = -1) -> None:
+    """Make ``node`` (a ``Reshape``) produce ``new`` where its target says ``old`` at ``position``.
+
+    The target is a constant or a ``Concat`` whose piece holding that entry is constant (the
+    run-time batch and sequence sizes in the other pieces stay as they are); ``-1`` / ``0``
+    entries need no change. The new target is a new constant (and a new ``Concat``), since
+    exporters share shape constants between nodes.
+    """
+    target = node.inputs[1]
+    arr = _const(target)
+    if arr is not None:
+        vals = arr.reshape(-1)
+        if vals[position] in (-1, 0) and vals[position] != old:
+            return
+        if vals[position] != old:
+            raise PreconditionError(f"{what}: Reshape {node.name!r} targets {vals.tolist()}; expected "
+                                    f"{old} at position {position}")
+        fixed = vals.copy()
+        fixed[position] = new
+        node.set_input(1, graph.add_parameter(f"{node.name}_shape", fixed.astype(arr.dtype)))
+        return
+    cat = target.producer
+    if cat is None or cat.op_type != "Concat":
+        raise PreconditionError(f"{what}: the target shape of Reshape {node.name!r} is computed by "
+                                f"{cat.op_type if cat else 'a graph input'}, which cannot be retargeted")
+    # find the piece and offset holding `position` (pieces of unknown length only before it)
+    pieces = list(cat.inputs)
+    if position >= 0:
+        raise PreconditionError(f"{what}: Reshape {node.name!r}: only the trailing entries of a computed "
+                                "target can be retargeted")
+    offset = position
+    for k in range(len(pieces) - 1, -1, -1):
+        a = _const(pieces[k])
+        if a is None:
+            raise PreconditionError(f"{what}: the target of Reshape {node.name!r} is computed at run time "
+                                    f"where it must say {old}")
+        a = a.reshape(-1)
+        if -offset <= a.size:
+            if a[offset] in (-1, 0) and a[offset] != old:
+                return
+            if a[offset] != old:
+                raise PreconditionError(f"{what}: Reshape {node.name!r} targets {a.tolist()} in its last "
+                                        f"piece; expected {old}")
+            fixed = a.copy()
+            fixed[offset] = new
+            piece = graph.add_parameter(f"{node.name}_shape_piece", fixed.astype(a.dtype))
+            ins = pieces[:k] + [piece] + pieces[k + 1:]
+            c2 = graph.create_node("Concat", ins, dict(cat.attributes), name=f"{cat.name}_retarget",
+                                   output_types=[target.type])
+            graph.insert_before(node, c2)
+            node.set_input(1, c2.outputs[0])
+            return
+        offset += a.size
+    raise PreconditionError(f"{what}: Reshape {node.name!r}: no entry at position {position}")
+
+
+def between(flow, start: Value, stop: Node) -> list[Node]:
+    """Data nodes on paths from ``start`` to ``stop``'s inputs (``stop`` excluded), in graph order."""
+    ahead: set[int] = set()
+    frontier = [start]
+    while frontier:
+        v = frontier.pop()
+        for n in flow.data_consumers(v):
+            if n is stop or id(n) in ahead:
+                continue
+            ahead.add(id(n))
+            frontier.extend(n.outputs)
+    behind: set[int] = set()
+    frontier = [v for v in stop.inputs if v is not None]
+    while frontier:
+        v = frontier.pop()
+        p = v.producer
+        if p is None or id(p) in behind or id(p) not in ahead:
+            continue
+        behind.add(id(p))
+        frontier.extend(x for x in p.inputs if x is not None)
+    return [n for n in flow.graph.nodes if id(n) in behind]
+
+
+def forget_types(nodes) -> None:
+    """Drop the stored types of ``nodes``' outputs (widths changed): inference fills them anew."""
+    for n in nodes:
+        for o in n.outputs:
+            if not o.is_graph_output:
+                o.type = None

@@ -1,0 +1,270 @@
+"""Graph surgery of generic deepening: zero-branch unit copies, fresh zero-branch units, identity convs.
+
+- :func:`copy_residual_unit`: after a value ``y``, insert a copy of a residual unit (same ops,
+  fresh names, weights copied or freshly initialised) reading ``y``, with an identity shortcut,
+  whose branch output is made exactly zero by :func:`zero_branch_output`: ``y + 0 = y`` whatever
+  the branch holds. Trailing activations of the unit are copied when they are idempotent
+  (``Relu``, ``Clip``: ``act(act(z)) = act(z)``), so the copy ends like the original.
+- :func:`insert_fresh_unit`: after a value, a new unit ``y + conv(act(conv(y)))`` with the last
+  conv zero (used after concat regions, where there is no residual unit to copy).
+- :func:`insert_identity_conv`: after a conv, identity BN (optional) -> identity PReLU -> an
+  identity conv of the same groups and dilation (for convs the splitter refuses).
+
+The numbers (identity kernels, zeros, He-normal kernels) come from :mod:`netmorph.morphs.deepen`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import PreconditionError
+from ..ir import Graph, Node, Value
+from ..morphs.deepen import he_normal, identity_kernel, zeros_like
+from .base import PassContext
+from .layers import channels_of, identity_bn_node, identity_prelu_node, insert_chain_after
+
+IDEMPOTENT_OPS = ("Relu", "Clip")
+PASS_THROUGH_OPS = ("Identity", "Dropout", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+NORM_OPS = ("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization")
+INIT_MODES = ("copy", "fresh")
+
+
+def _param_array(v: Value | None):
+    """The array of a constant input: a parameter, a ``Constant`` node, or an ``Identity`` of one."""
+    for _ in range(4):
+        if v is None:
+            return None
+        if v.const is not None:
+            return v.const.array
+        p = v.producer
+        if p is not None and p.op_type == "Constant" and "value" in p.attributes:
+            from onnx import numpy_helper
+
+            return numpy_helper.to_array(p.attributes["value"].t)
+        if p is None or p.op_type != "Identity":
+            return None
+        v = p.inputs[0]
+    return None
+
+
+def _param_value(v: Value) -> Value | None:
+    """The parameter ``v`` is, or is an ``Identity`` (chain) of; else ``None``."""
+    for _ in range(4):
+        if v.const is not None:
+            return v
+        p = v.producer
+        if p is None or p.op_type != "Identity" or p.inputs[0] is None:
+            return None
+        v = p.inputs[0]
+    return None
+
+
+def _fresh_param(node: Node, index: int, arr, ctx: PassContext):
+    """A freshly initialised version of input ``index`` of ``node`` (weights He, biases 0, norms unit)."""
+    op = node.op_type
+    if op in NORM_OPS:
+        # scale 1 (input 1), and for BatchNorm running variance 1 (input 4); bias and mean 0
+        return np.ones_like(arr) if index == 1 or (op == "BatchNormalization" and index == 4) \
+            else zeros_like(arr)
+    if op in ("Conv", "Gemm", "MatMul") and getattr(arr, "ndim", 0) >= 2:
+        shape = arr.shape
+        if op == "MatMul" or (op == "Gemm" and not node.attr("transB", 0)):
+            w = he_normal((shape[-1], *shape[:-1]), ctx.rng, arr.dtype)
+            return w.reshape(shape[-1], -1).T.reshape(shape)
+        return he_normal(shape, ctx.rng, arr.dtype)
+    if op in ("Conv", "Gemm") and index == 2:
+        return zeros_like(arr)
+    return arr
+
+
+def entry_uses(unit: Any) -> set[tuple[int, int]]:
+    """``(id(node), input index)`` of the unit's branch and join inputs that read its entry or its
+    shortcut's output. Taken before any surgery, it keeps naming them when an insertion before
+    the unit has rerouted its entry."""
+    r = unit.residual
+    short_out = r.shortcut[-1].outputs[0] if r.shortcut else r.entry
+    return {(id(n), i) for n in [*r.branch, r.add] for i, v in enumerate(n.inputs)
+            if v is r.entry or (n is r.add and v is short_out)}
+
+
+def copy_residual_unit(graph: Graph, ctx: PassContext, unit: Any, y: Value, *, name: str,
+                       init: str = "copy", uses: set[tuple[int, int]] | None = None
+                       ) -> tuple[list[Node], Value, str]:
+    """Insert after ``y`` a zero-branch copy of stage unit ``unit`` (a residual one).
+
+    Returns ``(new nodes, new output, what was zeroed)``. ``y`` must have the shape of the
+    unit's entry (the caller picks a unit with an identity or ``r·Id`` shortcut of the same
+    width and resolution). ``uses``: :func:`entry_uses` of the unit, taken before any surgery.
+    """
+    r = unit.residual
+    uses = entry_uses(unit) if uses is None else uses
+    trailing: list[Node] = []
+    last = r.output
+    for n in unit.trailing:
+        if n.op_type not in IDEMPOTENT_OPS or last not in n.inputs:
+            break
+        trailing.append(n)
+        last = n.outputs[0]
+    vmap: dict[int, Value] = {}
+    pmap: dict[int, Value] = {}
+    new: list[Node] = []
+    for n in [*r.branch, r.add, *trailing]:
+        ins: list[Value | None] = []
+        for i, v in enumerate(n.inputs):
+            if v is None:
+                ins.append(None)
+            elif (id(n), i) in uses:
+                ins.append(y)  # the entry; at the join: the copy's shortcut is the identity
+            elif id(v) in vmap:
+                ins.append(vmap[id(v)])
+            elif _param_value(v) is not None:  # the copy owns its weights (also those behind an Identity)
+                src = _param_value(v)
+                if id(src) not in pmap:
+                    arr = src.const.array
+                    fresh = init == "fresh"
+                    val = _fresh_param(n, i, arr, ctx) if fresh else src.const
+                    pv = graph.add_parameter(f"{name}/{src.name}", val)
+                    if fresh and val is not arr:
+                        ctx.derive(pv.name, "new", note="fresh initialisation")
+                    else:
+                        ctx.derive(pv.name, "same", parent=src.name, note="copied unit")
+                    pmap[id(src)] = pv
+                ins.append(pmap[id(src)])
+            else:
+                ins.append(v)  # weight plumbing or a side input: shared with the original
+        m = graph.create_node(n.op_type, ins, dict(n.attributes), name=f"{name}/{n.name}",
+                              num_outputs=len(n.outputs), domain=n.domain,
+                              output_types=[o.type for o in n.outputs])
+        for o, no in zip(n.outputs, m.outputs, strict=True):
+            vmap[id(o)] = no
+        new.append(m)
+    zeroed = zero_branch_output(graph, ctx, vmap[id(r.branch_output)], {id(m) for m in new}, name)
+    out = vmap[id(last)]
+    insert_chain_after(graph, y, new, out)
+    return new, out, zeroed
+
+
+def zero_branch_output(graph: Graph, ctx: PassContext, v: Value, members: set[int], where: str) -> str:
+    """Make ``v`` (a branch output) exactly zero by zeroing its last norm / conv / linear / scale.
+
+    Walks back from ``v`` over reshapes and transposes; a bias ``Add`` on the way is zeroed
+    too. Returns a sentence saying what was zeroed; raises :class:`PreconditionError` when the
+    branch ends in something else (an activation, a join).
+    """
+    done: list[str] = []
+    for _ in range(16):
+        n = v.producer
+        if n is None or id(n) not in members:
+            break
+        op = n.op_type
+        data = [i for i, x in enumerate(n.inputs) if x is not None and _param_array(x) is None]
+        consts = [i for i, x in enumerate(n.inputs) if x is not None and _param_array(x) is not None]
+        if op in NORM_OPS:
+            idx = [i for i in (1, 2) if i < len(n.inputs) and n.inputs[i] is not None]
+            _zero_inputs(graph, ctx, n, idx)
+            done.append(f"{op} {n.name!r} (scale and bias)")
+            return "zeroed " + ", ".join(done)
+        if op in ("Conv", "Gemm", "MatMul", "ConvTranspose") and consts:
+            _zero_inputs(graph, ctx, n, consts)
+            what = "weight and bias" if len(consts) > 1 else "weight"
+            done.append(f"{op} {n.name!r} ({what})")
+            return "zeroed " + ", ".join(done)
+        if op == "Mul" and len(data) == 1 and consts:
+            _zero_inputs(graph, ctx, n, consts)
+            done.append(f"scale Mul {n.name!r}")
+            return "zeroed " + ", ".join(done)
+        if op == "Add" and len(data) == 1 and consts:
+            _zero_inputs(graph, ctx, n, consts)
+            done.append(f"bias Add {n.name!r}")
+            v = n.inputs[data[0]]
+            continue
+        if op in PASS_THROUGH_OPS and data:
+            v = n.inputs[data[0]]
+            continue
+        raise PreconditionError(
+            f"{where}: the copied branch ends in {op} {n.name!r}; there is no last norm, conv, linear "
+            "or scale to zero"
+        )
+    raise PreconditionError(f"{where}: found no layer to zero at the end of the branch")
+
+
+def _zero_inputs(graph: Graph, ctx: PassContext, n: Node, indices: list[int]) -> None:
+    for i in indices:
+        old = n.inputs[i]
+        arr = _param_array(old)
+        z = graph.add_parameter(f"{n.name}.zero{i}", zeros_like(arr))
+        n.set_input(i, z)
+        ctx.lineage.records.pop(old.name, None)
+        ctx.derive(z.name, "new", note="zeroed: the branch output is exactly 0")
+
+
+def insert_fresh_unit(graph: Graph, ctx: PassContext, y: Value, *, name: str,
+                      bn: bool) -> tuple[list[Node], Value]:
+    """After ``y`` insert ``y + conv2(relu([bn](conv1(y))))``.
+
+    conv1 is 3x3 from C to ``max(C // 4, 1)`` channels, He-normal; conv2 is 1x1 back to C with
+    zero weight and bias (so the unit is the identity, and costs about 2.5·C² weights).
+    """
+    from ..ir import TensorType
+    from .layers import conv_node
+
+    c = channels_of(y, name)
+    m = max(c // 4, 1)
+    dtype = y.type.dtype
+    n_, _, h, w = y.type.shape
+    mid = TensorType(y.type.elem_type, (n_, m, h, w))
+    nodes = [conv_node(graph, y, he_normal((m, c, 3, 3), ctx.rng, dtype), None, name=f"{name}.conv1",
+                       out_type=mid)]
+    if bn:
+        nodes.append(identity_bn_node(graph, nodes[-1].output, m, name=f"{name}.bn1", dtype=dtype))
+    nodes.append(graph.create_node("Relu", [nodes[-1].output], name=f"{name}.relu", output_types=[mid]))
+    nodes.append(conv_node(graph, nodes[-1].output, np.zeros((c, m, 1, 1), dtype), np.zeros(c, dtype),
+                           name=f"{name}.conv2", out_type=y.type))
+    add = graph.create_node("Add", [y, nodes[-1].output], name=f"{name}.add", output_types=[y.type])
+    nodes.append(add)
+    for m in nodes:
+        for v in m.inputs[1:]:
+            if v is not None and v.const is not None:
+                ctx.derive(v.name, "new", note="fresh zero-branch unit")
+    insert_chain_after(graph, y, nodes, add.output)
+    return nodes, add.output
+
+
+def insert_identity_conv(graph: Graph, ctx: PassContext, conv: Node, *, mid_bn: bool) -> list[Node]:
+    """After ``conv``: [identity BN] -> identity PReLU -> identity conv (same groups, dilation, kernel)."""
+    where = f"conv {conv.name!r}"
+    w = _param_array(conv.inputs[1])
+    if w is None or w.ndim != 4:
+        raise PreconditionError(f"{where}: an identity conv needs a constant 4-D weight")
+    out = conv.outputs[0]
+    c = channels_of(out, where)
+    g = int(conv.attr("group", 1))
+    if w.shape[0] != c or c % g:
+        raise PreconditionError(f"{where}: its output has {c} channels but its weight {w.shape}")
+    kernel = tuple(int(k) for k in w.shape[2:])
+    kernel = tuple(k if k % 2 else max(k - 1, 1) for k in kernel)
+    dil = tuple(int(d) for d in (conv.attr("dilations") or [1, 1]))
+    dtype = w.dtype
+    base = conv.name or out.name
+    nodes: list[Node] = []
+    x = out
+    if mid_bn:
+        nodes.append(identity_bn_node(graph, x, c, name=f"{base}.bn_id", dtype=dtype))
+        x = nodes[-1].output
+    nodes.append(identity_prelu_node(graph, x, c, name=f"{base}.prelu_id", dtype=dtype))
+    wid = identity_kernel(c, g, kernel, dtype)
+    pads = [dil[0] * (kernel[0] // 2), dil[1] * (kernel[1] // 2)] * 2
+    wv = graph.add_parameter(f"{base}.id.weight", wid)
+    attrs = {"kernel_shape": list(kernel), "pads": pads, "strides": [1, 1], "dilations": list(dil),
+             "group": g}
+    idc = graph.create_node("Conv", [nodes[-1].output, wv], attrs, name=f"{base}.id",
+                            output_types=[out.type])
+    nodes.append(idc)
+    for m in nodes:
+        for v in m.inputs[1:]:
+            if v is not None and v.const is not None:
+                ctx.derive(v.name, "new", note="identity conv insertion")
+    insert_chain_after(graph, out, nodes, idc.output)
+    return nodes

@@ -1,0 +1,268 @@
+"""Small transformer models built in code and exported to ONNX, for the transformer tests.
+
+Every builder returns ``(module, example_inputs, input_names, dynamic axes)``; :func:`export`
+writes an ONNX file with either exporter. Token models take int64 ids; all models have a
+dynamic batch dim, token models a dynamic sequence dim too.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+VOCAB = 50
+SEQ = 8
+
+
+class Encoder(nn.Module):
+    """Token embedding + learned positions + ``nn.TransformerEncoder`` + a mean-pooled classifier."""
+
+    def __init__(self, norm_first: bool, layers: int = 2, d: int = 32, heads: int = 4, ff: int = 64):
+        super().__init__()
+        self.tok = nn.Embedding(VOCAB, d)
+        self.pos = nn.Parameter(torch.randn(1, 16, d) * 0.1)
+        layer = nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, batch_first=True,
+                                           norm_first=norm_first, activation="gelu")
+        self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d) if norm_first else nn.Identity()
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, ids):
+        h = self.tok(ids) + self.pos[:, : ids.shape[1]]
+        return self.head(self.norm(self.enc(h)).mean(1))
+
+
+class GPTBlock(nn.Module):
+    """A hand-written pre-LN decoder block: fused QKV, causal mask from the sequence length."""
+
+    def __init__(self, d: int = 32, heads: int = 4, ff: int = 128):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc, self.out = nn.Linear(d, ff), nn.Linear(ff, d)
+        self.heads = heads
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.reshape(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        att = q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)
+        mask = torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device))
+        att = att.masked_fill(~mask, float("-inf")).softmax(-1)
+        y = (att @ v).transpose(1, 2).reshape(b, t, d)
+        x = x + self.proj(y)
+        return x + self.out(torch.nn.functional.gelu(self.fc(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    """Two :class:`GPTBlock` s between a token/position embedding and a tied-free LM head."""
+
+    def __init__(self, layers: int = 2, d: int = 32):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(VOCAB, d), nn.Embedding(16, d)
+        self.blocks = nn.ModuleList(GPTBlock(d) for _ in range(layers))
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, VOCAB, bias=False)
+
+    def forward(self, ids):
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        h = self.tok(ids) + self.pos(pos)
+        for b in self.blocks:
+            h = b(h)
+        return self.head(self.ln(h))
+
+
+def _torchvision_broken() -> bool:
+    """Whether ``import torchvision`` fails for another reason than its absence (a CUDA build of
+    torchvision next to a CPU torch cannot load its C extension)."""
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return False
+    except Exception:  # noqa: BLE001 - RuntimeError/OSError from the extension
+        return True
+    return False
+
+
+TORCHVISION_BROKEN = _torchvision_broken()
+if TORCHVISION_BROKEN:  # transformers imports torchvision when it is installed: hide the broken one
+    sys.modules["torchvision"] = None  # type: ignore[assignment]
+
+
+class ViTLayer(nn.Module):
+    """torchvision's ``EncoderBlock``: pre-LN ``nn.MultiheadAttention`` and a GELU MLP."""
+
+    def __init__(self, d: int, heads: int, mlp: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d, eps=1e-6)
+        self.self_attention = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(d, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(d, mlp), nn.GELU(), nn.Linear(mlp, d))
+
+    def forward(self, x):
+        y = self.ln_1(x)
+        y, _ = self.self_attention(y, y, y, need_weights=False)
+        x = x + y
+        return x + self.mlp(self.ln_2(x))
+
+
+class ViT(nn.Module):
+    """torchvision's ``VisionTransformer`` layout (conv patches, class token, learned positions,
+    pre-LN encoder, final LN, linear head on the class token), for where torchvision cannot load."""
+
+    def __init__(self, image_size, patch_size, num_layers, num_heads, hidden_dim, mlp_dim, num_classes=10):
+        super().__init__()
+        self.patch_size, self.hidden_dim = patch_size, hidden_dim
+        self.conv_proj = nn.Conv2d(3, hidden_dim, patch_size, stride=patch_size)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, hidden_dim))
+        n = (image_size // patch_size) ** 2 + 1
+        self.pos_embedding = nn.Parameter(torch.empty(1, n, hidden_dim).normal_(std=0.02))
+        self.layers = nn.Sequential(*(ViTLayer(hidden_dim, num_heads, mlp_dim) for _ in range(num_layers)))
+        self.ln = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.head = nn.Linear(hidden_dim, num_classes)
+
+    def forward(self, x):
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
+        return self.head(self.ln(self.layers(x))[:, 0])
+
+
+def vit(layers: int = 2, hidden: int = 32, heads: int = 4, mlp: int = 64, image: int = 32, patch: int = 8):
+    """torchvision's ``VisionTransformer`` (or the same layout in :class:`ViT` where it cannot load)."""
+    if TORCHVISION_BROKEN:
+        return ViT(image, patch, layers, heads, hidden, mlp)
+    from torchvision.models import VisionTransformer
+
+    return VisionTransformer(image_size=image, patch_size=patch, num_layers=layers, num_heads=heads,
+                             hidden_dim=hidden, mlp_dim=mlp, num_classes=10)
+
+
+class HFWrap(nn.Module):
+    """A ``transformers`` model returning its logits tensor only."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(input_ids=ids).logits
+
+
+def bert(layers: int = 2):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=16, num_labels=3,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager")
+    return HFWrap(BertForSequenceClassification(cfg))
+
+
+def gpt2(layers: int = 2):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=layers, n_head=4, n_positions=16, n_inner=64,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False,
+                     attn_implementation="eager")
+    return HFWrap(GPT2LMHeadModel(cfg))
+
+
+def build(kind: str) -> tuple[nn.Module, torch.Tensor]:
+    """The module and an example input of model ``kind``."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, VOCAB, (2, SEQ))
+    if kind == "encoder-post":
+        return Encoder(norm_first=False).eval(), ids
+    if kind == "encoder-pre":
+        return Encoder(norm_first=True).eval(), ids
+    if kind == "gpt":
+        return GPT().eval(), ids
+    if kind == "vit":
+        return vit().eval(), torch.randn(2, 3, 32, 32)
+    if kind == "bert":
+        return bert().eval(), ids
+    if kind == "gpt2":
+        return gpt2().eval(), ids
+    raise ValueError(kind)
+
+
+def export(kind: str, path: Path, exporter: str = "torchscript", opset: int | None = None) -> Path:
+    """Export model ``kind`` to ``path`` with the TorchScript or the dynamo exporter.
+
+    The default opset is 17 for TorchScript and 18 for dynamo (its own: converting its
+    opset-18 ``Split`` down to 17 gives an invalid model).
+    """
+    opset = opset or (17 if exporter == "torchscript" else 18)
+    model, x = build(kind)
+    tokens = x.dtype == torch.int64
+    axes = {0: "N", 1: "T"} if tokens else {0: "N"}
+    with torch.no_grad(), _no_fastpath():
+        if exporter == "torchscript":
+            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                              opset_version=opset, dynamic_axes={"x": axes, "y": {0: "N"}})
+        else:
+            dims = {i: torch.export.Dim(n, min=2, max=16) for i, n in axes.items()}
+            torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["x"], output_names=["y"],
+                              opset_version=opset, dynamic_shapes={"ids" if tokens else "x": dims},
+                              optimize=True)
+    return path
+
+
+class _no_fastpath:
+    """Turn off ``nn.MultiheadAttention``'s fused eval path (exported as an op ONNX lacks)."""
+
+    def __enter__(self):
+        self.was = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+
+    def __exit__(self, *exc):
+        torch.backends.mha.set_fastpath_enabled(self.was)
+
+
+_CACHE: dict[tuple, Path] = {}
+_DIR: Path | None = None
+
+
+def exported(kind: str, exporter: str = "torchscript", opset: int | None = None) -> Path:
+    """:func:`export`, once per process (tests share the files; they never modify them)."""
+    global _DIR
+    key = (kind, exporter, opset)
+    if key not in _CACHE:
+        if _DIR is None:
+            import atexit
+            import shutil
+            import tempfile
+
+            _DIR = Path(tempfile.mkdtemp(prefix="netmorph-transformers-"))
+            atexit.register(shutil.rmtree, _DIR, True)
+        _CACHE[key] = export(kind, _DIR / f"{kind}-{exporter}-{opset}.onnx", exporter, opset)
+    return _CACHE[key]
+
+
+def has_transformers() -> bool:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# The TorchScript exporter traces nn.MultiheadAttention's reshapes with the example's sequence
+# length baked in: those exports run at one length only (ONNX Runtime itself refuses others).
+FIXED_LENGTH = {("encoder-post", "torchscript"), ("encoder-pre", "torchscript"), ("vit", "torchscript"),
+                ("vit", "dynamo")}
+
+
+def inputs(kind: str, exporter: str, rng, batch: int = 3) -> list:
+    """Inputs to run model ``kind`` on: valid token ids at two sequence lengths where the export
+    allows them (images have one size), else two batch sizes."""
+    import numpy as np
+
+    if kind == "vit":
+        return [rng.standard_normal((b, 3, 32, 32)).astype(np.float32) for b in (batch, 1)]
+    if (kind, exporter) in FIXED_LENGTH:
+        return [rng.integers(0, VOCAB, (b, SEQ)).astype(np.int64) for b in (batch, 1)]
+    return [rng.integers(0, VOCAB, (batch, t)).astype(np.int64) for t in (SEQ, 5)]
