@@ -333,3 +333,41 @@ def test_example_grows_twice_in_a_plain_loop(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("grown (") == 2 and "depth 5 -> 7" in out and "depth 7 -> 11" in out
     assert "grown (lowered)" in out  # the second growth reuses the first one's graph
+
+
+@pytest.mark.parametrize("opt_name", ["sgd-momentum", "adam"])
+def test_widen_gathers_and_divides_the_moments(opt_name):
+    """widen (Net2Wider) of body.0's channel group: producer rows and BN statistics gathered, the
+    consumer's columns divided; first moments follow like the weights, second moments by d²."""
+    parent, opt = _trained(opt_name)
+    x, y = _batch(11)
+    g = nmt.grow(parent, x[:2], "widen", optimizer=opt, node="body.0")
+    parent.eval()
+    g.module.eval()
+    with torch.no_grad():
+        assert _rel(g.module(x), parent(x)) <= 1e-5
+    lineage = g.report.passes[0].lineage
+    prod, cons = lineage.origin("body.0.weight"), lineage.origin("body.3.weight")
+    assert prod.kind == "gather" and cons.kind == "gather-divide" and cons.axis == 1
+    assert g.report.origins["body_1.running_mean"] == ("gather", "body.1.running_mean")
+    pp, cp = dict(parent.named_parameters()), dict(g.module.named_parameters())
+    pairs = (("body.0.weight", "body_0.weight", prod), ("body.3.weight", "body_3.weight", cons))
+    for key, ckey, rec in pairs:
+        ps, cs = opt.state[pp[key]], g.optimizer.state[cp[ckey]]
+        for entry, power in (("momentum_buffer", 1), ("exp_avg", 1), ("exp_avg_sq", 2)):
+            if entry not in ps:
+                continue
+            want = np.take(ps[entry].numpy(), rec.index, axis=rec.axis)
+            if rec.kind == "gather-divide":
+                shape = [1] * want.ndim
+                shape[rec.axis] = -1
+                d = np.asarray(rec.divide).reshape(shape) ** power
+                want = (want.astype(np.float64) / d).astype(np.float32)
+            np.testing.assert_array_equal(cs[entry].numpy(), want, err_msg=f"{key} {entry}")
+        if "step" in ps:
+            assert torch.equal(cs["step"], ps["step"])
+    assert cp["body_0.weight"].shape[0] == 2 * pp["body.0.weight"].shape[0]
+    g.module.train()
+    g.optimizer.zero_grad()
+    F.cross_entropy(g.module(x), y).backward()
+    g.optimizer.step()  # the mapped state has the child's shapes
