@@ -14,10 +14,12 @@ use one lr schedule spanning the whole budget (``lr_policy = "continue"``). Comp
 as training MACs: epochs x training images x forward MACs per image of the stage's model x 3
 (forward + backward), read from each stage's ONNX graph; epochs x parameters is printed too.
 
-Small run on CPU (what docs/results.md reports: half-width networks, 1,000 images)::
+Small run on CPU (what docs/results.md reports: half-width networks, 500 training images, a
+class-balanced 500 of the lossless test images in local/cifar10_test500.npz)::
 
-    python examples/reproduce_compute_matched.py --data npz:local/cifar10_lossless_test.npz \
-        --train-subset 1000 --fix-epochs 4 --channels 8,16,32 --out-dir runs/compute_matched
+    python examples/reproduce_compute_matched.py --data npz:local/cifar10_test500.npz \
+        --train-subset 500 --fix-epochs 4 --channels 8,16,32 --batch-size 32 --lr 0.05 \
+        --out-dir runs/compute_matched
 
 Re-running the same command resumes; ``--table`` only prints the table of finished runs.
 """
@@ -43,7 +45,7 @@ TARGETS = {
 def pipelines(target: str, args) -> dict[str, Pipeline]:
     family, options, growths = TARGETS[target]
     n_stages = growths + 1
-    train = {"device": "cpu", "batch_size": args.batch_size, "num_threads": args.threads}
+    train = {"device": "cpu", "batch_size": args.batch_size, "num_threads": args.threads, "lr": args.lr}
     half = max(1, args.fix_epochs // 2)
     out: dict[str, Pipeline] = {}
     for schedule, per_stage in (("half", half), ("total", 1)):
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-subset", type=int, default=2000)
     parser.add_argument("--fix-epochs", type=int, default=4, help="FixLearn's epochs E [%(default)s]")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.1, help="peak lr [%(default)s]")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--channels", type=lambda s: tuple(int(c) for c in s.split(",")), default=None,
