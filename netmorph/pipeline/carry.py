@@ -28,11 +28,9 @@ def carry_stage_optimizer(parent_graph: Any, child_graph: Any, reports: list, pa
     ``None`` when the previous stage left no checkpoint (it trained zero epochs): the stage then
     starts with a fresh optimizer, as without carrying.
     """
-    import torch  # noqa: F401 - the pipeline trains with torch anyway
-
     from ..lowering import lower
+    from ..torch.carry import carry_optimizer
     from ..torch.export import Captured, lowered_slots
-    from ..torch.grow import carry_optimizer
     from ..torch.trace import Step
     from ..train import build_optimizer, load_checkpoint
 

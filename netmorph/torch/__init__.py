@@ -26,5 +26,5 @@ from .optim_state import RULES, OptimizerStateError
 
 __all__ = [
     "FORMAT", "RULES", "CheckpointError", "ExportError", "GrowthReport", "Grown", "OptimizerStateError",
-    "TensorSlot", "capture", "grow", "load", "save",
+    "TensorSlot", "capture", "carry_optimizer", "grow", "load", "save",
 ]

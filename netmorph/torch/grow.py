@@ -8,21 +8,18 @@ lineage (:mod:`netmorph.torch.trace`, :mod:`netmorph.torch.optim_state`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..ir import Graph
+from .carry import GroupOf, carry_optimizer, ir_to_torch, origins_of
 from .export import Captured, TensorSlot, capture, lowered_slots, remember
-from .optim_state import STATE_MODES, OptimizerStateError, check_entries, rebuild, rules_for
-from .trace import Origin, Step, carry_state, provenance
-
-GroupOf = Callable[[str, torch.Tensor], int]
-"""``param_group_of(child_key, tensor) -> group index`` for new parameters."""
+from .optim_state import STATE_MODES, rules_for
+from .trace import Origin, Step
 
 
 @dataclass
@@ -174,7 +171,7 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
         child.to(first.device)
     child.train(module.training)
     remember(child, graph)
-    report = _report(cap, lowered_slots(child), _origins(steps, graph), reports, module, child)
+    report = _report(cap, lowered_slots(child), origins_of(steps, graph), reports, module, child)
     new_opt = None
     if optimizer is not None:
         report.state = state
@@ -183,36 +180,9 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
     return Grown(child, new_opt, report, graph)
 
 
-def _origins(steps: list[Step], graph: Graph) -> dict[str, Origin]:
-    return provenance(steps) if steps else {v.name: Origin("same", v.name) for v in graph.parameters}
-
-
-def carry_optimizer(optimizer: torch.optim.Optimizer, parent: nn.Module, captured: Captured,
-                    steps: list[Step], child: nn.Module, graph: Graph, *, state: str = "map",
-                    param_group_of: GroupOf | None = None) -> torch.optim.Optimizer:
-    """A new optimizer over lowered ``child``'s parameters, with ``optimizer``'s state carried.
-
-    ``captured`` is the parent as a graph (``steps[0].parent``) with its tensors' slots;
-    ``steps`` the pass applications from it to ``graph``, which ``child`` was lowered from.
-    This is the part of :func:`grow` a pipeline uses between stages.
-    """
-    rules = rules_for(optimizer) if state == "map" else {}
-    slots = lowered_slots(child)
-    return _optimizer(optimizer, parent, child, captured, slots, steps, _origins(steps, graph), rules,
-                      param_group_of, graph)
-
-
-def _ir_to_torch(cap: Captured) -> dict[str, str]:
-    """IR parameter -> the parent's first ``state_dict`` key it holds."""
-    out: dict[str, str] = {}
-    for key, slot in cap.slots.items():
-        out.setdefault(slot.ir, key)
-    return out
-
-
 def _report(cap: Captured, slots: dict[str, TensorSlot], origins: dict[str, Origin], reports: list,
             module: nn.Module, child: nn.Module) -> GrowthReport:
-    back = _ir_to_torch(cap)
+    back = ir_to_torch(cap)
     name_map: dict[str, list[str]] = {}
     kinds: dict[str, tuple[str, str | None]] = {}
     new: list[str] = []
@@ -229,121 +199,3 @@ def _report(cap: Captured, slots: dict[str, TensorSlot], origins: dict[str, Orig
         name_map.setdefault(parent, []).append(key)
     removed = [k for k in cap.slots if k not in name_map]
     return GrowthReport(reports, name_map, kinds, new, removed, cap.source, unmapped=list(cap.unmapped))
-
-
-def _optimizer(optimizer, module, child, cap, slots, steps, origins, rules, group_of, graph):
-    params = dict(module.named_parameters())
-    key_of = {id(p): k for k, p in params.items()}
-    group_of_key: dict[str, int] = {}
-    for gi, g in enumerate(optimizer.param_groups):
-        for p in g["params"]:
-            if id(p) not in key_of:
-                raise OptimizerStateError("the optimizer holds a tensor that is not a parameter of the "
-                                          "module")
-            group_of_key[key_of[id(p)]] = gi
-    back = _ir_to_torch(cap)
-    child_params = dict(child.named_parameters())
-    groups: list[list[nn.Parameter]] = [[] for _ in optimizer.param_groups]
-    placed: dict[str, int] = {}
-    pending: list[str] = []
-    for key, p in child_params.items():
-        if not p.requires_grad:
-            continue
-        o = origins.get(slots[key].ir) if key in slots else None
-        parent = back.get(o.root) if o is not None and o.root is not None else None
-        if group_of is not None and (o is None or o.kind == "new"):
-            placed[key] = int(group_of(key, p))
-        elif parent is not None:
-            if parent in group_of_key:
-                placed[key] = group_of_key[parent]
-            # else: a parent the optimizer does not train; neither does it train the child
-        else:
-            pending.append(key)
-    _place_by_neighbour(pending, placed, slots, graph, len(groups))
-    for key, p in child_params.items():
-        if key in placed:
-            groups[placed[key]].append(p)
-    new_opt = rebuild(optimizer, groups)
-    if rules:
-        _carry(optimizer, new_opt, params, child_params, placed, cap, slots, steps, origins, rules, back)
-    return new_opt
-
-
-def _place_by_neighbour(pending: list[str], placed: dict[str, int], slots: dict[str, TensorSlot],
-                        graph: Graph, n_groups: int) -> None:
-    """New parameters with no parent join the group of the nearest placed parameter before them."""
-    if not pending:
-        return
-    ir_group = {slots[k].ir: g for k, g in placed.items() if k in slots}
-    last, order = None, {}
-    for node in graph.nodes:
-        for v in node.inputs:
-            if v is not None and v.name in ir_group:
-                last = ir_group[v.name]
-        for v in node.inputs:
-            if v is not None and v.const is not None:
-                order.setdefault(v.name, last)
-    fallback = next(iter(ir_group.values()), 0) if n_groups else 0
-    for key in pending:
-        g = order.get(slots[key].ir) if key in slots else None
-        placed[key] = fallback if g is None else g
-
-
-def _carry(optimizer, new_opt, params, child_params, placed, cap, slots, steps, origins, rules, back) -> None:
-    cls = type(optimizer).__name__
-    moments = {k: m for k, m in rules.items() if m}
-    ir_state: dict[str, dict[str, np.ndarray]] = {}
-    counters: dict[str, dict[str, Any]] = {}
-    templates: dict[int, dict[str, Any]] = {}  # group -> a parent state (which entries exist)
-    key_of = {id(q): k for k, q in params.items()}
-    for gi, g in enumerate(optimizer.param_groups):
-        for p in g["params"]:
-            entries = optimizer.state.get(p)
-            key = key_of[id(p)]
-            if not entries:
-                continue
-            check_entries(key, entries, rules, cls)
-            templates.setdefault(gi, entries)
-            slot = cap.slots.get(key)
-            if slot is None:
-                continue  # no IR parameter (unused by forward): nothing in the child follows it
-            shape = tuple(cap.graph.value(slot.ir).const.shape)
-            arrays = {k: slot.to_ir(_np(v), shape) for k, v in entries.items()
-                      if moments.get(k) and isinstance(v, torch.Tensor)}
-            ir_state.setdefault(slot.ir, arrays)
-            counters.setdefault(slot.ir, {k: v for k, v in entries.items() if rules[k] == 0 or v is None})
-    mapped = carry_state(steps, ir_state, moments) if steps else ir_state
-    for key, p in child_params.items():
-        if key not in placed or placed[key] not in templates:
-            continue  # a group with no state yet: the new optimizer starts it lazily, as torch does
-        template = templates[placed[key]]
-        slot = slots[key]
-        o = origins.get(slot.ir)
-        arrays = mapped.get(slot.ir)
-        root = counters.get(o.root) if o is not None and o.kind != "new" and o.root else None
-        if arrays is None or root is None:
-            new_opt.state[p] = _zeros(template, rules, p)
-            continue
-        entry: dict[str, Any] = {k: (None if v is None else v.clone()) for k, v in root.items()}
-        for k, a in arrays.items():
-            t = torch.from_numpy(np.array(slot.from_ir(a, tuple(p.shape)), copy=True, order="C"))
-            entry[k] = t.to(device=p.device, dtype=p.dtype)
-        new_opt.state[p] = entry
-
-
-def _zeros(template: dict[str, Any], rules: dict[str, int], p: torch.Tensor) -> dict[str, Any]:
-    """Zero state for a new parameter with the entries its siblings have (``step`` 0)."""
-    out: dict[str, Any] = {}
-    for k, v in template.items():
-        if v is None:
-            out[k] = None
-        elif rules[k] == 0:
-            out[k] = torch.zeros_like(v)
-        else:
-            out[k] = torch.zeros_like(p, memory_format=torch.preserve_format).detach()
-    return out
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    """A copy (never a view: the parent optimizer's tensors must not alias the child's)."""
-    return t.detach().to("cpu").contiguous().numpy().copy()
