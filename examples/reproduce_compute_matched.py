@@ -108,6 +108,30 @@ def summarise(out: Path, names: list[str], n_train: int) -> list[dict]:
     return rows
 
 
+def markdown(rows: list[dict]) -> str:
+    """One table: every run's final depth, epochs, compute relative to its FixLearn, test error."""
+    fix = {r["run"].split(":")[0]: r for r in rows if r["kind"] == "fixlearn"}
+    lines = ["| target | run | epochs | epochs x params (M) | training TMAC | compute / FixLearn's | "
+             "test error % |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        target, _, rest = r["run"].partition("_")
+        if r["kind"] == "fixlearn":
+            label = f"FixLearn {r['epochs']} epochs"
+            ref = r
+        else:
+            schedule = rest.split("_")[0]
+            label = f"IterLearn {schedule}{', carried optimizer' if rest.endswith('carry') else ''}"
+            ref = fix.get(f"{target}_{schedule}") or fix.get(f"{target}_half")
+            if schedule == "total" and f"{target}_total" not in fix:
+                ref = fix.get(f"{target}_half")
+        ratio = "" if ref is None else f"{r['train_macs'] / ref['train_macs']:.2f}"
+        err = "-" if r["test_err"] is None else f"{100 * r['test_err']:.1f}"
+        done = "" if r["complete"] else " (unfinished)"
+        lines.append(f"| {target} (depth {r['depth']}) | {label}{done} | {r['epochs']} | "
+                     f"{r['epoch_params'] / 1e6:.2f} | {r['train_macs'] / 1e12:.2f} | {ratio} | {err} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="data spec, e.g. npz:local/cifar10_lossless_test.npz")
@@ -133,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                 run_pipeline(p, out / name, progress=True)
     rows = summarise(out, names, args.train_subset)
     print(json.dumps(rows, indent=1))
+    print(markdown(rows))
 
 
 if __name__ == "__main__":
