@@ -88,7 +88,9 @@ def grow_row(arch: str, export: str, path: Path, morph: str, size: int, batch: i
     row.update(result="ok", nodes=f"{len(g.nodes)}->{len(child.nodes)}",
                params=f"{rep.params_before}->{rep.params_after}",
                verify_max_rel=rep.verification["max_rel"], timings=rep.timings,
-               max_rel_error=rel_error(g, child, size, batch))
+               max_rel_error=rel_error(g, child, size, batch),
+               skipped=[d["skipped"] for d in rep.details if "skipped" in d],
+               changes=len([d for d in rep.details if "skipped" not in d]))
     try:
         row["train_loss"] = train_step(child, size, batch)
     except Exception as e:  # noqa: BLE001 - recorded in the table, not hidden

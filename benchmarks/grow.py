@@ -6,6 +6,12 @@ type inference; check: graph + strict type check; prove: the exact-solver surger
 approximate pass; verify: ONNX Runtime verification of the child), plus the depth change and the
 largest kernel residual / output error seen. ``--quick``: PlainNet-7 -> 10 and ResNet-8 -> 14, one run. Each
 configuration is run once more first, uncounted (warm-up).
+
+Also torchvision ResNet-50 (random weights, 3x64x64, TorchScript export with BN folded): generic
+``deepen`` (a zero-branch copy after each of its 16 bottlenecks) and ``widen --factor 2`` (every
+channel group), verified, with the time split recognise (units / channel groups) / surgery /
+check / verify and the ratio of the total to the PlainNet-52 -> 100 exact row. ``--no-resnet50``
+skips them (``--quick`` does too).
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import statistics
 import time
 
 
-def _bench(graph, solver: str, max_iter: int, runs: int) -> dict:
+def _bench(graph, solver: str, max_iter: int, runs: int, pass_name: str = "deepen",
+           extra: dict | None = None) -> dict:
     from netmorph.passes import PassManager, get_pass
 
-    opts = {"solver": solver}
+    opts = {"solver": solver} if pass_name == "deepen" else {}
+    opts.update(extra or {})
     if solver != "exact":
         opts["max_iter"] = max_iter
     totals, parts = [], {}
@@ -31,13 +39,16 @@ def _bench(graph, solver: str, max_iter: int, runs: int) -> dict:
         loose = {} if solver == "exact" else {"rtol": 1e9, "atol": 1e9}
         pm = PassManager(batches=1, batch_size=2, **loose)
         t0 = time.perf_counter()
-        _, (rep,) = pm.run(graph, [get_pass("deepen", **opts)])
+        _, (rep,) = pm.run(graph, [get_pass(pass_name, **opts)])
         if i == 0:
             continue
         totals.append(time.perf_counter() - t0)
         for k, v in rep.timings.items():
             parts.setdefault(k, []).append(v)
     return {
+        "pass": pass_name,
+        "nodes": len(graph.nodes),
+        "params_after": rep.params_after,
         "solver": solver,
         "max_iter": max_iter if solver != "exact" else None,
         "depth": f"{rep.depth_before}->{rep.depth_after}",
@@ -53,11 +64,27 @@ def _bench(graph, solver: str, max_iter: int, runs: int) -> dict:
     }
 
 
+def _resnet50():
+    """torchvision ResNet-50, random weights, exported at 3x64x64 (TorchScript, BN folded)."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import netmorph
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from cnn_models import export, torchvision_model
+
+    with tempfile.TemporaryDirectory() as d:
+        return netmorph.load(export(torchvision_model("resnet50"), Path(d) / "r50.onnx", "ts", size=64))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small models, one run (smoke test)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--optgd-iters", type=int, default=50)
+    ap.add_argument("--no-resnet50", action="store_true", help="skip the torchvision ResNet-50 rows")
     args = ap.parse_args()
 
     import netmorph
@@ -75,6 +102,14 @@ def main() -> None:
             if name.startswith("resnet") and solver != "exact":
                 continue  # ResNet growth uses the dense identity split only: no kernel solver
             results.append({"model": name, **_bench(g, solver, iters, runs)})
+    if not (args.quick or args.no_resnet50):
+        g = _resnet50()
+        base = next(r for r in results if r["model"] == "plainnet" and r["solver"] == "exact")
+        for pass_name, extra in (("deepen", {}), ("widen", {"factor": 2.0})):
+            row = {"model": "torchvision.resnet50@3x64x64",
+                   **_bench(g, "exact", iters, runs, pass_name, extra)}
+            row["ratio_to_plainnet52_exact"] = row["total_s_median"] / base["total_s_median"]
+            results.append(row)
     print(json.dumps({
         "benchmark": "grow",
         "quick": args.quick,

@@ -96,7 +96,7 @@ def train(model, data_spec, output, epochs, batch_size, lr, optimizer, schedule,
         channels_last=channels_last, compile=compile_, seed=seed, num_threads=num_threads,
     )
     graph = netmorph.load(model)
-    splits = spec.load()
+    splits = spec.load(graph)  # synthetic data follows the model's input shape
     check_interface(graph, model, splits.train.image_shape, splits.train.num_classes)
     run_dir = Path(out_dir) if out_dir else Path(output).with_suffix(".run")
 

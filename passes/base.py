@@ -151,6 +151,8 @@ class PassContext:
         self.solves: list[ConvSolve] = []
         self.lineage = Lineage()
         self.details: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = {}
+        """Seconds of named phases a pass measures itself (``recognise``: finding units / groups)."""
         self.solve_seconds = 0.0
         self._total = 0
         self._done = 0
@@ -292,6 +294,7 @@ class Pass:
         infer_types(child)
         child.check()
         self.ensures(child)
+        _complete_lineage(self.name, graph, child, ctx)
         after = {n.name for n in child.nodes}
         report = PassReport(
             pass_name=self.name,
@@ -307,7 +310,8 @@ class Pass:
         )
         report.seconds = time.perf_counter() - t0
         report.timings["solve"] = ctx.solve_seconds
-        report.timings["surgery"] = report.seconds - ctx.solve_seconds
+        report.timings.update(ctx.timings)
+        report.timings["surgery"] = report.seconds - ctx.solve_seconds - sum(ctx.timings.values())
         return child, report
 
     def describe(self) -> str:
@@ -316,6 +320,24 @@ class Pass:
 
     def __repr__(self) -> str:
         return f"<pass {self.describe()}>"
+
+
+def _complete_lineage(name: str, parent: Graph, child: Graph, ctx: PassContext) -> None:
+    """Record ``new`` for created parameters the pass left unrecorded; refuse a changed parameter
+    without a record (its optimizer state could not follow it)."""
+    before = {v.name: v.const for v in parent.parameters}
+    for v in child.parameters:
+        if v.name in ctx.lineage.records:
+            continue
+        old = before.get(v.name)
+        if old is None:
+            ctx.derive(v.name, "new", note="created by the pass")
+        elif old is not v.const:
+            from ..errors import VerificationError
+
+            raise VerificationError(f"{name}: parameter {v.name!r} was changed without a lineage record")
+    for stale in [k for k in ctx.lineage.records if not child.has_value(k)]:
+        del ctx.lineage.records[stale]
 
 
 def _needs_types(graph: Graph) -> bool:

@@ -16,6 +16,7 @@ or when ``--residual-ratio`` is given, and the generic one otherwise.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..errors import PreconditionError, StructureError
@@ -80,9 +81,11 @@ class DeepenLevel(Pass):
             return mode
         if self.options["residual_ratio"] is not None:
             return "paper"
-        try:
-            st, levels = self._plan(graph)
-            self._check_paper(graph, st, levels)
+        try:  # the whole graph decides (a bad --level is then the paper path's error to give)
+            st = recognise(graph)
+            if st.family not in ("plain", "resnet"):
+                return "generic"
+            self._check_paper(graph, st, st.levels)
         except (PreconditionError, StructureError):
             return "generic"
         return "paper"
@@ -123,8 +126,10 @@ class DeepenLevel(Pass):
                         )
 
     def call(self, graph: Graph, ctx: PassContext) -> None:
+        t0 = time.perf_counter()
         if self._mode(graph) == "generic":
             plan = plan_deepen(graph, self.options["level"], self.options, self.name)
+            ctx.timings["recognise"] = time.perf_counter() - t0
             self._generic = plan
             apply_deepen(graph, ctx, plan, self.options)
             return

@@ -15,6 +15,7 @@ the copied producer rows: the contract becomes approximate and the price is meas
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -146,7 +147,10 @@ class Widen(Pass):
 
     # -- surgery ------------------------------------------------------------------------------
     def call(self, graph: Graph, ctx: PassContext) -> None:
-        for g in self._groups(graph, ctx):
+        t0 = time.perf_counter()
+        groups = self._groups(graph, ctx)
+        ctx.timings["recognise"] = time.perf_counter() - t0
+        for g in groups:
             new, mode = self._plan(g)
             widen_group(graph, ctx, g, new, mode=mode, noise=float(self.options.get("noise") or 0.0))
 

@@ -184,3 +184,14 @@ def test_morph_torchvision(tv_zoo, name, morph):
     g = netmorph.load(tv_zoo[name])
     child, (rep,) = PassManager(batches=1, batch_size=2).run(g, [get_pass(morph, **MORPHS[morph])])
     check_child(g, child, rep, morph, 64)
+
+
+def test_widen_noise_is_approximate_with_the_surgery_proven(zoo):
+    g = netmorph.load(zoo["vgg", "ts"])
+    p = get_pass("widen", noise=0.01)
+    assert not p.contract.is_exact and p.exact_variant().contract.is_exact
+    child, (rep,) = PassManager(batches=1, batch_size=2).run(g, [p])
+    assert rep.surgery_proof["ok"] and rep.surgery_proof["max_abs"] < 1e-5  # the same surgery, no noise
+    err = max_rel(g, child, 32)
+    assert 1e-6 < err < 0.5  # the noise moved the function, within the approximate bound
+    assert rep.verification["contract"] == "approx"

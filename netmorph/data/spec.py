@@ -19,12 +19,17 @@ class DataSpec:
     path: str | None = None
     size: int | None = None
 
-    def load(self) -> Splits:
-        """Read (or generate) the train/test splits this spec names."""
-        if self.kind == "synthetic":
-            from .synthetic import make_synthetic
+    def load(self, model=None) -> Splits:
+        """Read (or generate) the train/test splits this spec names.
 
-            return make_synthetic() if self.size is None else make_synthetic(self.size)
+        ``model`` (a graph): synthetic data takes its image size, channels and class count
+        (:func:`~netmorph.data.synthetic.input_geometry`); without it, 3x32x32 and 10 classes.
+        """
+        if self.kind == "synthetic":
+            from .synthetic import input_geometry, make_synthetic
+
+            kw = {} if model is None else input_geometry(model)
+            return make_synthetic(**kw) if self.size is None else make_synthetic(self.size, **kw)
         if self.kind == "npz":
             from .npz import load_npz
 

@@ -69,3 +69,29 @@ def make_synthetic(
         x_train, y_train, x_test, y_test, num_classes=num_classes,
         class_names=tuple(f"class{c}" for c in range(num_classes)), name="synthetic",
     )
+
+
+def input_geometry(graph) -> dict:
+    """``make_synthetic`` keywords that fit ``graph``: ``size`` and ``channels`` of its NCHW image
+    input (square), ``num_classes`` from its output's last axis (when known).
+
+    Raises
+    ------
+    DataError
+        When the model's image input is not a square NCHW batch of known size.
+    """
+    ins = [v for v in graph.inputs if not v.is_parameter]
+    if len(ins) != 1 or ins[0].type is None or ins[0].type.shape is None or len(ins[0].type.shape) != 4:
+        raise DataError("synthetic data follows a model with one NCHW image input; this model has "
+                        f"{', '.join(f'{v.name} {v.type}' for v in ins) or 'none'}")
+    _, c, h, w = ins[0].type.shape
+    if not all(isinstance(d, int) for d in (c, h, w)) or h != w:
+        raise DataError(f"synthetic data needs a square image input of known size; {ins[0].name!r} is "
+                        f"{ins[0].type}")
+    out: dict = {"size": int(h), "channels": int(c)}
+    outs = graph.outputs
+    if len(outs) == 1 and outs[0].type is not None and outs[0].type.shape:
+        k = outs[0].type.shape[-1]
+        if isinstance(k, int) and k >= 2:
+            out["num_classes"] = int(k)
+    return out

@@ -95,7 +95,11 @@ class _Run:
         from ..data import parse_data_spec
 
         self.out.mkdir(parents=True, exist_ok=True)
-        self.train_data, self.test_data = parse_data_spec(self.pipeline.data).load()
+        spec = parse_data_spec(self.pipeline.data)
+        # synthetic data follows the start model's input shape when the start is an ONNX file
+        model = start_graph(self.pipeline.start) if spec.kind == "synthetic" and \
+            self.pipeline.start.path is not None else None
+        self.train_data, self.test_data = spec.load(model)
         n = self.pipeline.train_subset
         if n is not None and n < len(self.train_data):
             import numpy as np

@@ -11,7 +11,7 @@ Built once in O(nodes + edges); every query after that is a dictionary lookup.
 
 from __future__ import annotations
 
-from ..ir import Graph, Node, Value
+from ..ir import Graph, IRError, Node, Value, infer_types
 
 SHAPE_QUERY_OPS = frozenset({"Shape", "Size"})
 TYPE_ONLY_INPUTS = {"CastLike": frozenset({1})}
@@ -71,3 +71,13 @@ class ActivationView:
         """The one output of ``n`` that something reads (or that is a graph output), else ``None``."""
         used = [o for o in n.outputs if self._readers.get(id(o)) or o.is_graph_output]
         return used[0] if len(used) == 1 else None
+
+
+def ensure_types(graph: Graph) -> None:
+    """Infer the value types ``graph`` lacks, in place (structure unchanged); unknown ops may
+    defeat inference, which is then left as far as it got."""
+    if any(o.type is None or o.type.shape is None for n in graph.nodes for o in n.outputs):
+        try:
+            infer_types(graph)
+        except (IRError, ValueError, RuntimeError, TypeError):
+            pass

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
-from .activations import ActivationView
+from .activations import ActivationView, ensure_types
 
 UNARY_OPS = frozenset({
     "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf", "LeakyRelu", "Elu",
@@ -112,12 +112,17 @@ def weight_of(node: Node) -> tuple[int, np.ndarray] | None:
 
 
 def _const(v: Value | None) -> np.ndarray | None:
+    """The array of a constant: a parameter, a ``Constant`` node, or an ``Identity`` of one."""
     for _ in range(4):
         if v is None:
             return None
         if v.const is not None:
             return v.const.array
         p = v.producer
+        if p is not None and p.op_type == "Constant" and "value" in p.attributes:
+            from onnx import numpy_helper
+
+            return numpy_helper.to_array(p.attributes["value"].t)
         if p is None or p.op_type != "Identity":
             return None
         v = p.inputs[0]
@@ -148,8 +153,13 @@ def producer_axis(node: Node) -> int | None:
 
 
 def find_channel_group(graph: Graph, producer: Node, view: ActivationView | None = None) -> ChannelGroup:
-    """The channel group of ``producer``'s output; :class:`PreconditionError` says where it stops."""
-    view = view or ActivationView(graph)
+    """The channel group of ``producer``'s output; :class:`PreconditionError` says where it stops.
+
+    Value types ``graph`` lacks are inferred in place first.
+    """
+    if view is None:
+        ensure_types(graph)
+        view = ActivationView(graph)
     if producer_axis(producer) is None:
         raise PreconditionError(
             f"node {producer.name!r} ({producer.op_type}) does not produce a channel group (a conv of "

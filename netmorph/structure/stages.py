@@ -28,8 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import StructureError
-from ..ir import Graph, IRError, Node, Value, infer_types
-from .activations import ActivationView
+from ..ir import Graph, Node, Value
+from .activations import ActivationView, ensure_types
 from .dataflow import DataFlow, Segment
 from .residual import ResidualUnit, match_residual
 from .units import op_class
@@ -201,7 +201,8 @@ def anatomy(graph: Graph) -> Anatomy:
     Parameters
     ----------
     graph : Graph
-        Not modified (types are inferred on a clone when missing).
+        Structurally unchanged; value types it lacks are inferred in place (so the units name
+        this graph's own nodes and values).
 
     Raises
     ------
@@ -209,12 +210,7 @@ def anatomy(graph: Graph) -> Anatomy:
         When the graph has no conv, several inputs or outputs, or a region that cannot be cut.
     """
     g = graph
-    if any(o.type is None or o.type.shape is None for n in graph.nodes for o in n.outputs):
-        g = graph.clone()
-        try:
-            infer_types(g)
-        except (IRError, ValueError, RuntimeError, TypeError):
-            pass
+    ensure_types(g)  # fills in missing types only: the returned units name this graph's own nodes
     if not g.find_nodes("Conv"):
         raise StructureError(f"graph {g.name!r} has no Conv node; units and stages are a CNN's")
     flow = DataFlow(g)
