@@ -69,6 +69,7 @@ def _params(path) -> dict[str, np.ndarray]:
     return {v.name: v.const.array for v in netmorph.load(path).parameters}
 
 
+@pytest.mark.slow
 def test_carried_state_follows_the_lineage(carried_run):
     out = carried_run["out"]
     parent = lower(netmorph.load(out / "stage_1.onnx"))
@@ -89,6 +90,7 @@ def test_carried_state_follows_the_lineage(carried_run):
         assert not carried[c_names.index(n)]["momentum_buffer"].any(), n
 
 
+@pytest.mark.slow
 def test_interrupted_carrying_run_resumes_bit_identically(carried_run, tmp_path):
     straight = tmp_path / "straight"
     results = run_pipeline(carried_run["pipeline"], straight, progress=False, baseline=False)
@@ -102,6 +104,7 @@ def test_interrupted_carrying_run_resumes_bit_identically(carried_run, tmp_path)
     assert (straight / "stage_3" / CARRIED_NAME).is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_carrying_changes_training_with_warmup(tiny_data, tmp_path, optimizer):
     """Same pipeline with and without carried state (warmup policy): stage 2 ends elsewhere."""

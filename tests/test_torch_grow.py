@@ -318,18 +318,19 @@ def test_unknown_optimizer_refused_unless_reset():
     assert g.optimizer.param_groups[0]["lr"] == 1e-3 and g.report.state == "reset"
 
 
+@pytest.mark.slow
 def test_example_grows_twice_in_a_plain_loop(tmp_path, capsys):
     """examples/grow_in_my_loop.py on a tiny npz of random images (the real data are not needed)."""
     rng = np.random.default_rng(0)
     path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 48), x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+    np.savez(path, x_train=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 32), x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
              y_test=rng.integers(0, 10, 20))
     spec = importlib.util.spec_from_file_location(
         "grow_in_my_loop", Path(__file__).parents[1] / "examples" / "grow_in_my_loop.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    example.main([str(path), "--images", "48", "--epochs", "3", "--batch", "16"])
+    example.main([str(path), "--images", "32", "--epochs", "3", "--batch", "16"])
     out = capsys.readouterr().out
     assert out.count("grown (") == 2 and "depth 5 -> 7" in out and "depth 7 -> 11" in out
     assert "grown (lowered)" in out  # the second growth reuses the first one's graph
