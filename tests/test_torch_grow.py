@@ -372,3 +372,8 @@ def test_widen_gathers_and_divides_the_moments(opt_name):
     g.optimizer.zero_grad()
     F.cross_entropy(g.module(x), y).backward()
     g.optimizer.step()  # the mapped state has the child's shapes
+
+
+def test_a_module_no_exporter_can_take_is_one_clear_error():
+    with pytest.raises(nmt.ExportError, match=r"dynamo: .*; torchscript: "):
+        nmt.grow(SmallCNN(), torch.randn(2, 5, 16, 16), "deepen")  # 5 channels into a 3-channel conv

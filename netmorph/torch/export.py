@@ -114,8 +114,8 @@ def capture(module: nn.Module, example_inputs: tuple[Any, ...], *, exporter: str
     Raises
     ------
     ExportError
-        Neither exporter could export it, or an exported parameter does not hold the module's
-        tensor (the message names it).
+        No exporter gave a usable graph: each failed, or its graph has a parameter that does not
+        hold the module's tensor (the message gives each exporter's first error line).
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter {exporter!r} is not one of {', '.join(EXPORTERS)}")
@@ -131,11 +131,9 @@ def capture(module: nn.Module, example_inputs: tuple[Any, ...], *, exporter: str
     try:
         for name in order:
             try:
-                proto = _export(module, example_inputs, name)
+                return _captured(module, from_onnx(_export(module, example_inputs, name)), name)
             except Exception as e:  # noqa: BLE001 - exporters raise many types; try the next one
                 errors.append(f"{name}: {first_line(e)}")
-                continue
-            return _captured(module, from_onnx(proto), name)
     finally:
         module.train(was_training)
     raise ExportError("torch.onnx.export failed (" + "; ".join(errors) + ")")
