@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import transformer_models as tm
 from torch import nn
 
 import netmorph
@@ -377,3 +378,32 @@ def test_widen_gathers_and_divides_the_moments(opt_name):
 def test_a_module_no_exporter_can_take_is_one_clear_error():
     with pytest.raises(nmt.ExportError, match=r"dynamo: .*; torchscript: "):
         nmt.grow(SmallCNN(), torch.randn(2, 5, 16, 16), "deepen")  # 5 channels into a 3-channel conv
+
+
+def test_small_transformer_grown_by_transformer_deepen():
+    """A hand-written pre-LN GPT (tests/transformer_models.py) with AdamW: the exporter folds the
+    Linear weights into transposed MatMul constants, which are found by value (no state lost)."""
+    parent, ids = tm.build("gpt")
+    parent.train()
+    opt = torch.optim.AdamW(parent.parameters(), lr=1e-3)
+    y = torch.randint(0, tm.VOCAB, ids.shape, generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(parent(ids).flatten(0, 1), y.flatten()).backward()
+        opt.step()
+    g = nmt.grow(parent, ids, "transformer-deepen", optimizer=opt, exporter="torchscript")
+    assert not g.report.unmapped and not g.report.removed
+    qkv = g.report.name_map["blocks.0.qkv.weight"]
+    assert g.report.origins[qkv[0]] == ("same", "blocks.0.qkv.weight")
+    x = torch.randint(0, tm.VOCAB, (3, ids.shape[1]), generator=torch.Generator().manual_seed(1))
+    parent.eval()
+    g.module.eval()
+    with torch.no_grad():
+        assert _rel(g.module(x), parent(x)) <= 1e-5
+    pp, cp = dict(parent.named_parameters()), dict(g.module.named_parameters())
+    for pk, ck in _shared(g):
+        ps, cs = opt.state[pp[pk]], g.optimizer.state[cp[ck]]
+        assert torch.equal(cs["step"], ps["step"])
+        for entry in ("exp_avg", "exp_avg_sq"):  # the module holds the transpose of the IR's MatMul weight
+            assert torch.equal(cs[entry], ps[entry]), (pk, entry)
+    assert len(_shared(g)) >= 20

@@ -139,21 +139,28 @@ def capture(module: nn.Module, example_inputs: tuple[Any, ...], *, exporter: str
     raise ExportError("torch.onnx.export failed (" + "; ".join(errors) + ")")
 
 
+def has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str):
+    """One export. Constant folding is on unless the module has BatchNorms (folding fuses them
+    into the convs in eval mode); transformer recognition needs the folded shape arithmetic."""
     import onnx
 
+    fold = not has_batchnorm(module)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tensors = [i for i, x in enumerate(example_inputs) if isinstance(x, torch.Tensor) and x.ndim > 0]
         if exporter == "dynamo":  # the batch dimension stays symbolic: the child runs at any batch size
-            batch = torch.export.Dim("batch")
+            batch = torch.export.Dim("batch", min=2, max=4096)
             shapes = tuple({0: batch} if i in tensors else None for i in range(len(example_inputs)))
-            program = torch.onnx.export(module, example_inputs, dynamo=True, optimize=False, verbose=False,
+            program = torch.onnx.export(module, example_inputs, dynamo=True, optimize=fold, verbose=False,
                                         dynamic_shapes=shapes)
             return program.model_proto
         names = [f"input_{i}" for i in range(len(example_inputs))]
         buf = io.BytesIO()
-        torch.onnx.export(module, example_inputs, buf, dynamo=False, do_constant_folding=False,
+        torch.onnx.export(module, example_inputs, buf, dynamo=False, do_constant_folding=fold,
                           training=torch.onnx.TrainingMode.EVAL, input_names=names,
                           dynamic_axes={names[i]: {0: "N"} for i in tensors})
         return onnx.load_from_string(buf.getvalue())
@@ -163,7 +170,6 @@ def _captured(module: nn.Module, graph: Graph, source: str) -> Captured:
     state = module.state_dict(keep_vars=True)
     _untie_aliases(graph, set(state))
     _drop_zero_biases(graph)
-    _name_nodes_after_modules(graph, set(state))
     slots: dict[str, TensorSlot] = {}
     unmapped: list[str] = []
     for key, t in state.items():
@@ -178,7 +184,35 @@ def _captured(module: nn.Module, graph: Graph, source: str) -> Captured:
                 f"not hold the module's {tuple(a.shape)} tensor); cannot map its state"
             )
         slots[key] = TensorSlot(key, tuple(a.shape))
+    unmapped = _match_by_value(graph, state, slots, unmapped)
+    _name_nodes_after_modules(graph, {s.ir: key for key, s in slots.items()})
     return Captured(graph, slots, source, unmapped)
+
+
+def _match_by_value(graph: Graph, state: dict[str, torch.Tensor], slots: dict[str, TensorSlot],
+                    unmapped: list[str]) -> list[str]:
+    """Find tensors an exporter stored under another name: equal values, or the 2-D transpose
+    (a folded ``Linear`` weight read by ``MatMul``). Returns the keys still unmapped."""
+    used = {s.ir for s in slots.values()}
+    free = [v for v in graph.parameters if v.name not in used]
+    left = []
+    for key in unmapped:
+        a = state[key].detach().cpu().numpy()
+        slot = None
+        for v in free:
+            ir = v.const
+            if tuple(ir.shape) == a.shape and np.array_equal(ir.array, a):
+                slot = TensorSlot(v.name, tuple(a.shape))
+            elif a.ndim == 2 and tuple(ir.shape) == a.shape[::-1] and np.array_equal(ir.array, a.T):
+                slot = TensorSlot(v.name, tuple(ir.shape), transpose=True)
+            if slot is not None:
+                free.remove(v)
+                break
+        if slot is None:
+            left.append(key)
+        else:
+            slots[key] = slot
+    return left
 
 
 def _untie_aliases(graph: Graph, keys: set[str]) -> None:
@@ -203,8 +237,10 @@ def _untie_aliases(graph: Graph, keys: set[str]) -> None:
     graph.remove_unused_parameters()
 
 
-def _name_nodes_after_modules(graph: Graph, keys: set[str]) -> None:
-    """Name each node reading ``<path>.<attr>`` parameters ``<path>`` (``node_conv2d`` -> ``stem.0``).
+def _name_nodes_after_modules(graph: Graph, keys: dict[str, str]) -> None:
+    """Name each node reading the tensor ``<path>.<attr>`` ``<path>`` (``node_conv2d`` -> ``stem.0``).
+
+    ``keys`` maps IR parameter names to the ``state_dict`` keys they hold.
 
     The lowered child's modules are then named after the user's (``stem_0``, a split conv's
     halves ``body_0_a`` / ``body_0_b``). Names stay unique; a node whose path is taken keeps its own.
@@ -213,7 +249,7 @@ def _name_nodes_after_modules(graph: Graph, keys: set[str]) -> None:
     for node in graph.nodes:
         if node.op_type not in PARAMETRIC_OPS:
             continue
-        reads = [v.name for v in node.inputs if v is not None and v.const is not None and v.name in keys]
+        reads = [keys[v.name] for v in node.inputs if v is not None and v.name in keys]
         if not reads or "." not in reads[0]:
             continue
         path = reads[0].rsplit(".", 1)[0]
