@@ -1,8 +1,15 @@
-"""Uniform error handling for commands: one line on stderr, exit code 2, no traceback."""
+"""The CLI's error boundary: one line on stderr, a documented exit code, never a traceback.
+
+Exit codes: 0 success, 1 a failed verification (the child is not written), 2 everything else
+(bad input, unreadable or hostile files, sizes above a documented limit, unwritable outputs, and
+internal errors). ``netmorph --debug …`` or ``NETMORPH_DEBUG=1`` re-raises so the traceback shows.
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -10,10 +17,16 @@ from typing import Any
 import click
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+_SUBJECT_PARAMS = ("model", "pipeline_file", "start", "a")
+"""Command parameters naming the file an unexpected error is reported against (first found)."""
 
 
 class UserError(Exception):
     """Bad input from the user: reported as one line, exit 2."""
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("NETMORPH_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -30,27 +43,80 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
+def _is_verification_failure(e: BaseException) -> bool:
+    try:
+        from netmorph.errors import VerificationError
+    except ImportError:  # pragma: no cover
+        return False
+    # subclasses (mismatched interfaces, a model ONNX Runtime cannot run) are bad input, exit 2
+    return type(e) is VerificationError
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line if len(line) <= 500 else line[:500] + "…"
+
+
+def describe(e: BaseException, subject: str | None = None) -> str:
+    """One line for an exception that is not one of netmorph's own (``OSError``, ``MemoryError`` …)."""
+    where = f"{subject}: " if subject else ""
+    if isinstance(e, MemoryError):
+        return (f"{where}out of memory: a size in the input or the options is too large for this machine "
+                "(see docs/security.md for the limits)")
+    if isinstance(e, RecursionError):
+        return f"{where}the input is nested too deeply to process (recursion limit)"
+    if isinstance(e, OSError):
+        name = e.filename if e.filename is not None else subject
+        reason = e.strerror or first_line(e)
+        if e.errno == errno.ENOSPC:
+            reason = "no space left on the device"
+        return f"{name}: {reason}" if name else reason
+    if isinstance(e, UnicodeError):
+        return f"{where}invalid text (not UTF-8): {first_line(e)}"
+    if isinstance(e, ValueError | TypeError | KeyError | IndexError | OverflowError):
+        return f"{where}{first_line(e)} ({type(e).__name__}; --debug shows the traceback)"
+    return (f"{where}internal error ({type(e).__name__}: {first_line(e)}); "
+            "rerun with --debug for the traceback")
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    click.echo(f"netmorph: error: {message}", err=True)
+    click.echo(f"netmorph: error: {' '.join(message.split())}", err=True)
     sys.exit(code)
 
 
+def report(e: BaseException, subject: str | None = None) -> None:
+    """Print ``e`` as ``netmorph: error: …`` and exit with its code (1 for a failed verification)."""
+    if _is_verification_failure(e):
+        fail(first_line(e), EXIT_FAILED)
+    if isinstance(e, _expected_errors()) and not isinstance(e, OSError):
+        fail(first_line(e))
+    fail(describe(e, subject))
+
+
+def _passthrough(e: BaseException) -> bool:
+    """Exceptions click or the interpreter must see: usage errors, exits, Ctrl-C."""
+    return isinstance(e, click.exceptions.ClickException | click.exceptions.Exit | click.exceptions.Abort
+                      | SystemExit | KeyboardInterrupt | GeneratorExit)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected errors into ``netmorph: error: …`` plus exit 2."""
+    """Turn every error of a command into ``netmorph: error: …`` and its exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except _expected_errors() as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            fail(msg)
-        except ModuleNotFoundError as e:
-            from netmorph.extras import missing_extra_message
-
-            hint = missing_extra_message(e)
-            if hint is None:
+        except BaseException as e:
+            if _passthrough(e) or debug_enabled():
                 raise
-            fail(f"netmorph {click.get_current_context().info_name}: {hint}")
+            if isinstance(e, ModuleNotFoundError):  # an optional extra (torch …) is not installed
+                from netmorph.extras import missing_extra_message
+
+                hint = missing_extra_message(e)
+                if hint is not None:
+                    fail(f"netmorph {click.get_current_context().info_name}: {hint}")
+            subject = next((str(kwargs[k]) for k in _SUBJECT_PARAMS if kwargs.get(k) is not None), None)
+            report(e, subject)
 
     return wrapper

@@ -74,6 +74,10 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
     for n in names:
         if n not in PASSES:
             raise PreconditionError(f"no pass named {n!r} (see `netmorph passes`)")
+    from netmorph.limits import MAX_REPEAT, check_int, check_pass_options
+
+    given = check_pass_options(given, "option")
+    repeat = check_int("--repeat", repeat, None, MAX_REPEAT)  # below 1: refused after the names
     used = set()
     built = []
     for n in names:
@@ -139,10 +143,17 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
     from netmorph.passes import PassManager
 
     import netmorph
+    from netmorph.atomic import ensure_writable
     from netmorph.errors import NetmorphError, VerificationError
+    from netmorph.limits import MAX_SEED, check_int, check_optional_float
 
     given = {k: opts.get(k) for k in PASS_OPTIONS}
     passes = build_passes(pass_names, given, repeat)
+    rtol, atol = check_optional_float("--rtol", rtol), check_optional_float("--atol", atol)
+    seed = check_int("--seed", seed, 0, MAX_SEED)
+    for target in (output, report_path):
+        if target is not None:
+            ensure_writable(target)  # refuse a special file or a read-only folder before growing
     graph = netmorph.load(model)
     if no_verify:
         click.echo("netmorph: warning: --no-verify: the child is NOT checked against its parent", err=True)
@@ -153,7 +164,8 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
         child, reports = manager.run(graph, passes)
     except VerificationError as e:
         progress.close()
-        fail(f"{output} not written: {e}", code=EXIT_FAILED)
+        # a child that differs is exit 1; a model ONNX Runtime cannot run at all is bad input (2)
+        fail(f"{output} not written: {e}", code=EXIT_FAILED if type(e) is VerificationError else 2)
         return
     except NetmorphError as e:  # the pass does not apply to this model: name the file
         progress.close()

@@ -47,6 +47,24 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
     return options
 
 
+def run_name(out_dir: str) -> str:
+    """A safe pipeline name from the run folder's name (unsafe characters become ``_``)."""
+    name = re.sub(r"[^A-Za-z0-9._ +-]", "_", Path(out_dir).name).lstrip(".- ").rstrip(". ")[:100]
+    return name or "iterate"
+
+
+def check_schedule(schedule: str) -> None:
+    """Bound the stage count of ``PASS:COUNT,…`` before any stage list is built."""
+    from netmorph.limits import MAX_STAGES, check_int
+
+    total = 0
+    for part in schedule.split(","):
+        count = part.partition(":")[2].strip()
+        if count.isdigit():
+            total += check_int(f"--schedule {part.strip()!r} count", int(count), 0, MAX_STAGES)
+    check_int("--schedule: total growth stages", total, 0, MAX_STAGES)
+
+
 @click.command("iterate")
 @click.argument("start")
 @click.option("--schedule", default="deepen:5", show_default=True,
@@ -96,6 +114,7 @@ def iterate(start, schedule, epochs, half, solver, pass_options, lr_policy, carr
     """
     from netmorph.pipeline import Baseline, Pipeline, parse_schedule, run_pipeline, save_pipeline
 
+    check_schedule(schedule)
     per_stage = max(1, epochs // 2) if half and epochs else epochs
     train = {k: v for k, v in (("device", device), ("batch_size", batch_size), ("lr", lr)) if v is not None}
     pipeline = Pipeline(
@@ -107,7 +126,7 @@ def iterate(start, schedule, epochs, half, solver, pass_options, lr_policy, carr
         seed=seed,
         baseline=None if baseline == "none" else Baseline(
             budget=baseline_budget, depths=baseline_depths, epochs=epochs if half else None),
-        name=Path(out_dir).name or "iterate",
+        name=run_name(out_dir),
         train_subset=train_subset,
         carry_optimizer=carry_optimizer,
     )

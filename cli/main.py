@@ -1,14 +1,16 @@
 """Entry point of the ``netmorph`` command.
 
 Subcommands live one per module and are imported only when invoked, so ``netmorph --help``
-and ``netmorph --version`` stay fast (no torch import). Every command reports bad input as
-one line on stderr and exit code 2 (see :mod:`netmorph.cli.errors`).
+and ``netmorph --version`` stay fast (no torch import). :meth:`LazyGroup.invoke` is the error
+boundary: every failure is one line on stderr, exit 1 for a failed verification and 2 for
+everything else (see :mod:`netmorph.cli.errors`); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 
 import click
 
@@ -43,6 +45,16 @@ class LazyGroup(click.Group):
         module = importlib.import_module(spec[0])
         return getattr(module, spec[1])
 
+    def invoke(self, ctx: click.Context):
+        from .errors import _passthrough, debug_enabled, report
+
+        try:
+            return super().invoke(ctx)
+        except BaseException as e:
+            if _passthrough(e) or debug_enabled():
+                raise
+            report(e)
+
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name, cmd, rest = super().resolve_command(ctx, args)
         needs = NEEDS.get(name or "")
@@ -64,8 +76,12 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="netmorph")
-def cli() -> None:
+@click.option("--debug", is_flag=True, default=False,
+              help="Show the Python traceback of an error (also: NETMORPH_DEBUG=1).")
+def cli(debug: bool) -> None:
     """netmorph: grow networks by function-preserving morphs, verified in ONNX Runtime."""
+    if debug:
+        os.environ["NETMORPH_DEBUG"] = "1"
 
 
 def main() -> None:

@@ -8,6 +8,25 @@ import click
 
 from .errors import handle_errors
 
+MAX_PIPELINE_BYTES = 16 << 20
+
+
+def check_pipeline_file(path: str) -> None:
+    """Refuse a pipeline file that is not a regular file (a FIFO would block) or is absurdly large."""
+    import os
+    import stat
+
+    from .errors import UserError
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such pipeline file") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{path}: not a regular file")
+    if st.st_size > MAX_PIPELINE_BYTES:
+        raise UserError(f"{path}: {st.st_size:,} bytes, not a pipeline file (limit {MAX_PIPELINE_BYTES:,})")
+
 
 @click.command("run")
 @click.argument("pipeline_file", metavar="PIPELINE.toml", type=click.Path(dir_okay=False))
@@ -27,10 +46,13 @@ def run(pipeline_file, out_dir, device, resume, no_baseline, check, quiet):
     stage_K.onnx and stage_K/metrics.jsonl. Running again resumes an interrupted run.
     """
     from netmorph.pipeline import load_pipeline, run_pipeline
+    from netmorph.pipeline.runner import check_stages
 
+    check_pipeline_file(pipeline_file)
     pipeline = load_pipeline(pipeline_file)
     if device is not None:
         pipeline = pipeline.replace(train={**pipeline.train, "device": device})
+    check_stages(pipeline)
     if check:
         click.echo(f"{pipeline_file}: pipeline {pipeline.name!r}, start {pipeline.start.describe()}, "
                    f"data {pipeline.data}")

@@ -40,6 +40,33 @@ def check_interface(graph, model: str, image_shape: tuple[int, int, int], num_cl
         )
 
 
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to replace an existing run's checkpoint and metrics unless asked; check it is writable."""
+    from netmorph.atomic import ensure_writable
+    from netmorph.train import CHECKPOINT_NAME, METRICS_NAME
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: exists and is not a folder (the run folder for checkpoints and metrics)")
+    existing = [n for n in (CHECKPOINT_NAME, METRICS_NAME) if (run_dir / n).exists()]
+    if existing and not (resume or overwrite):
+        raise UserError(f"{run_dir}: already holds a run ({', '.join(existing)}); "
+                        "pass --resume to continue it or --overwrite to start afresh")
+    for name in (CHECKPOINT_NAME, METRICS_NAME):
+        ensure_writable(run_dir / name)
+
+
+def warn_if_bn_folded(graph, model: str, lr: float) -> None:
+    """Say so when a model with convolutions has no BatchNorm (an exporter folded them into the convs)."""
+    ops = {n.op_type for n in graph.nodes}
+    if "Conv" in ops and "BatchNormalization" not in ops:
+        click.echo(
+            f"netmorph: warning: {model} has convolutions but no BatchNorm (folded away by the exporter?); "
+            f"training it at lr {lr:g} may diverge. Restore them first: "
+            f"netmorph grow {model} --pass restore-bn -o RESTORED.onnx",
+            err=True,
+        )
+
+
 @click.command("train")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", "data_spec", default="synthetic", show_default=True,
@@ -65,11 +92,14 @@ def check_interface(graph, model: str, image_shape: tuple[int, int, int], num_cl
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Run folder for metrics.jsonl and checkpoint.pt [default: OUTPUT without .onnx + '.run'].")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/checkpoint.pt.")
+@click.option("--overwrite", is_flag=True,
+              help="Start afresh even if OUT_DIR holds a run (its checkpoint and metrics are replaced).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON on stdout.")
 @handle_errors
 def train(model, data_spec, output, epochs, batch_size, lr, optimizer, schedule, warmup, weight_decay,
-          device, amp, channels_last, compile_, seed, num_threads, nproc, out_dir, resume, quiet, as_json):
+          device, amp, channels_last, compile_, seed, num_threads, nproc, out_dir, resume, overwrite, quiet,
+          as_json):
     """Train MODEL.onnx on a data set and write the trained model to OUTPUT.
 
     The model is lowered to PyTorch (netmorph.lower), trained with the paper's recipe unless
@@ -80,14 +110,17 @@ def train(model, data_spec, output, epochs, batch_size, lr, optimizer, schedule,
     Several GPUs/CPU processes: --nproc N, or `torchrun --nproc_per_node N --no-python netmorph train …`.
     """
     import netmorph
+    from netmorph.atomic import ensure_writable
     from netmorph.data import parse_data_spec
+    from netmorph.limits import MAX_PROCESSES, check_int
     from netmorph.train import TrainConfig, fit, init_from_env, launched_by_torchrun, spawn_fit
 
     spec = parse_data_spec(data_spec)
     if not Path(model).is_file():
         raise UserError(f"{model}: no such model file")
-    if nproc < 1:
-        raise UserError(f"--nproc must be >= 1, got {nproc}")
+    check_int("--nproc", nproc, 1, MAX_PROCESSES)
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; choose one")
     if not Path(output).resolve().parent.is_dir():
         raise UserError(f"{output}: the output folder does not exist")
     config = TrainConfig(
@@ -95,10 +128,13 @@ def train(model, data_spec, output, epochs, batch_size, lr, optimizer, schedule,
         warmup_epochs=warmup, weight_decay=weight_decay, device=device, amp=amp,
         channels_last=channels_last, compile=compile_, seed=seed, num_threads=num_threads,
     )
+    run_dir = Path(out_dir) if out_dir else Path(output).with_suffix(".run")
+    ensure_writable(output)  # fail now, not after training
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     graph = netmorph.load(model)
     splits = spec.load(graph)  # synthetic data follows the model's input shape
     check_interface(graph, model, splits.train.image_shape, splits.train.num_classes)
-    run_dir = Path(out_dir) if out_dir else Path(output).with_suffix(".run")
+    warn_if_bn_folded(graph, model, config.lr)
 
     rank = 0
     if launched_by_torchrun():

@@ -1,25 +1,183 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then one rename.
 
 Every path in netmorph that writes a user-visible file (models, reports, checkpoints, pipeline files,
-plots) goes through :func:`atomic_open`, so a crash or an error never leaves a half-written file and
-an existing file at the path stays intact until the new one is complete.
+plots) goes through :func:`atomic_open` / :func:`atomic_path`, so a crash or an error never leaves a
+half-written file and an existing file at the path stays intact until the new one is complete.
+
+Rules (see ``docs/security.md``):
+
+- The target must be missing or a regular file with one link. A symlink, a directory, a device, a
+  FIFO or a socket is refused (:class:`OutputError`), never replaced; so is a file with more than
+  one hard link (replacing it by rename would silently break the link).
+- An existing file keeps its permission bits; a new one gets ``0o666 & ~umask``.
+- Temporary files are named ``.<name>.nmtmp-<host>-<pid>-<random>``. One left behind by a killed
+  process of this host (its pid no longer runs) is removed by the next write to the same path.
+- Any ``OSError`` (read-only folder, disk full …) becomes one :class:`OutputError` naming the target.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import NetmorphError
+
+TEMP_TAG = ".nmtmp-"
+
+
+class OutputError(NetmorphError):
+    """An output path cannot or must not be written (special file, hard link, read-only, full …)."""
 
 
 def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def _reason(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return e.strerror or str(e)
+
+
+def check_target(path: str | os.PathLike) -> int | None:
+    """Refuse anything at ``path`` but a regular single-link file; return its mode bits (or ``None``).
+
+    Raises
+    ------
+    OutputError
+        ``path`` is a symlink, directory, device, FIFO, socket, or a file with several hard links,
+        or its folder cannot be used.
+    """
+    p = Path(path)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise OutputError(f"{p}: cannot write here ({_reason(e)})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputError(f"{p}: is a symlink; refusing to replace it (write to the real path instead)")
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{p}: is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{p}: is not a regular file (device, FIFO or socket); refusing to replace it")
+    if st.st_nlink > 1:
+        raise OutputError(
+            f"{p}: has {st.st_nlink} hard links; replacing it would break them (remove it or write elsewhere)"
+        )
+    return stat.S_IMODE(st.st_mode)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _host_tag() -> str:
+    """8 hex digits naming this machine: a pid is only meaningful on the host that wrote it."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove our temporary files for ``path`` left by processes of this host that no longer run;
+    return them. (Temporaries written on another host, e.g. into a shared folder, are left alone.)"""
+    p = Path(path)
+    pattern = re.compile(re.escape(f".{p.name}{TEMP_TAG}{_host_tag()}-") + r"(\d+)-[0-9a-f]+$")
+    removed = []
+    try:
+        entries = list(os.scandir(p.parent if str(p.parent) else "."))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def make_temp(path: str | os.PathLike) -> tuple[int, str]:
+    """``(fd, name)`` of a new temporary file beside ``path`` (mode 0600, opened for writing)."""
+    p = Path(path)
+    for _ in range(100):
+        tmp = p.with_name(f".{p.name}{TEMP_TAG}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except FileExistsError:
+            continue
+        return fd, str(tmp)
+    raise OutputError(f"{p}: cannot create a temporary file beside it")  # pragma: no cover
+
+
+def prepare(path: str | os.PathLike) -> int | None:
+    """Check ``path`` (see :func:`check_target`), create its folder, clean stale temporaries.
+
+    Returns the mode the written file gets (the existing file's, or ``None`` for the default).
+    """
+    p = Path(path)
+    mode = check_target(p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{p}: cannot create its folder ({_reason(e)})") from None
+    clean_stale_temps(p)
+    return mode
+
+
+def commit(tmp: str, path: str | os.PathLike, mode: int | None) -> None:
+    """Give ``tmp`` its final mode and rename it onto ``path`` (re-checked just before)."""
+    os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)
+    check_target(path)
+    os.replace(tmp, path)
+
+
+def ensure_writable(path: str | os.PathLike) -> None:
+    """Fail now, not after hours of training, if ``path`` could not be written atomically later.
+
+    Nothing is created: a missing folder is checked through its nearest existing ancestor (it is
+    made when the file is written); an existing one by creating and removing a temporary file.
+    """
+    p = Path(path)
+    check_target(p)
+    folder = p.parent if str(p.parent) else Path(".")
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{p}: cannot write here ({folder} is not a folder)")
+    if folder != (p.parent if str(p.parent) else Path(".")):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"{p}: cannot create its folder under {folder} (permission denied)")
+        return
+    clean_stale_temps(p)
+    try:
+        fd, tmp = make_temp(p)
+    except OSError as e:
+        raise OutputError(f"{p}: cannot write here ({_reason(e)})") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -30,18 +188,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     on an exception it is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    mode = prepare(path)
+    tmp = None
     try:
+        fd, tmp = make_temp(path)
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        commit(tmp, path, mode)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({_reason(e)})") from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -67,6 +228,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any, **json_kwargs: Any) -> Path:
-    """``json.dump`` with ``indent=2`` (overridable) and a trailing newline, atomically."""
+    """``json.dump`` with ``indent=2`` (overridable), a trailing newline and no NaN/Infinity, atomically.
+
+    Non-finite floats are written as ``null`` (standard JSON has no NaN).
+    """
     json_kwargs.setdefault("indent", 2)
-    return atomic_write_text(path, json.dumps(data, **json_kwargs) + "\n")
+    json_kwargs["allow_nan"] = False  # callers asking for NaN tokens get null instead: standard JSON
+    return atomic_write_text(path, json.dumps(finite_json(data), **json_kwargs) + "\n")
+
+
+def finite_json(data: Any) -> Any:
+    """``data`` with every non-finite float replaced by ``None`` (dicts, lists and tuples recursed)."""
+    if isinstance(data, float):
+        return data if data == data and data not in (float("inf"), float("-inf")) else None
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite_json(v) for v in data]
+    return data

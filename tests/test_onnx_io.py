@@ -405,23 +405,37 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temp_files(torch_cnn_onnx,
 
 
 def test_failure_after_writing_everything_cleans_up(torch_cnn_onnx, tmp_path):
-    """The side file is written and moved, then the rename of the model fails (the path is a
-    folder): the previous side file is put back and no temporary file is left."""
+    """A folder at the target is refused before anything is written; and when the model's rename
+    fails after the side file was moved (a folder appeared meanwhile), the previous side file is
+    put back and no temporary file is left."""
+    from netmorph.atomic import OutputError, make_temp
+    from netmorph.onnx_io.files import _replace_pair
+
     g = netmorph.load(torch_cnn_onnx)
     target = tmp_path / "model.onnx"
     target.mkdir()
     (target / "keep.txt").write_text("still here")
     side = tmp_path / "model.onnx.data"
     side.write_bytes(b"the previous weights")
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="is a directory"):
         netmorph.save(g, target, external_data=True)
     assert (target / "keep.txt").read_text() == "still here"
     assert side.read_bytes() == b"the previous weights"
     assert _leftovers(tmp_path) == []
-    side.unlink()
-    with pytest.raises(OSError):
-        netmorph.save(g, target, external_data=True)
-    assert not side.exists() and _leftovers(tmp_path) == []
+    for previous in (b"the previous weights", None):
+        if previous is None:
+            side.unlink()
+        fd_side, side_tmp = make_temp(side)
+        os.write(fd_side, b"new weights")
+        os.close(fd_side)
+        fd_model, model_tmp = make_temp(target)
+        os.close(fd_model)
+        with pytest.raises(OSError):
+            _replace_pair(side_tmp, side, model_tmp, target)
+        os.unlink(model_tmp)
+        assert (side.read_bytes() if previous else side.exists()) == (previous or False)
+        assert (target / "keep.txt").read_text() == "still here"
+        assert _leftovers(tmp_path) == []
 
 
 def test_save_refuses_unread_external_data_before_writing(torch_cnn_onnx, tmp_path):

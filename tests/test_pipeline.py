@@ -56,11 +56,11 @@ def tiny_data(tmp_path_factory) -> str:
 def test_toml_round_trip_keeps_every_field(tmp_path):
     p = Pipeline(
         start=Start(family="resnet", options={"blocks": 1, "residual_ratio": 0.5, "channels": (4, 8, 8)}),
-        data="synthetic:64",
+        data='npz:quote " and \\ path.npz',  # a pipeline name must be a safe folder name; quotes go here
         stages=(Stage(3), Stage(2, grow="deepen", solver="lsq", options={"max_iter": 7}),
                 Stage(2, grow="deepen-level", options={"level": "2"}, lr_policy="warmup:0.5:0.05")),
         train={"batch_size": 16, "milestones": (0.25, 0.5), "amp": None, "device": "cpu"},
-        lr_policy="restart:0.02", seed=5, name='quote " and \\ name',
+        lr_policy="restart:0.02", seed=5, name="round trip",
         baseline=Baseline(budget="total", depths="final", epochs=9, seed=1), verify=False,
     )
     text = dumps_pipeline(p)

@@ -6,6 +6,14 @@ import math
 from dataclasses import dataclass
 
 from ..errors import NetmorphError
+from ..limits import (
+    MAX_BLOCKS,
+    MAX_BUILD_PARAMETERS,
+    MAX_IMAGE_SIDE,
+    MAX_LEVELS,
+    MAX_SEED,
+    MAX_WIDTH,
+)
 
 FAMILIES = ("plain", "resnet")
 STEMS = ("none", "conv3x3", "imagenet")
@@ -79,12 +87,25 @@ class DynamicNetConfig:
         ]
 
 
-def _int(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+def _int(name: str, value, low: int = 1, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or int(value) != value:
         raise ConfigError(f"{name} must be an integer, got {value!r}")
     if value < low:
         raise ConfigError(f"{name} must be >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{name} must be <= {high:,} (documented limit, docs/security.md), got {value:,}")
     return int(value)
+
+
+def estimated_parameters(levels: int, blocks: int, channels: tuple[int, ...], in_channels: int,
+                         classes: int) -> int:
+    """An upper estimate of a build's parameter count (3x3 convs, BN, FC), checked before building."""
+    total, prev = 0, in_channels
+    for c in channels:
+        total += (prev * c * 9 + 4 * c) + (blocks * 2) * (c * c * 9 + 4 * c)
+        prev = c
+    return total + prev * classes + classes
 
 
 def make_config(
@@ -104,24 +125,31 @@ def make_config(
     """Validate the arguments of :func:`~netmorph.dynamicnet.build`; raise :class:`ConfigError`."""
     if family not in FAMILIES:
         raise ConfigError(f"unknown family {family!r} (choose from {', '.join(FAMILIES)})")
-    levels = _int("levels", levels)
-    blocks = _int("blocks", blocks)
-    classes = _int("classes", classes)
-    seed = _int("seed", seed, low=0)
+    levels = _int("levels", levels, high=MAX_LEVELS)
+    blocks = _int("blocks", blocks, high=MAX_BLOCKS)
+    classes = _int("classes", classes, high=MAX_WIDTH)
+    seed = _int("seed", seed, low=0, high=MAX_SEED)
     if channels is None:
         channels = tuple(16 * 2**i for i in range(levels))
     try:
-        channels = tuple(_int("each channel width", c) for c in channels)
+        if len(channels) > MAX_LEVELS:
+            raise ConfigError(f"channels has {len(channels)} entries, above the limit of {MAX_LEVELS} levels")
+        channels = tuple(_int("each channel width", c, high=MAX_WIDTH) for c in channels)
     except TypeError:
         raise ConfigError(f"channels must be a sequence of integers, got {channels!r}") from None
     if len(channels) != levels:
         raise ConfigError(f"channels has {len(channels)} entries but levels is {levels}")
     try:
-        input_shape = tuple(_int("each input dimension", d) for d in input_shape)
+        if len(input_shape) != 3:
+            raise ConfigError(f"input_shape must be (C, H, W), got {input_shape!r}")
+        input_shape = (_int("input channels", input_shape[0], high=MAX_WIDTH),
+                       *(_int("each input side", d, high=MAX_IMAGE_SIDE) for d in input_shape[1:]))
     except TypeError:
         raise ConfigError(f"input_shape must be (C, H, W), got {input_shape!r}") from None
-    if len(input_shape) != 3:
-        raise ConfigError(f"input_shape must be (C, H, W), got {input_shape!r}")
+    params = estimated_parameters(levels, blocks, channels, input_shape[0], classes)
+    if params > MAX_BUILD_PARAMETERS:
+        raise ConfigError(f"this model would have about {params:,} parameters, above the limit of "
+                          f"{MAX_BUILD_PARAMETERS:,} (docs/security.md)")
     try:
         r = float(residual_ratio)
     except (TypeError, ValueError):

@@ -94,6 +94,12 @@ def _build_graph(model: onnx.ModelProto) -> Graph:
         if t.name in init_names:
             raise OnnxFormatError(f"two initializers are named {t.name!r}")
         init_names.add(t.name)
+    for vi in [*gp.input, *gp.output]:
+        if vi.type.HasField("tensor_type") and any(
+                d.HasField("dim_value") and d.dim_value < 0 for d in vi.type.tensor_type.shape.dim):
+            shape = vi.type.tensor_type.shape.dim
+            dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in shape]
+            raise OnnxFormatError(f"graph input/output {vi.name!r} has a negative dimension {dims}")
     for vi in gp.input:
         if vi.name in init_names:
             continue  # an initializer listed as input (IR < 4 style); handled below

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
+import stat
+import time
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
 
-from ..atomic import _umask, atomic_write_bytes
+from ..atomic import OutputError, _umask, atomic_write_bytes, commit, make_temp, prepare
 from ..ir.graph import Graph
+from ..limits import max_model_bytes
 from .convert import (
     OnnxFormatError,
     from_onnx,
     graph_proto_without_initializers,
     model_shell,
 )
-from .external import load_external_data
+from .external import ExternalDataMismatch, _all_tensors, load_external_data
+from .tensor_sizes import check_inline
 
 # Above this many bytes of weights, save() writes them to a side file (protobuf's 2 GiB cap).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -26,20 +30,32 @@ _ALIGN = 64
 
 
 def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
-    """Parse ``path`` as an ONNX model, with its external data read safely."""
-    p = Path(path)
-    if not p.exists():
-        raise OnnxFormatError(f"{p}: no such file")
-    if not p.is_file():
-        raise OnnxFormatError(f"{p}: not a regular file")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise OnnxFormatError(f"{p}: cannot be read ({e.strerror or e})") from None
+    """Parse ``path`` as an ONNX model, with its external data read safely.
+
+    The file is opened without blocking and checked on the open descriptor: it must be a regular
+    file of at most :func:`netmorph.limits.max_model_bytes` (protobuf's 2 GiB), read with that
+    bound. Every tensor's data must match its declared dims (external data is read only for the
+    declared length; see :func:`netmorph.onnx_io.external.load_external_data`).
+    """
+    for attempt in range(3):
+        try:
+            return _read_model_proto(Path(path))
+        except ExternalDataMismatch:
+            if attempt == 2:
+                raise
+            time.sleep(0.05 * (attempt + 1))  # a writer may be between its two renames
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_model_proto(p: Path) -> onnx.ModelProto:
+    data = _read_bounded(p)
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
+        if "MaxDepth" in str(e) or "recursion" in str(e).lower():
+            raise OnnxFormatError(f"{p}: messages nested too deeply for protobuf (subgraphs inside "
+                                  "subgraphs); refused") from None
         raise OnnxFormatError(f"{p}: not a readable ONNX model (truncated or corrupt: {e})") from None
     del data
     if model.ir_version <= 0 or not len(model.opset_import) or not model.HasField("graph"):
@@ -48,9 +64,46 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
         )
     try:
         load_external_data(model, p.parent)
+        for t in _all_tensors(model):
+            check_inline(t, f"tensor {t.name!r}")
     except OnnxFormatError as e:
-        raise OnnxFormatError(f"{p}: {e}") from None
+        raise type(e)(f"{p}: {e}") from None
     return model
+
+
+def _read_bounded(p: Path) -> bytes:
+    """The bytes of the model file ``p``, refusing non-regular files and files above the limit."""
+    limit = max_model_bytes()
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise OnnxFormatError(f"{p}: no such file") from None
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise OnnxFormatError(f"{p}: cannot be opened ({reason})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OnnxFormatError(f"{p}: not a regular file")
+        if st.st_size > limit:
+            raise OnnxFormatError(
+                f"{p}: {st.st_size:,} bytes, above the model file limit of {limit:,} "
+                "(protobuf's 2 GiB; larger weights belong in external data)"
+            )
+        chunks, left = [], st.st_size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        if os.read(fd, 1):
+            raise OnnxFormatError(f"{p}: grew while being read; refused")
+        return b"".join(chunks)
+    except OSError as e:
+        raise OnnxFormatError(f"{p}: cannot be read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
 
 
 def load(path: str | os.PathLike) -> Graph:
@@ -130,6 +183,43 @@ def _plan_tensors(g: Graph, side, side_name: str | None):
     return plan
 
 
+class _HashingWriter:
+    """A binary file that keeps the SHA-1 of everything written (the side file's ``checksum``)."""
+
+    def __init__(self, f):
+        self.f, self.h = f, hashlib.sha1()
+
+    def write(self, data) -> int:
+        self.h.update(data)
+        return self.f.write(data)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+    def close(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+
+
+def _with_checksum(plan, side_name: str, digest: str):
+    """``plan`` with ONNX's ``checksum`` (SHA-1 of the side file) on every tensor stored there.
+
+    A model and a side file written by different saves (two writers racing on one path, or a crash
+    between the two renames) then fail to load with a clear error instead of pairing one model's
+    graph with another's weights.
+    """
+    out = []
+    for hb, raw, n in plan:
+        if isinstance(hb, onnx.TensorProto) and hb.data_location == onnx.TensorProto.EXTERNAL and any(
+                e.key == "location" and e.value == side_name for e in hb.external_data):
+            e = hb.external_data.add()
+            e.key, e.value = "checksum", digest
+            n = hb.ByteSize()
+        out.append((hb, raw, n))
+    return out
+
+
 def _without_raw_data(t: onnx.TensorProto) -> onnx.TensorProto:
     """A copy of ``t`` without its ``raw_data`` (copied field by field: the bytes are not)."""
     h = onnx.TensorProto()
@@ -170,54 +260,14 @@ def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = 
     path = Path(path)
     if external_data is None:
         external_data = sum(v.const.nbytes for v in graph.parameters) > EXTERNAL_DATA_THRESHOLD
-    path.parent.mkdir(parents=True, exist_ok=True)
+    side_final = path.with_name(path.name + ".data") if external_data else None
+    mode = prepare(path)
+    side_mode = prepare(side_final) if side_final is not None else None
     tmp_files: list[str] = []
-    side_tmp = side_final = None
     try:
-        side = None
-        if external_data:
-            side_final = path.with_name(path.name + ".data")
-            fd, side_tmp = tempfile.mkstemp(prefix=f".{side_final.name}.", dir=path.parent)
-            tmp_files.append(side_tmp)
-            side = os.fdopen(fd, "wb")
-        try:
-            plan = _plan_tensors(graph, side, side_final.name if side_final else None)
-        finally:
-            if side is not None:
-                side.flush()
-                os.fsync(side.fileno())
-                side.close()
-        shell = model_shell(graph).SerializeToString()
-        graph_head, graph_tail = _split_fields(graph_proto_without_initializers(graph), _GRAPH_INITIALIZER)
-        tag_init = _tag(_GRAPH_INITIALIZER)
-        glen = len(graph_head) + len(graph_tail) + sum(
-            len(tag_init) + len(_varint(n)) + n for _, _, n in plan
-        )
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        tmp_files.append(tmp)
-        with os.fdopen(fd, "wb") as f:
-            # The graph goes last: a file cut anywhere after the small header then breaks the
-            # graph's declared length, so a truncated save is always detected on load.
-            f.write(shell)
-            f.write(_tag(_MODEL_GRAPH) + _varint(glen))
-            f.write(graph_head)
-            for hb, raw, n in plan:
-                f.write(tag_init + _varint(n))
-                f.write(hb if isinstance(hb, bytes) else hb.SerializeToString())
-                if raw is not None:
-                    f.write(_tag(_TENSOR_RAW_DATA) + _varint(len(raw)))
-                    f.write(raw)
-            f.write(graph_tail)
-            f.flush()
-            os.fsync(f.fileno())
-        mode = 0o666 & ~_umask()
-        os.chmod(tmp, mode)
-        if side_tmp is None:
-            os.replace(tmp, path)
-        else:
-            os.chmod(side_tmp, mode)
-            _replace_pair(side_tmp, side_final, tmp, path)
-        tmp_files.clear()
+        _write_model(graph, path, side_final, tmp_files, mode, side_mode)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         for t in tmp_files:
             try:
@@ -227,17 +277,70 @@ def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = 
     return path
 
 
+def _write_model(graph: Graph, path: Path, side_final: Path | None, tmp_files: list[str],
+                 mode: int | None, side_mode: int | None) -> None:
+    side_tmp = None
+    side = None
+    if side_final is not None:
+        fd, side_tmp = make_temp(side_final)
+        tmp_files.append(side_tmp)
+        side = _HashingWriter(os.fdopen(fd, "wb"))
+    try:
+        plan = _plan_tensors(graph, side, side_final.name if side_final else None)
+    finally:
+        if side is not None:
+            side.close()
+    if side is not None:
+        plan = _with_checksum(plan, side_final.name, side.hexdigest())
+    shell = model_shell(graph).SerializeToString()
+    graph_head, graph_tail = _split_fields(graph_proto_without_initializers(graph), _GRAPH_INITIALIZER)
+    tag_init = _tag(_GRAPH_INITIALIZER)
+    glen = len(graph_head) + len(graph_tail) + sum(
+        len(tag_init) + len(_varint(n)) + n for _, _, n in plan
+    )
+    fd, tmp = make_temp(path)
+    tmp_files.append(tmp)
+    with os.fdopen(fd, "wb") as f:
+        # The graph goes last: a file cut anywhere after the small header then breaks the
+        # graph's declared length, so a truncated save is always detected on load.
+        f.write(shell)
+        f.write(_tag(_MODEL_GRAPH) + _varint(glen))
+        f.write(graph_head)
+        for hb, raw, n in plan:
+            f.write(tag_init + _varint(n))
+            f.write(hb if isinstance(hb, bytes) else hb.SerializeToString())
+            if raw is not None:
+                f.write(_tag(_TENSOR_RAW_DATA) + _varint(len(raw)))
+                f.write(raw)
+        f.write(graph_tail)
+        f.flush()
+        os.fsync(f.fileno())
+    if side_tmp is None:
+        commit(tmp, path, mode)
+    else:
+        os.chmod(side_tmp, (0o666 & ~_umask()) if side_mode is None else side_mode)
+        os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)
+        _replace_pair(side_tmp, side_final, tmp, path)
+    tmp_files.clear()
+
+
 def _replace_pair(side_tmp: str, side_final: Path, tmp: str, path: Path) -> None:
     """Move the side file, then the model, into place; if the model cannot be moved, put
     the previous side file back so an existing model still finds the data it was saved with.
 
-    (Two renames are not one atomic step: a crash between them can still pair the old model
-    with the new data. Errors cannot.)
+    (Two renames are not one atomic step: a crash between them, or two writers racing, can leave
+    one save's model beside another's data; the side file's SHA-1 ``checksum`` in the model makes
+    loading such a pair fail with a clear error instead of mixing them. Errors cannot mix them.)
     """
     backup = None
     if os.path.lexists(side_final):
-        backup = tempfile.mktemp(prefix=f".{side_final.name}.old.", dir=side_final.parent)
-        os.replace(side_final, backup)
+        fd, backup = make_temp(side_final)
+        os.close(fd)
+        try:
+            os.replace(side_final, backup)
+        except FileNotFoundError:  # another writer moved it away first: nothing to restore
+            os.unlink(backup)
+            backup = None
     try:
         os.replace(side_tmp, side_final)
         os.replace(tmp, path)
@@ -253,4 +356,8 @@ def _replace_pair(side_tmp: str, side_final: Path, tmp: str, path: Path) -> None
 
 def save_proto(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     """Write an in-memory ``ModelProto`` atomically (for protos not built from a Graph)."""
-    return atomic_write_bytes(path, model.SerializeToString())
+    try:
+        data = model.SerializeToString()
+    except ValueError as e:  # e.g. above protobuf's 2 GiB
+        raise OutputError(f"{path}: cannot serialise the model ({e})") from None
+    return atomic_write_bytes(path, data)

@@ -26,6 +26,8 @@ from .spec import PipelineError
 RESULTS_NAME = "results.json"
 RESULTS_FORMAT = "netmorph-pipeline-results/1"
 STATUSES = ("running", "complete", "interrupted", "stopped")
+MAX_RESULTS_BYTES = 64 << 20
+"""A results.json is a few kilobytes per stage; anything far larger is not ours and is not read."""
 
 
 @dataclass
@@ -129,6 +131,9 @@ class Results:
         out = Path(out_dir)
         path = out / RESULTS_NAME
         try:
+            if path.is_file() and path.stat().st_size > MAX_RESULTS_BYTES:
+                raise PipelineError(f"{path}: {path.stat().st_size:,} bytes, not a results file of this run "
+                                    f"(limit {MAX_RESULTS_BYTES:,})")
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise PipelineError(f"{out}: no {RESULTS_NAME} (not a netmorph iterate/run directory)") from None

@@ -9,6 +9,8 @@ Run directory layout::
     DIR/stage_K/morph.json       the growth's full pass reports
     DIR/stage_K/metrics.jsonl    one JSON line per epoch; checkpoint.pt while training
     DIR/fixlearn/stage_K.onnx    the FixLearn baseline of stage K's architecture (and its folder)
+    DIR/.netmorph-run            marker: this folder belongs to pipeline NAME (see run_folder)
+    DIR/.netmorph-run.lock       locked while a run writes here
 
 A stage is finished once it has a record in ``results.json``. Resuming skips finished stages,
 reuses ``init.onnx`` of an unfinished one and continues its training from its checkpoint.
@@ -27,6 +29,7 @@ from ..atomic import atomic_write_text
 from ..errors import NetmorphError
 from .lr_policy import parse_lr_policy, stage_config
 from .results import Results, StageRecord, finite_or_none
+from .run_folder import claim, inside
 from .spec import Pipeline, PipelineError, Start
 from .toml_io import dumps_pipeline
 
@@ -92,9 +95,13 @@ class _Run:
 
     # -- driver ----------------------------------------------------------------------------
     def execute(self, baseline: bool) -> Results:
+        with claim(self.out, self.pipeline.name, self.resume):  # marker + lock: see run_folder
+            return self._execute(baseline)
+
+    def _execute(self, baseline: bool) -> Results:
         from ..data import parse_data_spec
 
-        self.out.mkdir(parents=True, exist_ok=True)
+        check_stages(self.pipeline)  # unknown passes or options fail now, not after stage 1 trained
         spec = parse_data_spec(self.pipeline.data)
         # synthetic data follows the start model's input shape when the start is an ONNX file
         model = start_graph(self.pipeline.start) if spec.kind == "synthetic" and \
@@ -147,7 +154,7 @@ class _Run:
         done = len(self.results.stages)
         graph = None
         if done:
-            graph = netmorph.load(self.out / self.results.stages[-1].model)
+            graph = netmorph.load(inside(self.out, self.results.stages[-1].model, "stage model"))
         offset = sum(s.epochs for s in p.stages[:done])
         for k in range(done + 1, len(p.stages) + 1):
             stage = p.stages[k - 1]
@@ -294,6 +301,30 @@ class _Run:
         self.log(f"{record.run} stage {record.index} done: depth {record.depth}, test error {err}")
         if self.on_stage is not None:
             self.on_stage(record)
+
+
+def check_stages(pipeline: Pipeline) -> list[Any]:
+    """Resolve every growth stage's pass and options (names, choices, numeric ranges) up front.
+
+    Returns the pass instances; raises :class:`PipelineError` naming the stage.
+    """
+    from ..limits import check_pass_options
+    from ..passes import get_pass
+
+    passes = []
+    for i, stage in enumerate(pipeline.stages, start=1):
+        if stage.grow is None:
+            continue
+        options = dict(stage.options)
+        if stage.solver is not None:
+            options["solver"] = stage.solver
+        try:
+            passes.append(get_pass(stage.grow, **check_pass_options(options, "option")))
+        except NetmorphError as e:
+            raise PipelineError(f"stage {i} ({stage.grow}): {str(e).splitlines()[0]}") from None
+        except TypeError as e:
+            raise PipelineError(f"stage {i} ({stage.grow}): bad options ({e})") from None
+    return passes
 
 
 def resolve(pipeline: Pipeline, train_data: Any) -> Pipeline:

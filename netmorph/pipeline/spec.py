@@ -28,10 +28,13 @@ A pipeline is plain data. It converts to and from a dict (:meth:`Pipeline.to_dic
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import NetmorphError
+from ..limits import MAX_EPOCHS, MAX_SEED, MAX_STAGES
 from .lr_policy import parse_lr_policy
 
 FORMAT = "netmorph-pipeline/1"
@@ -62,9 +65,11 @@ def _no_none(table: Any, where: str) -> dict:
     return {k: v for k, v in table.items() if v is not None}
 
 
-def _int(value: Any, where: str, low: int = 0) -> int:
+def _int(value: Any, where: str, low: int = 0, high: int = MAX_SEED) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise PipelineError(f"{where}: expected an integer >= {low}, got {value!r}")
+    if value > high:
+        raise PipelineError(f"{where}: {value:,} is above the limit of {high:,}")
     return value
 
 
@@ -72,6 +77,19 @@ def _str(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise PipelineError(f"{where}: expected a non-empty string, got {value!r}")
     return value.strip()
+
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._ +-]{0,99}$")
+
+
+def safe_name(value: Any, where: str = "name") -> str:
+    """A pipeline name usable as one folder name (``runs/<name>``): letters, digits, ``._ +-``,
+    not starting with a dot or dash, at most 100 characters."""
+    text = _str(value, where)
+    if not SAFE_NAME.match(text) or text.endswith((" ", ".")):
+        raise PipelineError(f"{where}: {text[:60]!r} is not a safe folder name (letters, digits, '._ +-', "
+                            "at most 100, not starting with '.' or '-')")
+    return text
 
 
 def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
@@ -82,9 +100,12 @@ def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
 
 def _policy(value: Any, where: str) -> str:
     try:
-        parse_lr_policy(value)
+        parsed = parse_lr_policy(value)
     except NetmorphError as e:
         raise PipelineError(f"{where}: {e}") from None
+    for what, number in (("LR", parsed.lr), ("EPOCHS", parsed.warmup)):
+        if number is not None and not math.isfinite(number):
+            raise PipelineError(f"{where}: lr policy {value!r}: {what} must be finite")
     return str(value)
 
 
@@ -183,7 +204,7 @@ class Stage:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", _no_none(self.options, "stage options"))
-        _int(self.epochs, "stage epochs")
+        _int(self.epochs, "stage epochs", high=MAX_EPOCHS)
         if self.grow is None and (self.solver is not None or self.options):
             raise PipelineError("a stage without 'grow' cannot have 'solver' or 'options'")
         if self.lr_policy is not None:
@@ -211,7 +232,7 @@ class Stage:
             raise PipelineError(f"{where}.options: expected a table, got {type(options).__name__}")
         try:
             return cls(
-                epochs=_int(data["epochs"], f"{where}.epochs"),
+                epochs=_int(data["epochs"], f"{where}.epochs", high=MAX_EPOCHS),
                 grow=None if data.get("grow") is None else _str(data["grow"], f"{where}.grow"),
                 solver=None if data.get("solver") is None else _str(data["solver"], f"{where}.solver"),
                 options=dict(options),
@@ -265,7 +286,7 @@ class Baseline:
         _choice(self.budget, BASELINE_BUDGETS, "[baseline].budget")
         _choice(self.depths, BASELINE_DEPTHS, "[baseline].depths")
         if self.epochs is not None:
-            _int(self.epochs, "[baseline].epochs")
+            _int(self.epochs, "[baseline].epochs", high=MAX_EPOCHS)
         if self.seed is not None:
             _int(self.seed, "[baseline].seed")
 
@@ -347,11 +368,13 @@ class Pipeline:
             raise PipelineError("start must be a Start")
         if not self.stages:
             raise PipelineError("a pipeline needs at least one stage")
+        if len(self.stages) > MAX_STAGES:
+            raise PipelineError(f"stages: {len(self.stages):,} stages, above the limit of {MAX_STAGES:,}")
         for i, s in enumerate(self.stages):
             if not isinstance(s, Stage):
                 raise PipelineError(f"stage {i + 1} is not a Stage")
         _str(self.data, "data")
-        _str(self.name, "name")
+        safe_name(self.name, "name")
         _int(self.seed, "seed")
         if self.train_subset is not None:
             _int(self.train_subset, "train_subset", low=1)
@@ -439,7 +462,7 @@ class Pipeline:
             lr_policy=data.get("lr_policy", "restart"),
             seed=data.get("seed", 0),
             baseline=None if baseline is None else Baseline.from_dict(baseline),
-            name=_str(data.get("name", "pipeline"), "name"),
+            name=safe_name(data.get("name", "pipeline"), "name"),
             verify=data.get("verify", True),
             train_subset=data.get("train_subset"),
             carry_optimizer=data.get("carry_optimizer", False),

@@ -51,7 +51,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt/unsafe files
-        raise TrainConfigError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0]})") from e
+        text = str(e).strip()
+        reason = text.splitlines()[0][:200] if text else type(e).__name__
+        raise TrainConfigError(f"{path}: cannot read checkpoint ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TrainConfigError(f"{path}: not a netmorph training checkpoint")
     return state

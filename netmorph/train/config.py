@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from netmorph.errors import NetmorphError
+from netmorph.limits import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_PROCESSES,
+    MAX_SEED,
+    LimitError,
+    check_float,
+    check_int,
+)
 
 OPTIMIZERS = ("sgd", "nesterov", "adam")
 SCHEDULES = ("step", "cosine", "constant")
@@ -79,30 +88,47 @@ class TrainConfig:
     eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        try:
+            self._check_types()
+        except LimitError as e:
+            raise TrainConfigError(str(e)) from None
         checks = [
-            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
-            (self.lr > 0, f"lr must be positive, got {self.lr}"),
-            (self.momentum >= 0 and self.weight_decay >= 0, "momentum and weight_decay must be >= 0"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
-            (all(0 <= m <= 1 for m in self.milestones), f"milestones must lie in [0, 1]: {self.milestones}"),
-            (0 < self.gamma <= 1, f"gamma must lie in (0, 1], got {self.gamma}"),
-            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
-            (self.schedule_epochs is None or self.schedule_epochs >= 1,
-             f"schedule_epochs must be >= 1, got {self.schedule_epochs}"),
-            (self.schedule_offset >= 0, f"schedule_offset must be >= 0, got {self.schedule_offset}"),
-            (self.pad >= 0, f"pad must be >= 0, got {self.pad}"),
-            (self.device in DEVICES or self.device.startswith("cuda:"),
+            (isinstance(self.device, str) and (self.device in DEVICES or _cuda_index(self.device)),
              f"device must be one of {DEVICES} or cuda:N, got {self.device!r}"),
             (self.amp in AMP_MODES, f"amp must be one of None, 'bf16', 'fp16', got {self.amp!r}"),
-            (self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise TrainConfigError(message)
+
+    def _check_types(self) -> None:
+        """Every numeric field finite, in range, integer where integer (before any work starts)."""
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        put("epochs", check_int("epochs", self.epochs, 0, MAX_EPOCHS))
+        put("batch_size", check_int("batch_size", self.batch_size, 1, MAX_BATCH))
+        put("eval_batch_size", check_int("eval_batch_size", self.eval_batch_size, 1, MAX_BATCH))
+        put("lr", check_float("lr", self.lr, 0.0, low_open=True))
+        put("momentum", check_float("momentum", self.momentum, 0.0))
+        put("weight_decay", check_float("weight_decay", self.weight_decay, 0.0))
+        if isinstance(self.milestones, str) or not isinstance(self.milestones, tuple | list):
+            raise LimitError(f"milestones must be a list of fractions in [0, 1], got {self.milestones!r}")
+        put("milestones", tuple(check_float("each milestone", m, 0.0, 1.0) for m in self.milestones))
+        put("gamma", check_float("gamma", self.gamma, 0.0, 1.0, low_open=True))
+        put("warmup_epochs", check_float("warmup_epochs", self.warmup_epochs, 0.0, MAX_EPOCHS))
+        if self.schedule_epochs is not None:
+            put("schedule_epochs", check_int("schedule_epochs", self.schedule_epochs, 1, MAX_EPOCHS))
+        put("schedule_offset", check_float("schedule_offset", self.schedule_offset, 0.0, MAX_EPOCHS))
+        put("pad", check_int("pad", self.pad, 0, 1024))
+        put("seed", check_int("seed", self.seed, 0, MAX_SEED))
+        if self.num_threads is not None:
+            put("num_threads", check_int("num_threads", self.num_threads, 1, MAX_PROCESSES))
+        for name in ("flip", "channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise LimitError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         """Plain-data form (for checkpoints and ``metrics.jsonl`` headers)."""
@@ -117,3 +143,8 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
         return TrainConfig(**{**self.to_dict(), **changes})
+
+
+def _cuda_index(device: str) -> bool:
+    head, _, index = device.partition(":")
+    return head == "cuda" and index.isdigit() and int(index) < 1024

@@ -179,14 +179,23 @@ def _fit(module, train_data, test_data, config, out_dir, resume, progress, on_ep
     start_epoch = 0
     state = _resume_state(out / CHECKPOINT_NAME, config, log) if resume else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            history = list(state["history"])
+            start_epoch = int(state["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise TrainConfigError(
+                f"{out / CHECKPOINT_NAME}: the checkpoint does not belong to this model or run ({reason})"
+            ) from None
+        if not 0 <= start_epoch <= config.epochs:
+            raise TrainConfigError(f"{out / CHECKPOINT_NAME}: records epoch {start_epoch} of a "
+                                   f"{config.epochs}-epoch run")
         log(f"resume: continuing after epoch {start_epoch} of {config.epochs}")
     else:
         torch.manual_seed(_seed(config.seed, rank, 1))
@@ -211,6 +220,7 @@ def _fit(module, train_data, test_data, config, out_dir, resume, progress, on_ep
             runner, model, train, test, config, optimizer, scheduler, scaler, epoch=epoch,
             device=device, channels_last=channels_last, per_rank_batch=per_rank_batch, show=show,
         )
+        check_finite(record, out)
         history.append(record)
         if out is not None and rank == 0:
             save_checkpoint(out / CHECKPOINT_NAME, {
@@ -228,6 +238,24 @@ def _fit(module, train_data, test_data, config, out_dir, resume, progress, on_ep
             log(f"stopped after epoch {epoch + 1}")
             break
     return result
+
+
+class TrainingDiverged(TrainConfigError):
+    """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
+
+
+def check_finite(record: dict, out: Path | None) -> None:
+    """Stop a run whose loss is no longer finite, before its checkpoint is overwritten."""
+    bad = [k for k in ("train_loss", "test_loss") if not math.isfinite(record.get(k, 0.0))]
+    if not bad:
+        return
+    epoch = record["epoch"]
+    kept = (f"; the last good checkpoint (epoch {epoch - 1}) is kept in {out / CHECKPOINT_NAME}"
+            if out is not None and epoch > 1 else "")
+    raise TrainingDiverged(
+        f"training diverged in epoch {epoch} ({bad[0]} is {record[bad[0]]}) at lr {record['lr']:g}{kept}; "
+        "lower the learning rate (a model whose BatchNorms were folded away needs restore-bn or a small lr)"
+    )
 
 
 def _train_epoch(runner, model, train, test, config, optimizer, scheduler, scaler, *, epoch, device,

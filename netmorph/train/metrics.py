@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_open
+from ..atomic import atomic_open, finite_json
 
 METRIC_KEYS = (
     "epoch", "lr", "train_loss", "train_err", "test_loss", "test_err", "test_err_lossless",
@@ -21,14 +21,19 @@ METRIC_KEYS = (
 def append_metrics(path: Path, record: dict) -> None:
     """Append one epoch's record to ``path`` as a JSON line."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(_line(record))
+
+
+def _line(record: dict) -> str:
+    """One standard-JSON line (non-finite numbers become ``null``: JSON has no NaN)."""
+    return json.dumps(finite_json(record), allow_nan=False) + "\n"
 
 
 def write_metrics(path: Path, records: list[dict]) -> None:
     """Replace ``path`` atomically with ``records`` (used when a run starts or resumes)."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps(r) + "\n")
+            f.write(_line(r))
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
