@@ -11,6 +11,7 @@ from netmorph.atomic import atomic_write_json
 from netmorph.progress import Progress
 
 from .errors import EXIT_FAILED, fail, handle_errors
+from .verify_options import INPUT_OPTIONS, input_options, input_policy
 
 # CLI option -> pass option name (only options a chosen pass declares are handed to it)
 PASS_OPTIONS = ("level", "node", "value", "block", "cmid", "k1", "k2", "mid_bn", "residual_ratio", "solver",
@@ -134,7 +135,9 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
 @click.option("--seed", type=int, default=0, show_default=True, help="Solver and input seed.")
 @click.option("--rtol", type=float, help="Verification rtol (overrides the pass contract).")
 @click.option("--atol", type=float, help="Verification atol (overrides the pass contract).")
-@click.option("--inputs", "inputs", type=click.Path(dir_okay=False), help="Verify on these inputs (.npz).")
+@click.option("--inputs", "inputs", type=click.Path(),
+              help="Verify on these inputs (.npz, batchK/NAME keys for several, or a folder of them).")
+@input_options
 @click.option("--no-verify", is_flag=True, help="Skip verification in ONNX Runtime (prints a warning).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the child model.")
@@ -154,11 +157,13 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
     from netmorph.atomic import ensure_writable
     from netmorph.errors import NetmorphError, VerificationError
     from netmorph.limits import MAX_SEED, check_int, check_optional_float
+    from netmorph.verification import VerifyOptions
 
     given = {k: opts.get(k) for k in PASS_OPTIONS}
     passes = build_passes(pass_names, given, repeat)
     rtol, atol = check_optional_float("--rtol", rtol), check_optional_float("--atol", atol)
     seed = check_int("--seed", seed, 0, MAX_SEED)
+    policy = VerifyOptions().replace(**input_policy(**{k: opts.get(k) for k in INPUT_OPTIONS}))
     for target in (output, report_path):
         if target is not None:
             ensure_writable(target)  # refuse a special file or a read-only folder before growing
@@ -167,7 +172,7 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
         click.echo("netmorph: warning: --no-verify: the child is NOT checked against its parent", err=True)
     progress = _Progress(len(passes))
     manager = PassManager(verify=not no_verify, rtol=rtol, atol=atol, inputs=inputs, seed=seed,
-                          progress=progress, on_pass_start=progress.start_step)
+                          progress=progress, on_pass_start=progress.start_step, options=policy)
     try:
         child, reports = manager.run(graph, passes)
     except VerificationError as e:

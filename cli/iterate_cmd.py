@@ -79,6 +79,8 @@ def check_schedule(schedule: str) -> None:
               help="A further option for every growth pass (repeatable), e.g. max_iter=500.")
 @click.option("--lr-policy", default="restart", show_default=True,
               help="Learning rate after a growth: restart | restart:LR | warmup:E[:LR] | continue.")
+@click.option("--carry-optimizer", is_flag=True, default=False,
+              help="Carry the optimizer state (momentum, Adam moments) through each growth.")
 @click.option("--data", required=True, help="synthetic[:N] | cifar10:PATH | cifar100:PATH | npz:PATH")
 @click.option("--train-subset", type=click.IntRange(min=1), default=None,
               help="Train on a seeded subset of N training images.")
@@ -100,9 +102,9 @@ def check_schedule(schedule: str) -> None:
               help="Only write the pipeline as TOML here (for `netmorph run`) and exit.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress output.")
 @handle_errors
-def iterate(start, schedule, epochs, half, solver, pass_options, lr_policy, data, train_subset, out_dir,
-            baseline, baseline_budget, baseline_depths, device, batch_size, lr, seed, resume, write_pipeline,
-            quiet):
+def iterate(start, schedule, epochs, half, solver, pass_options, lr_policy, carry_optimizer, data,
+            train_subset, out_dir, baseline, baseline_budget, baseline_depths, device, batch_size, lr, seed,
+            resume, write_pipeline, quiet):
     """Train START, grow it by SCHEDULE (each growth verified in ONNX Runtime), train, repeat.
 
     START is an ONNX model or a builder spec: plain[:N] (PlainNet, N blocks per level, default
@@ -126,6 +128,7 @@ def iterate(start, schedule, epochs, half, solver, pass_options, lr_policy, data
             budget=baseline_budget, depths=baseline_depths, epochs=epochs if half else None),
         name=run_name(out_dir),
         train_subset=train_subset,
+        carry_optimizer=carry_optimizer,
     )
     if write_pipeline:
         save_pipeline(pipeline, write_pipeline)

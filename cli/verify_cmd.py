@@ -2,54 +2,106 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
-from .errors import EXIT_FAILED, EXIT_OK, UserError, handle_errors
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError, describe, first_line, handle_errors
+from .verify_options import input_options, input_policy
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    from netmorph.atomic import atomic_write_json
+
+    try:
+        atomic_write_json(path, data, allow_nan=False)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write the JSON report ({e.strerror or e})") from None
+
+
+def _refuse_overwriting(json_path: str, others: dict[str, str | None]) -> None:
+    """``--json`` must not name a file the command reads (the report would replace it)."""
+    target = Path(json_path).resolve()
+    for what, path in others.items():
+        if path and Path(path).resolve() == target:
+            raise UserError(f"--json {json_path}: that is {what}; the report would replace it")
 
 
 @click.command("verify")
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
 @click.option("--inputs", "inputs", type=click.Path(), default=None,
-              help="Run on these inputs (.npz, keys = input names, one batch) instead of random ones.")
-@click.option("--rtol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
-              help="Relative tolerance (against A's values).")
-@click.option("--atol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
-              help="Absolute tolerance.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--batches", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Number of random input batches.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Size given to a symbolic batch dim (dim 0) of random inputs.")
+              help="Run on these inputs instead of random ones: a .npz (keys = input names for one batch, "
+                   "or batchK/NAME for several) or a folder of them.")
+@click.option("--rtol", "rtol", multiple=True, metavar="[NAME=]V",
+              help="Relative tolerance against A's values (default 1e-4); NAME=V for one output. Repeatable.")
+@click.option("--atol", "atol", multiple=True, metavar="[NAME=]V",
+              help="Absolute tolerance (default 1e-5); NAME=V for one output. Repeatable.")
+@click.option("--tolerance", "tolerance", default="fixed", metavar="fixed|calibrated[:K]", show_default=True,
+              help="calibrated[:K]: fail where |a-b| > K x A's own rounding noise (K default 8).")
+@click.option("--allow-nan", is_flag=True, default=False,
+              help="NaN/Inf at the same places in both models count as equal (default: they fail).")
+@click.option("--map", "name_map", multiple=True, metavar="A_NAME=B_NAME",
+              help="An input or output named differently in B (repeatable).")
+@click.option("--seed", type=str, default="0", show_default=True, help="Seed of the random inputs.")
+@input_options
 @click.option("--optimize-b", is_flag=True, default=False,
               help="Run B with ONNX Runtime's graph optimisations (A always runs unoptimised).")
 @click.option("--json", "json_path", type=click.Path(), default=None,
-              help="Also write the full report as JSON here (atomically; written on failure too).")
+              help="Write the full report as JSON here, atomically, on every exit (0, 1 and 2).")
 @handle_errors
-def verify(a, b, inputs, rtol, atol, seed, batches, batch_size, optimize_b, json_path):
+def verify(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optimize_b, json_path, **shared):
     """Check that model B computes the same function as the reference A.
 
     Both run in ONNX Runtime on the same inputs. An element fails iff |a-b| > atol and
-    |a-b| > rtol*|a|. Exit 0: equivalent; 1: not equivalent (table of the worst
-    differences); 2: bad input (unreadable model, mismatched interfaces, bad --inputs).
+    |a-b| > rtol*|a| (integer and bool outputs: a != b). Exit 0: equivalent; 1: not
+    equivalent (table of the worst differences); 2: bad input (unreadable model,
+    mismatched interfaces, bad --inputs or options).
     """
-    from netmorph.verification import verify_models
+    from netmorph.atomic import ensure_writable
+    from netmorph.errors import NetmorphError
 
-    report = verify_models(
-        a, b, inputs=inputs, rtol=rtol, atol=atol, seed=seed, batches=batches,
-        batch_size=batch_size, optimize_b=optimize_b,
-    )
+    if json_path:  # refused before any work: a report that cannot be written is bad input
+        _refuse_overwriting(json_path, {"A": a, "B": b, "--inputs": inputs})
+        ensure_writable(json_path)
+    try:
+        report = _run(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optimize_b, shared)
+    except Exception as e:  # exit 2: the report says why, in the line stderr gets
+        if json_path:
+            line = first_line(e) if isinstance(e, NetmorphError | UserError) else describe(e, str(a))
+            error = {"ok": False, "exit_code": EXIT_BAD_INPUT, "error": " ".join(line.split()),
+                     "a": str(a), "b": str(b)}
+            with contextlib.suppress(NetmorphError, UserError, OSError):  # the original error wins
+                _write_json(json_path, error)
+        raise
+    code = EXIT_OK if report.ok else EXIT_FAILED
     if json_path:
-        try:
-            report.write_json(json_path)
-        except OSError as e:
-            raise UserError(f"{json_path}: cannot write the JSON report ({e.strerror or e})") from None
-    if report.ok:
-        click.echo(report.summary())
-        sys.exit(EXIT_OK)
+        _write_json(json_path, {**report.to_dict(), "exit_code": code, "error": None})
     click.echo(report.summary())
-    click.echo(report.failure_line())
-    click.echo(report.table())
-    sys.exit(EXIT_FAILED)
+    if not report.ok:
+        click.echo(report.failure_line())
+        click.echo(report.table())
+    sys.exit(code)
+
+
+def _run(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optimize_b, shared):
+    from netmorph.limits import MAX_SEED, check_int
+    from netmorph.verification import OptionsError, VerifyOptions, verify_models
+    from netmorph.verification.options import parse_map, parse_tolerances
+
+    try:
+        seed_value = int(seed)
+    except ValueError:
+        raise OptionsError(f"--seed must be an integer, got {seed!r}") from None
+    seed_value = check_int("--seed", seed_value, 0, MAX_SEED)
+    rtol_all, rtol_per = parse_tolerances(rtol, "--rtol")
+    atol_all, atol_per = parse_tolerances(atol, "--atol")
+    options = VerifyOptions().replace(
+        rtol=rtol_all, atol=atol_all, output_rtol=rtol_per, output_atol=atol_per, tolerance=tolerance,
+        allow_nan=allow_nan, name_map=parse_map(name_map), seed=seed_value, optimize_b=optimize_b,
+        **input_policy(**shared),
+    )
+    return verify_models(a, b, inputs=inputs, options=options)

@@ -119,10 +119,20 @@ def split_conv(graph: Graph, ctx: PassContext, node: Node, options: dict[str, An
     pr = identity_prelu_node(graph, mid[-1].output, cmid, name=f"{base}.prelu_mid", dtype=dtype)
     b = conv_node(graph, pr.output, f2.astype(dtype), geo.bias, name=f"{base}.b", strides=geo.strides,
                   out_type=out.type)
+    _record_lineage(ctx, node, a, [*mid[1:], pr], b)
     out_name = out.name
     graph.replace_node(node, [*mid, pr, b], [b.output])
     graph.rename_value(b.output, out_name)
     return a, b
+
+
+def _record_lineage(ctx: PassContext, node: Node, a: Node, inserted: list[Node], b: Node) -> None:
+    """F1, F2 and the identity BN / PReLU are new (parent: G, for param groups); G's bias moves to F2."""
+    g = node.inputs[1].name
+    for v in [a.inputs[1], b.inputs[1], *(x for n in inserted for x in n.inputs[1:])]:
+        ctx.derive(v.name, "new", parent=g)
+    if len(b.inputs) > 2 and b.inputs[2] is not None:
+        ctx.derive(b.inputs[2].name, "same", parent=node.inputs[2].name)
 
 
 class ConvSplit(Pass):

@@ -31,9 +31,13 @@ def _verification_dict(report: Any, contract_kind: str) -> dict[str, Any]:
         "rtol": float(report.rtol),
         "atol": float(report.atol),
         "contract": contract_kind,
+        "tolerance": report.tolerance,
         "provider": report.provider,
         "batches": report.batches,
     }
+    noise = [o.noise_ratio for o in report.outputs if o.noise_ratio is not None]
+    if noise:
+        d["noise_ratio"] = max(noise)
     if not report.ok:
         d["failure"] = report.failure_line()
     return d
@@ -48,32 +52,44 @@ class PassManager:
         Verify each child against its parent in ONNX Runtime (default). ``False`` skips it
         (the graph and type checks still run).
     rtol, atol
-        Override the tolerances of every contract (e.g. tighter ones from the CLI).
+        Override the tolerances of every contract (e.g. tighter ones from the CLI); a child is
+        then judged by these fixed numbers.
     inputs
         Inputs to verify on (see :func:`netmorph.verification.verify_models`); ``None``: seeded
         random batches.
+    options
+        The verification policy (:class:`~netmorph.verification.VerifyOptions`: batches, dims,
+        ranges, providers …); default ``VerifyOptions()``, the one ``netmorph verify`` uses.
+        Exact contracts are verified with ``EXACT_TOLERANCE``; approximate ones with their
+        bound.
     progress
         ``progress(pass_name, done, total, item)``, called around each solved kernel.
     seed
         Seed of the passes' solvers (pass ``i`` gets ``seed + i``) and of the random inputs.
     batches, batch_size
-        Random verification inputs.
+        Random verification inputs (``None``: the policy's, 2 and 2).
     record_depth
         Put the recognised DynamicNet depth before / after into each report.
     on_pass_start
         ``on_pass_start(index, total, pass_)``, called before each pass (progress display).
     """
 
+    EXACT_TOLERANCE = "calibrated"
+    """How an exact contract is verified when no rtol/atol override is given: against K = 8 times the
+    parent's own rounding noise (see :mod:`netmorph.verification.calibrate`)."""
+
     def __init__(self, verify: bool = True, rtol: float | None = None, atol: float | None = None,
                  inputs: Any = None, progress: ProgressFn | None = None, *, seed: int = 0,
-                 batches: int = 1, batch_size: int = 2, record_depth: bool = True,
-                 on_pass_start: Callable[[int, int, Pass], None] | None = None):
+                 batches: int | None = None, batch_size: int | None = None, record_depth: bool = True,
+                 on_pass_start: Callable[[int, int, Pass], None] | None = None, options: Any = None):
+        from ..verification import VerifyOptions
+
         self.verify = verify
         self.rtol, self.atol = rtol, atol
         self.inputs = inputs
         self.progress = progress
         self.seed = seed
-        self.batches, self.batch_size = batches, batch_size
+        self.options = (options or VerifyOptions()).replace(batches=batches, batch_size=batch_size)
         self.record_depth = record_depth
         self.on_pass_start = on_pass_start
 
@@ -82,11 +98,13 @@ class PassManager:
         return (contract.rtol if self.rtol is None else self.rtol,
                 contract.atol if self.atol is None else self.atol)
 
-    def _verify(self, parent: Graph, child: Graph, rtol: float, atol: float) -> Any:
+    def _verify(self, parent: Graph, child: Graph, rtol: float, atol: float, exact: bool) -> Any:
         from ..verification import verify_models
 
-        return verify_models(parent, child, inputs=self.inputs, rtol=rtol, atol=atol, seed=self.seed,
-                             batches=self.batches, batch_size=self.batch_size)
+        overridden = self.rtol is not None or self.atol is not None
+        mode = self.EXACT_TOLERANCE if exact and not overridden else "fixed"
+        return verify_models(parent, child, inputs=self.inputs, options=self.options, rtol=rtol, atol=atol,
+                             seed=self.seed, tolerance=mode)
 
     @staticmethod
     def check_graph(graph: Graph, what: str) -> None:
@@ -138,7 +156,7 @@ class PassManager:
             self._prove_surgery(parent, p, rep, seed, what)
             rep.timings["prove"] = time.perf_counter() - t0
         rtol, atol = self.tolerance(contract)
-        result = self._verify(parent, child, rtol, atol)
+        result = self._verify(parent, child, rtol, atol, contract.is_exact)
         rep.verification = _verification_dict(result, contract.kind)
         if not result.ok:
             raise VerificationError(f"{what}: child differs from its parent: {result.failure_line()}")
@@ -157,7 +175,7 @@ class PassManager:
             return
         self.check_graph(proof_child, f"{what} (exact solver)")
         tol = Contract.exact()  # the proof is always at float tolerance
-        proof = self._verify(parent, proof_child, tol.rtol, tol.atol)
+        proof = self._verify(parent, proof_child, tol.rtol, tol.atol, exact=True)
         rep.surgery_proof = _verification_dict(proof, "exact")
         if not proof.ok:
             raise VerificationError(

@@ -108,19 +108,20 @@ def test_verify_with_npz_inputs(models, tmp_path):
 
 
 def test_verify_mismatched_interfaces_exit_2(models, tmp_path):
-    out = tmp_path / "never.json"
+    out = tmp_path / "exit2.json"
     res = invoke("verify", models["a"], models["renamed"], "--json", out)
     assert res.exit_code == 2
     err = stderr_of(res).strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith("netmorph: error: the models have different inputs: 'x' only in")
-    assert not out.exists()
+    d = json.loads(out.read_text())  # the JSON report is written on exit 2 too
+    assert d["ok"] is False and d["exit_code"] == 2 and "netmorph: error: " + d["error"] == err[0]
 
 
 def test_verify_truncated_file_subprocess_one_line_exit_2(models, tmp_path):
     exe = shutil.which("netmorph")
     cmd = [exe] if exe else [sys.executable, "-m", "netmorph.cli.main"]
-    out = tmp_path / "never.json"
+    out = tmp_path / "exit2.json"
     p = subprocess.run(
         [*cmd, "verify", str(models["a"]), str(models["cut"]), "--json", str(out)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "2"},
@@ -131,8 +132,8 @@ def test_verify_truncated_file_subprocess_one_line_exit_2(models, tmp_path):
     assert len(lines) == 1, p.stderr
     assert lines[0].startswith("netmorph: error: ") and "cut.onnx" in lines[0]
     assert "truncated or corrupt" in lines[0]
-    assert "Traceback" not in p.stderr and not out.exists()
-    assert list(tmp_path.glob(".never.json*")) == []
+    assert "Traceback" not in p.stderr
+    assert json.loads(out.read_text())["exit_code"] == 2 and list(tmp_path.glob(".exit2.json*")) == []
 
 
 def test_verify_missing_file_exit_2(models, tmp_path):

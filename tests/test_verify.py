@@ -82,6 +82,14 @@ def test_same_model_is_equivalent_as_proto_graph_and_path(tmp_path):
     assert str(path) in verify_models(path, m).a
 
 
+def test_external_data_model_verifies_against_its_in_memory_graph(tmp_path):
+    g = netmorph.from_onnx(small_cnn())
+    path = netmorph.save(g, tmp_path / "ext" / "m.onnx", external_data=True)
+    assert any(p.name != "m.onnx" for p in (tmp_path / "ext").iterdir())  # weights beside the model
+    assert verify_models(g, path).ok
+    assert not verify_models(small_cnn(fc_delta=0.5), path).ok
+
+
 def test_torch_export_round_trip_through_ir_is_equivalent(torch_cnn_onnx, tmp_path):
     g = netmorph.load(torch_cnn_onnx)
     out = netmorph.save(g, tmp_path / "rt.onnx")
@@ -168,30 +176,51 @@ def test_max_rel_and_min_atol_definitions():
 
 
 # -- NaN / Inf ------------------------------------------------------------------------------
+def _cmp_nan(a, b, allow_nan: bool) -> OutputDiff:
+    pair = (np.asarray(a, np.float32), np.asarray(b, np.float32))
+    return compare_output("y", [pair], Tolerance(0.0, 0.0, allow_nan=allow_nan))
+
+
 def test_nonfinite_rules():
     nan, inf = np.nan, np.inf
-    same = _cmp([nan, inf, -inf, 1.0], [nan, inf, -inf, 1.0], 0, 0)
-    assert same.ok and same.n_nonfinite_mismatch == 0
-    assert same.max_abs == same.max_rel == same.mean_abs == same.min_atol_to_pass == 0.0
-    for a, b in [([nan], [1.0]), ([1.0], [nan]), ([inf], [-inf]), ([inf], [1e30]), ([2.0], [inf])]:
-        d = _cmp(a, b, rtol=1e9, atol=1e9)  # no tolerance excuses a non-finite mismatch
-        assert not d.ok and d.n_nonfinite_mismatch == 1 and d.max_abs == np.inf
-        assert d.min_atol_to_pass == np.inf and d.max_rel == np.inf
+    vals = [nan, inf, -inf, 1.0]
+    same = _cmp_nan(vals, vals, allow_nan=False)  # NaN/Inf fail by default, even when matched
+    assert not same.ok and same.n_failed == 3 and same.n_nonfinite_mismatch == 0
+    assert same.n_nan == (1, 1) and same.n_inf == (2, 2) and same.first_nonfinite == (0, (0,))
+    assert same.nonfinite_at == [(0, (0,)), (0, (1,)), (0, (2,))]
+    assert same.max_abs == same.mean_abs == 0.0 and same.min_atol_to_pass == np.inf
+    same = _cmp_nan(vals, vals, allow_nan=True)  # matched positions are equal with allow_nan
+    assert same.ok and same.max_abs == same.max_rel == same.mean_abs == same.min_atol_to_pass == 0.0
+    pairs = [([nan], [0.0]), ([nan], [1.0]), ([1.0], [nan]), ([inf], [-inf]), ([inf], [1e30]), ([2.0], [inf])]
+    for a, b in pairs:
+        d = compare_output("y", [(np.float32(a), np.float32(b))], Tolerance(1e9, 1e9, allow_nan=True))
+        assert not d.ok and d.n_nonfinite_mismatch == 1 and d.n_failed == 1
+        assert d.min_atol_to_pass == np.inf
+        assert d.max_abs == 0.0 and d.mean_abs == 0.0  # no "mean abs inf": finite elements only
 
 
-def test_nan_in_both_models_passes_and_in_one_fails():
+def test_nan_in_both_models_fails_by_default_and_passes_with_allow_nan():
     # sqrt of N(0,1) inputs: NaN wherever x < 0, in both models alike
     r = verify_models(unary("Sqrt"), unary("Sqrt"))
-    assert r.ok and r.outputs[0].n_nonfinite_mismatch == 0
-    assert r.max_abs == 0.0 and r.outputs[0].mean_abs == 0.0
-    r = verify_models(unary("Sqrt"), unary("Sqrt", pre="Abs"))
-    assert not r.ok
     y = r.outputs[0]
-    assert y.n_nonfinite_mismatch > 0 and np.isnan(y.a_value) and np.isfinite(y.b_value)
-    assert "NaN/Inf in one model only" in r.failure_line()
+    assert not r.ok and y.n_nonfinite_mismatch == 0 and y.n_nan[0] == y.n_nan[1] > 0
+    line = r.failure_line()
+    assert "NaN/Inf in both models" in line and "--allow-nan" in line and f"NaN a {y.n_nan[0]}" in line
+    assert "NaN/Inf in 1 output(s)" in r.summary()
+    r = verify_models(unary("Sqrt"), unary("Sqrt"), allow_nan=True)
+    assert r.ok and r.outputs[0].n_nan[0] > 0 and r.max_abs == 0.0 and r.outputs[0].mean_abs == 0.0
+    # NaN in a where b has 0: fails, with or without allow_nan
+    for allow in (False, True):
+        r = verify_models(unary("Sqrt"), unary("Sqrt", pre="Abs"), allow_nan=allow)
+        y = r.outputs[0]
+        assert not r.ok and y.n_nonfinite_mismatch > 0 and np.isnan(y.a_value) and np.isfinite(y.b_value)
+        assert "NaN/Inf in one model only" in r.failure_line()
     d = r.to_dict()
     json.dumps(d, allow_nan=False)  # strict JSON: non-finite numbers are strings
-    assert d["max_abs"] == "inf" and d["outputs"][0]["a_value"] == "nan"
+    assert d["outputs"][0]["min_atol_to_pass"] == "inf" and d["outputs"][0]["a_value"] == "nan"
+    assert d["outputs"][0]["n_nan"]["a"] > 0 and d["outputs"][0]["n_nan"]["b"] == 0
+    first = d["outputs"][0]["nonfinite_at"][0]
+    assert make_inputs(unary("Sqrt"))[first["batch"]]["x"][tuple(first["index"])] < 0  # sqrt(x < 0) = NaN
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -215,8 +244,11 @@ def test_make_inputs_integer_inputs_and_symbolic_dims():
     )
     ints = make_inputs(helper.make_model(g), batch_size=3)[0]["i"]
     assert ints.dtype == np.int64 and ints.shape == (3, 7) and ints.min() >= 0 and ints.max() <= 3
-    with pytest.raises(InputsError, match=r"input 'x'.*dim 2 is symbolic \('H'\).*--inputs"):
-        make_inputs(small_cnn(in_shape=("N", 3, "H", 8)))
+    # a symbolic non-batch dim takes two sizes in alternate batches, or the size --dim gives
+    feeds = make_inputs(small_cnn(in_shape=("N", 3, "H", 8)))
+    assert [f["x"].shape for f in feeds] == [(2, 3, 8, 8), (2, 3, 1, 8)]
+    feeds = make_inputs(small_cnn(in_shape=("N", 3, "H", 8)), dims={"H": 5, "N": 3}, batches=3)
+    assert [f["x"].shape for f in feeds] == [(3, 3, 5, 8)] * 3
 
 
 def test_npz_dict_and_list_inputs(tmp_path):
@@ -268,6 +300,8 @@ def test_mismatched_interfaces_are_refused():
     del no_features.graph.output[0]
     with pytest.raises(InterfaceMismatchError, match=r"different outputs: 'features' only in model a"):
         verify_models(small_cnn(), no_features)
+    with pytest.raises(InterfaceMismatchError, match=r"different outputs: 'features' only in model b"):
+        verify_models(no_features, small_cnn())  # an extra output in b is a difference too
     # declared types agree (unknown shape), the computed shapes do not
     loose = small_cnn(fc_out=5)
     loose.graph.output[1].type.tensor_type.ClearField("shape")

@@ -175,9 +175,12 @@ class _Run:
                     if graph is None:
                         graph = start_graph(p.start)
                     self.log(f"stage {k}: growing with {stage.describe()}")
-                    model_in, morph, reports = grow(graph, stage, seed=p.seed + k, verify=p.verify)
+                    model_in, morph, raw = grow_stage(graph, stage, seed=p.seed + k, verify=p.verify)
+                    reports = [r.to_dict() for r in raw]
                     atomic_write_text(morph_path, json.dumps({"summary": morph, "reports": reports}, indent=1,
                                                              default=str))
+                    if p.carry_optimizer:
+                        self._carry(graph, model_in, raw, k)
                 netmorph.save(model_in, init_path)
             policy = p.stage_policy(k - 1)
             config = stage_config(p.train_config(), policy, epochs=stage.epochs, offset=offset,
@@ -187,7 +190,8 @@ class _Run:
             shown = "the recipe" if k == 1 and policy != "continue" else policy
             self.log(f"stage {k}/{len(p.stages)}: depth {depth}, {model_in.parameter_count()} params, "
                      f"{stage.epochs} epochs at lr {config.lr:g} ({shown})")
-            trained, metrics, stopped = self._train(model_in, config, stage_dir)
+            carried = self._carried(stage_dir) if p.carry_optimizer else None
+            trained, metrics, stopped = self._train(model_in, config, stage_dir, carried)
             if stopped:
                 return True
             offset += stage.epochs
@@ -247,8 +251,26 @@ class _Run:
             self._finish(self.results.baseline, record)
         return False
 
+    # -- carry_optimizer -----------------------------------------------------------------------
+    def _carry(self, parent: Any, child: Any, reports: list, k: int) -> None:
+        """Map stage ``k-1``'s final optimizer state onto stage ``k``'s model (before init.onnx)."""
+        from ..train import CHECKPOINT_NAME
+        from .carry import carry_stage_optimizer, save_carried
+
+        ck = self.out / f"stage_{k - 1}" / CHECKPOINT_NAME
+        state = carry_stage_optimizer(parent, child, reports, ck, self.pipeline.train_config())
+        save_carried(self.out / f"stage_{k}", state)
+        self.log(f"stage {k}: optimizer state carried ({len(state['state']) if state else 0} parameters)")
+
+    @staticmethod
+    def _carried(stage_dir: Path) -> dict | None:
+        from .carry import load_carried
+
+        return load_carried(stage_dir)
+
     # -- shared ------------------------------------------------------------------------------
-    def _train(self, graph: Any, config: Any, stage_dir: Path) -> tuple[Any, dict[str, Any], bool]:
+    def _train(self, graph: Any, config: Any, stage_dir: Path,
+               initial_optimizer_state: dict | None = None) -> tuple[Any, dict[str, Any], bool]:
         import netmorph
 
         from ..train import CHECKPOINT_NAME, evaluate, fit
@@ -260,7 +282,8 @@ class _Run:
             return graph, {"test_err": test_err, "test_loss": test_loss}, False
         resume = self.resume and (stage_dir / CHECKPOINT_NAME).exists()
         result = fit(module, self.train_data, self.test_data, config, out_dir=stage_dir,
-                     resume=resume, progress=self.progress, on_epoch=self.on_epoch)
+                     resume=resume, progress=self.progress, on_epoch=self.on_epoch,
+                     initial_optimizer_state=initial_optimizer_state)
         if result.stopped:
             return graph, {}, True
         module.to("cpu")
@@ -368,8 +391,14 @@ def grow(graph: Any, stage: Any, *, seed: int, verify: bool = True) -> tuple[Any
     Returns
     -------
     (child, summary, reports)
-        The child graph, the summary stored in the stage record, the full pass reports.
+        The child graph, the summary stored in the stage record, the full pass reports (dicts).
     """
+    child, summary, reports = grow_stage(graph, stage, seed=seed, verify=verify)
+    return child, summary, [r.to_dict() for r in reports]
+
+
+def grow_stage(graph: Any, stage: Any, *, seed: int, verify: bool = True) -> tuple[Any, dict[str, Any], list]:
+    """:func:`grow` with the :class:`~netmorph.passes.PassReport` objects (their lineage included)."""
     from ..passes import PassManager, get_pass
 
     options = dict(stage.options)
@@ -396,7 +425,7 @@ def grow(graph: Any, stage: Any, *, seed: int, verify: bool = True) -> tuple[Any
         "params_after": reports[-1].params_after if reports else None,
         "seconds": seconds,
     }
-    return child, summary, [r.to_dict() for r in reports]
+    return child, summary, reports
 
 
 def fixlearn_model(start: Start, target: Any, seed: int | None = None, what: str = "FixLearn") -> Any:

@@ -340,6 +340,10 @@ class Pipeline:
     train_subset
         Train on a seeded random subset of this many training images (``None``: all); the
         test split is used whole. For scaled-down reproductions.
+    carry_optimizer
+        Carry the optimizer state (momentum buffers, Adam moments and step) of each stage
+        into the next one through the growth's parameter lineage, instead of starting the
+        grown model's optimizer afresh (see ``docs/torch.md``).
     """
 
     start: Start
@@ -352,9 +356,10 @@ class Pipeline:
     name: str = "pipeline"
     verify: bool = True
     train_subset: int | None = None
+    carry_optimizer: bool = False
 
-    KEYS = ("format", "name", "data", "train_subset", "seed", "lr_policy", "verify", "start", "train",
-            "baseline", "stages")
+    KEYS = ("format", "name", "data", "train_subset", "seed", "lr_policy", "verify", "carry_optimizer",
+            "start", "train", "baseline", "stages")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -376,6 +381,8 @@ class Pipeline:
         _policy(self.lr_policy, "lr_policy")
         if not isinstance(self.verify, bool):
             raise PipelineError(f"verify: expected true or false, got {self.verify!r}")
+        if not isinstance(self.carry_optimizer, bool):
+            raise PipelineError(f"carry_optimizer: expected true or false, got {self.carry_optimizer!r}")
         from ..data import parse_data_spec
 
         try:
@@ -423,6 +430,8 @@ class Pipeline:
             "lr_policy": self.lr_policy, "verify": self.verify,
             "start": self.start.to_dict(), "train": dict(self.train),
         }
+        if self.carry_optimizer:  # written only when set: runs made before the key resume unchanged
+            d["carry_optimizer"] = True
         if self.baseline is not None:
             d["baseline"] = self.baseline.to_dict()
         d["stages"] = [s.to_dict() for s in self.stages]
@@ -456,4 +465,5 @@ class Pipeline:
             name=safe_name(data.get("name", "pipeline"), "name"),
             verify=data.get("verify", True),
             train_subset=data.get("train_subset"),
+            carry_optimizer=data.get("carry_optimizer", False),
         )

@@ -21,7 +21,7 @@ from .config import TrainConfig, TrainConfigError
 from .device import autocast, dist_info, logits_of, resolve_device, stage
 from .evaluate import eval_sums
 from .metrics import TrainResult, append_metrics, write_metrics
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, load_per_parameter_state
 
 METRICS_NAME = "metrics.jsonl"
 OnEpoch = Callable[[dict], object]
@@ -80,6 +80,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     on_epoch: OnEpoch | None = None,
+    initial_optimizer_state: dict | None = None,
 ) -> TrainResult:
     """Train ``module`` in place on ``train_data`` and evaluate it on ``test_data`` after every epoch.
 
@@ -107,6 +108,11 @@ def fit(
     on_epoch
         Called with each epoch's record after the checkpoint is written; returning ``True`` or
         ``"stop"`` ends the run early (``TrainResult.stopped``), raising propagates.
+    initial_optimizer_state
+        Per-parameter optimizer state to start from (an optimizer ``state_dict`` whose
+        ``state`` is indexed like this run's trainable parameters), e.g. carried through a
+        growth by :func:`netmorph.pipeline.carry.carry_stage_optimizer`; the learning rate
+        and other hyper-parameters stay this run's. Ignored when resuming from a checkpoint.
 
     Returns
     -------
@@ -130,12 +136,14 @@ def fit(
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     try:
-        return _fit(module, train_data, test_data, config, out_dir, resume, progress, on_epoch)
+        return _fit(module, train_data, test_data, config, out_dir, resume, progress, on_epoch,
+                    initial_optimizer_state)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(module, train_data, test_data, config, out_dir, resume, progress, on_epoch) -> TrainResult:
+def _fit(module, train_data, test_data, config, out_dir, resume, progress, on_epoch,
+         initial_optimizer_state=None) -> TrainResult:
     rank, world = dist_info()
     if config.batch_size % world:
         raise TrainConfigError(f"batch_size {config.batch_size} is not divisible by {world} processes")
@@ -191,6 +199,8 @@ def _fit(module, train_data, test_data, config, out_dir, resume, progress, on_ep
         log(f"resume: continuing after epoch {start_epoch} of {config.epochs}")
     else:
         torch.manual_seed(_seed(config.seed, rank, 1))
+        if initial_optimizer_state is not None:
+            load_per_parameter_state(optimizer, initial_optimizer_state)
     if out is not None and rank == 0:
         write_metrics(out / METRICS_NAME, history)
 

@@ -63,3 +63,18 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config, steps_per_epoch)
     )
+
+
+def load_per_parameter_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
+    """Give ``optimizer`` the per-parameter ``state`` of ``state_dict``, keeping its own groups.
+
+    The hyper-parameters (lr, momentum, ...) stay ``optimizer``'s: the run's lr policy sets them.
+    ``state_dict["state"]`` is indexed like ``optimizer``'s parameters (``state_dict()`` order).
+    """
+    own = optimizer.state_dict()
+    n = sum(len(g["params"]) for g in own["param_groups"])
+    state = state_dict.get("state", {})
+    bad = [i for i in state if not 0 <= int(i) < n]
+    if bad:
+        raise ValueError(f"optimizer state for parameter {bad[0]} but the optimizer has {n} parameters")
+    optimizer.load_state_dict({"state": state, "param_groups": own["param_groups"]})

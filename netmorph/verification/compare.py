@@ -9,6 +9,9 @@ import numpy as np
 from .report import OutputDiff
 from .tolerance import Tolerance
 
+NONFINITE_POSITIONS = 5
+"""How many NaN/Inf positions an output's report lists (the count is always complete)."""
+
 
 def tiny_for(dtype: np.dtype) -> float:
     """The floor of ``|a|`` in the relative error: the smallest normal number of ``dtype``
@@ -17,77 +20,124 @@ def tiny_for(dtype: np.dtype) -> float:
 
 
 def elementwise(a: np.ndarray, b: np.ndarray, tol: Tolerance):
-    """Per element: absolute difference, relative difference, failed mask, non-finite mismatch mask.
+    """Per element: ``|a-b|``, relative difference, failed mask, non-finite masks, atol needed.
 
-    Computed in float64. Where both are NaN, or both the same infinity, the difference is 0;
-    where exactly one side is non-finite (or they are different infinities) the difference
-    is +inf and the element fails whatever the tolerance.
+    Computed in float64 (integer outputs compare ``a != b`` exactly, whatever their size).
+    ``diff``/``rel``/``need`` are 0 wherever either side is non-finite: those elements are
+    counted apart (``nonfinite``: NaN/Inf in either model; ``mismatch``: not the same
+    non-finite value in both). Every non-finite element fails unless ``tol.allow_nan``; then
+    only mismatches fail.
     """
-    a64 = np.asarray(a, dtype=np.float64)
-    b64 = np.asarray(b, dtype=np.float64)
+    a = np.asarray(a)
+    b = np.asarray(b)
+    a64 = a.astype(np.float64)
+    b64 = b.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        diff = np.abs(a64 - b64)
         finite = np.isfinite(a64) & np.isfinite(b64)
         agree = (np.isnan(a64) & np.isnan(b64)) | (np.isinf(a64) & (a64 == b64))
-        mismatch = ~finite & ~agree
-        diff[agree] = 0.0
-        diff[mismatch] = np.inf
+        nonfinite = ~finite
+        mismatch = nonfinite & ~agree
+        diff = np.where(finite, np.abs(a64 - b64), 0.0)
         absa = np.abs(a64)
-        rel = diff / np.maximum(absa, tiny_for(np.asarray(a).dtype))
-        rel[agree] = 0.0
-        rel[mismatch] = np.inf
-        failed = ((diff > tol.atol) & (diff > tol.rtol * absa)) | mismatch
-        # the atol each element needs: 0 if the rtol term already covers it
-        need = np.where(diff > tol.rtol * absa, diff, 0.0)
-        need[mismatch] = np.inf
-    return diff, rel, failed, mismatch, need
+        rel = np.where(finite, diff / np.maximum(absa, tiny_for(a.dtype)), 0.0)
+        over_rtol = diff > tol.rtol * absa
+        failed = finite & (diff > tol.atol) & over_rtol
+        if a.dtype.kind in "iub" and tol.atol == 0 and tol.rtol == 0:
+            failed = np.asarray(a != b)  # exact, also beyond float64's 2**53
+        failed = failed | (mismatch if tol.allow_nan else nonfinite)
+        need = np.where(finite & over_rtol, diff, 0.0)  # the atol each element needs
+    return diff, rel, failed, nonfinite, mismatch, need
 
 
 def compare_output(
-    name: str, pairs: Sequence[tuple[np.ndarray, np.ndarray]], tol: Tolerance
+    name: str, pairs: Sequence[tuple[np.ndarray, np.ndarray]], tol: Tolerance, noise: float | None = None
 ) -> OutputDiff:
     """Compare reference arrays ``a`` against candidate arrays ``b``, one pair per batch.
 
-    The worst element is the one with the largest absolute difference (first such, in batch
-    then C order); ``min_atol_to_pass`` is the smallest ``atol`` that, with ``tol.rtol``, would
-    pass every element (``inf`` when some element is non-finite in one model only).
+    The statistics (max/mean/median/p99 abs, max rel) are over the elements finite in both
+    models; NaN/Inf are counted per side. The worst element is the failing one with the
+    largest ``|a-b|`` (a failing NaN/Inf first, in batch then C order); when nothing fails,
+    the element with the largest ``|a-b|``. ``min_atol_to_pass`` is the smallest ``atol``
+    that, with ``tol.rtol``, passes every finite element (``inf`` when a NaN/Inf fails).
+    ``noise`` (calibrated tolerance) is recorded with ``max_abs / noise``.
     """
-    diffs, worst = [], (-1.0, 0, ())
-    max_rel = 0.0
+    diffs = []
+    max_rel = min_atol = 0.0
     n_failed = n_mismatch = 0
-    min_atol = 0.0
-    worst_vals = (0.0, 0.0)
+    nan_a = nan_b = inf_a = inf_b = 0
+    nonfinite_at: list[tuple[int, tuple[int, ...]]] = []
+    best = None  # (rank, diff, batch, flat index): rank 2 failing non-finite, 1 failing, 0 passing
     for k, (a, b) in enumerate(pairs):
-        diff, rel, failed, mismatch, need = elementwise(a, b, tol)
+        a, b = np.asarray(a), np.asarray(b)
+        diff, rel, failed, nonfinite, mismatch, need = elementwise(a, b, tol)
         n_failed += int(failed.sum())
         n_mismatch += int(mismatch.sum())
+        if a.dtype.kind == "f":
+            nan_a += int(np.isnan(a).sum())
+            nan_b += int(np.isnan(b).sum())
+            inf_a += int(np.isinf(a).sum())
+            inf_b += int(np.isinf(b).sum())
+        if len(nonfinite_at) < NONFINITE_POSITIONS and nonfinite.any():
+            flat = np.flatnonzero(nonfinite.ravel())[: NONFINITE_POSITIONS - len(nonfinite_at)]
+            nonfinite_at += [(k, _idx(int(i), a.shape)) for i in flat]
         if diff.size:
-            i = int(np.argmax(diff))
-            if diff.flat[i] > worst[0]:
-                idx = tuple(int(j) for j in np.unravel_index(i, diff.shape))
-                worst = (float(diff.flat[i]), k, idx)
-                worst_vals = (float(np.asarray(a).flat[i]), float(np.asarray(b).flat[i]))
+            bad_nf = failed & nonfinite
+            if bad_nf.any():  # a one-sided NaN/Inf before a matched one
+                pick = mismatch if mismatch.any() else bad_nf
+                cand = (2, 0.0, k, int(np.argmax(pick.ravel())))
+            elif failed.any():
+                i = int(np.argmax(np.where(failed, diff, -1.0).ravel()))
+                cand = (1, float(diff.flat[i]), k, i)
+            else:
+                i = int(np.argmax(diff.ravel()))
+                cand = (0, float(diff.flat[i]), k, i)
+            if best is None or cand[:2] > best[:2]:
+                best = (*cand, a, b)
             max_rel = max(max_rel, float(rel.max()))
             min_atol = max(min_atol, float(need.max()))
-        diffs.append(diff.ravel())
+        diffs.append(diff[~nonfinite])
     alld = np.concatenate(diffs) if diffs else np.zeros(0)
-    n = int(alld.size)
+    n_fin = int(alld.size)
+    n = sum(int(np.asarray(a).size) for a, _ in pairs)
     a0 = np.asarray(pairs[0][0]) if pairs else np.zeros(0, np.float32)
+    if best is None:
+        wk, widx, av, bv = 0, (), 0.0, 0.0
+    else:
+        _, _, wk, i, wa, wb = best
+        widx, av, bv = _idx(i, wa.shape), _scalar(wa.flat[i]), _scalar(wb.flat[i])
+    nonfinite_fail = (n_mismatch if tol.allow_nan else nan_a + nan_b + inf_a + inf_b) > 0
+    max_abs = float(alld.max()) if n_fin else 0.0
     return OutputDiff(
         name=name,
         shape=tuple(int(s) for s in a0.shape),
         dtype=str(a0.dtype),
-        max_abs=max(worst[0], 0.0),
+        max_abs=max_abs,
         max_rel=max_rel,
-        mean_abs=float(alld.mean()) if n else 0.0,
-        median_abs=float(np.median(alld)) if n else 0.0,
-        worst_batch=worst[1],
-        worst_index=worst[2],
-        a_value=worst_vals[0],
-        b_value=worst_vals[1],
-        min_atol_to_pass=min_atol,
+        mean_abs=float(alld.mean()) if n_fin else 0.0,
+        median_abs=float(np.median(alld)) if n_fin else 0.0,
+        p99_abs=float(np.percentile(alld, 99)) if n_fin else 0.0,
+        worst_batch=wk,
+        worst_index=widx,
+        a_value=av,
+        b_value=bv,
+        min_atol_to_pass=float("inf") if nonfinite_fail else min_atol,
         n_failed=n_failed,
         n_elements=n,
         n_nonfinite_mismatch=n_mismatch,
+        n_nan=(nan_a, nan_b),
+        n_inf=(inf_a, inf_b),
+        nonfinite_at=nonfinite_at,
+        rtol=tol.rtol,
+        atol=tol.atol,
+        rule=tol.kind,
+        noise=noise,
         ok=n_failed == 0,
     )
+
+
+def _idx(i: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(j) for j in np.unravel_index(i, shape)) if shape else ()
+
+
+def _scalar(x) -> float:
+    return float(x) if np.asarray(x).dtype.kind in "fb" else int(x)

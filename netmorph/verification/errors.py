@@ -19,3 +19,7 @@ class ModelRunError(VerificationError):
 
 class InputsError(NetmorphError):
     """The inputs to compare on cannot be made or do not fit the model's interface."""
+
+
+class OptionsError(NetmorphError):
+    """A verification option is malformed (``--dim``, ``--range``, ``--map``, a tolerance, a provider)."""

@@ -1,53 +1,74 @@
-"""The inputs both models are run on: seeded random batches, or the user's arrays / ``.npz``."""
+"""The inputs both models are run on: seeded random batches, or the user's arrays / ``.npz`` files.
+
+Random batches are made to reach the function:
+
+* **integer inputs** take the valid range the graph gives them (:mod:`.ranges`: ``Gather`` /
+  embedding-table rows, ``OneHot`` depth, comparisons with constants), else ``0..3``; ``--range``
+  overrides. When the range has at most ``COVER_ROWS`` values, **every value occurs at least
+  once** across the batches (extra batches are added when the requested ones are too small),
+  so a change to any one embedding row shows; larger tables are sampled uniformly.
+* **float inputs** are N(0, 1), or uniform in ``--range LO:HI``; **bool inputs** fair coins.
+* **shapes**: a symbolic/unknown dim 0 is ``batch_size``; every other symbolic/unknown dim takes
+  ``DIM_SIZES[k % 2]`` in batch ``k`` (8, then 1), the same size for every dim of that batch so
+  inputs sharing a length agree, unless ``--dim NAME=SIZE`` binds it. With two or more batches
+  each such dim is exercised at two sizes.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 
 from ..ir import TensorType
-from .errors import InputsError
+from .errors import InputsError, OptionsError
 from .interface import Interface
 from .models import ModelSource, load_model
+from .options import VerifyOptions
+from .ranges import IntRange, infer_int_ranges
 
 Batch = dict[str, np.ndarray]
 InputsSpec = None | Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | str | os.PathLike
 
 SMALL_INT_HIGH = 4
-"""Random integer inputs are drawn uniformly from ``0 .. SMALL_INT_HIGH - 1``."""
+"""Integer inputs the graph does not bound are drawn uniformly from ``0 .. SMALL_INT_HIGH - 1``."""
+
+COVER_ROWS = 1024
+"""Integer ranges up to this many values are covered entirely across the batches."""
+
+DIM_SIZES = (8, 1)
+"""Sizes of unbound symbolic dims (other than dim 0) in even / odd batches."""
 
 
-def batch_shape(name: str, t: TensorType | None, batch_size: int) -> tuple[int, ...]:
-    """The concrete shape of input ``name``: dim 0 symbolic/unknown -> ``batch_size``.
+@dataclass(frozen=True)
+class InputPlan:
+    """How the random batches are made: per input its range, per batch its dim sizes."""
 
-    Any other symbolic or unknown dim (or an unknown rank) cannot be guessed and raises
-    :class:`InputsError` asking for explicit inputs.
-    """
+    ranges: dict[str, IntRange | tuple[float, float]]
+    batch_dims: list[dict[str, int]]
+    coverage_batches: int
+
+    def to_dict(self) -> dict[str, Any]:
+        r: dict[str, Any] = {}
+        for n, v in self.ranges.items():
+            if isinstance(v, IntRange):
+                r[n] = {"lo": v.lo, "hi": v.hi, "source": v.source, "covered": v.size <= COVER_ROWS}
+            else:
+                r[n] = {"lo": v[0], "hi": v[1], "source": "--range"}
+        return {"ranges": r, "batch_dims": self.batch_dims, "coverage_batches": self.coverage_batches}
+
+
+def _dtype(name: str, t: TensorType | None) -> np.dtype:
     if t is None:
         raise InputsError(f"input {name!r} is not a tensor; give inputs explicitly (--inputs X.npz)")
-    if t.shape is None:
-        raise InputsError(f"input {name!r} has an unknown rank; give inputs explicitly (--inputs X.npz)")
-    shape = []
-    for i, d in enumerate(t.shape):
-        if isinstance(d, int):
-            shape.append(d)
-        elif i == 0:
-            shape.append(batch_size)
-        else:
-            what = f"symbolic ({d!r})" if d else "unknown"
-            raise InputsError(
-                f"input {name!r} ({t}): dim {i} is {what} and only dim 0 is taken as the batch; "
-                "give inputs explicitly (--inputs X.npz)"
-            )
-    return tuple(shape)
-
-
-def random_array(name: str, t: TensorType, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Float inputs ~ N(0, 1); integer inputs uniform in ``0 .. SMALL_INT_HIGH-1``; bool fair coins."""
     try:
         dtype = t.dtype
     except (KeyError, TypeError, ValueError):
@@ -57,50 +78,187 @@ def random_array(name: str, t: TensorType, shape: tuple[int, ...], rng: np.rando
             f"input {name!r} has element type {t}, for which no random values are made; "
             "give inputs explicitly (--inputs X.npz)"
         )
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
+    return dtype
+
+
+def symbolic_dims(iface: Interface) -> tuple[set[str], set[str]]:
+    """Names of the symbolic dims at dim 0 (batch) and elsewhere, over all inputs."""
+    batch, other = set(), set()
+    for t in iface.inputs.values():
+        for i, d in enumerate((t.shape or ()) if t is not None else ()):
+            if isinstance(d, str) and d:
+                (batch if i == 0 else other).add(d)
+    return batch, other - batch
+
+
+def batch_shape(name: str, t: TensorType | None, batch_size: int, dims: Mapping[str, int] | None = None,
+                other: int = DIM_SIZES[0]) -> tuple[int, ...]:
+    """The concrete shape of input ``name`` in one batch.
+
+    A fixed dim stays; a symbolic dim bound in ``dims`` takes that size; otherwise dim 0
+    becomes ``batch_size`` and any other symbolic/unknown dim ``other``.
+    """
+    if t is None:
+        raise InputsError(f"input {name!r} is not a tensor; give inputs explicitly (--inputs X.npz)")
+    if t.shape is None:
+        raise InputsError(f"input {name!r} has an unknown rank; give inputs explicitly (--inputs X.npz)")
+    dims = dims or {}
+    shape = []
+    for i, d in enumerate(t.shape):
+        if isinstance(d, int):
+            shape.append(d)
+        elif isinstance(d, str) and d in dims:
+            shape.append(dims[d])
+        else:
+            shape.append(batch_size if i == 0 else dims.get("?", other))
+    return tuple(shape)
+
+
+def plan_inputs(model: onnx.ModelProto, iface: Interface, opts: VerifyOptions) -> InputPlan:
+    """Ranges for every input and the dim sizes of each of ``opts.batches`` batches.
+
+    Raises :class:`OptionsError` for a ``--dim``/``--range`` naming nothing in the model.
+    """
+    batch_names, other_names = symbolic_dims(iface)
+    unnamed = any(not isinstance(d, int | str) or d == "" for t in iface.inputs.values() if t and t.shape
+                  for d in t.shape[1:])
+    unknown = sorted(set(opts.dims) - batch_names - other_names)
+    if unknown:
+        have = ", ".join(sorted(batch_names | other_names)) or "none"
+        raise OptionsError(f"--dim {unknown[0]}: the inputs have no symbolic dim of that name "
+                           f"(symbolic dims: {have})")
+    bad = sorted(set(opts.ranges) - set(iface.inputs))
+    if bad:
+        raise OptionsError(f"--range {bad[0]}: no model input of that name "
+                           f"(inputs: {', '.join(map(repr, iface.inputs))})")
+    ints = [n for n, t in iface.inputs.items() if _dtype(n, t).kind in "iu"]
+    inferred = infer_int_ranges(model, ints)
+    ranges: dict[str, IntRange | tuple[float, float]] = {}
+    for n, t in iface.inputs.items():
+        kind = _dtype(n, t).kind
+        if n in opts.ranges:
+            lo, hi = opts.ranges[n]
+            if kind == "b":
+                raise OptionsError(f"--range {n}: input {n!r} is bool (random coins), a range does not apply")
+            ranges[n] = IntRange(math.ceil(lo), math.floor(hi), "--range") if kind in "iu" else (lo, hi)
+            if kind in "iu" and ranges[n].lo > ranges[n].hi:
+                raise OptionsError(f"--range {n}={lo:g}:{hi:g} holds no integer")
+        elif kind in "iu":
+            ranges[n] = inferred.get(n, IntRange(0, SMALL_INT_HIGH - 1, "default"))
+    sizes = [{d: opts.dims.get(d, opts.batch_size) for d in batch_names}
+             | {d: opts.dims.get(d, DIM_SIZES[k % 2]) for d in other_names}
+             | ({"?": DIM_SIZES[k % 2]} if unnamed else {}) for k in range(opts.batches)]
+    # coverage: extra batches (at the large size) until every covered range fits
+    extra = 0
+    for n, r in ranges.items():
+        if isinstance(r, IntRange) and r.size <= COVER_ROWS:
+            per = [int(np.prod(batch_shape(n, iface.inputs[n], opts.batch_size, sizes[k])))
+                   for k in range(opts.batches)]
+            have, big = sum(per), max(per[0], 1)
+            extra = max(extra, math.ceil(max(r.size - have, 0) / big))
+    sizes += [sizes[0]] * extra
+    return InputPlan(ranges, sizes, extra)
+
+
+def _values(r: IntRange | tuple[float, float] | None, dtype: np.dtype, total: int,
+            rng: np.random.Generator) -> np.ndarray:
+    """``total`` values for one input over all batches, flat."""
     if dtype.kind == "b":
-        return rng.random(shape) < 0.5
-    return rng.integers(0, SMALL_INT_HIGH, size=shape).astype(dtype)
+        return rng.random(total) < 0.5
+    if dtype.kind == "f":
+        if r is None:
+            return rng.standard_normal(total).astype(dtype)
+        return rng.uniform(r[0], r[1], total).astype(dtype)
+    info = np.iinfo(dtype)
+    lo, hi = max(r.lo, int(info.min)), min(r.hi, int(info.max))
+    vals = rng.integers(lo, hi, size=total, endpoint=True)
+    if hi - lo + 1 <= COVER_ROWS:
+        every = rng.permutation(np.arange(lo, hi + 1))[:total]
+        vals[: every.size] = every
+        vals = rng.permutation(vals)
+    return vals.astype(dtype)
 
 
-def random_batches(iface: Interface, *, seed: int, batches: int, batch_size: int) -> list[Batch]:
-    """``batches`` seeded random feeds for ``iface`` (deterministic for a given seed)."""
-    if batches < 1:
-        raise InputsError(f"batches must be at least 1, got {batches}")
-    if batch_size < 1:
-        raise InputsError(f"batch_size must be at least 1, got {batch_size}")
-    rng = np.random.default_rng(seed)
-    shapes = {n: batch_shape(n, t, batch_size) for n, t in iface.inputs.items()}
-    return [
-        {n: random_array(n, iface.inputs[n], shapes[n], rng) for n in iface.inputs} for _ in range(batches)
-    ]
+def random_batches(iface: Interface, opts: VerifyOptions, model: onnx.ModelProto | None = None
+                   ) -> tuple[list[Batch], InputPlan]:
+    """Seeded random feeds for ``iface`` following ``opts`` (deterministic for a given seed)."""
+    plan = plan_inputs(model if model is not None else onnx.ModelProto(), iface, opts)
+    rng = np.random.default_rng(opts.seed)
+    shapes = [{n: batch_shape(n, t, opts.batch_size, dims) for n, t in iface.inputs.items()}
+              for dims in plan.batch_dims]
+    feeds: list[Batch] = [{} for _ in shapes]
+    for n, t in iface.inputs.items():
+        counts = [int(np.prod(s[n])) for s in shapes]
+        flat = _values(plan.ranges.get(n), _dtype(n, t), sum(counts), rng)
+        for k, (s, lo) in enumerate(zip(shapes, np.cumsum([0, *counts[:-1]]), strict=True)):
+            feeds[k][n] = flat[lo: lo + counts[k]].reshape(s[n])
+    return feeds, plan
 
 
 def make_inputs(
-    model: ModelSource, *, seed: int = 0, batches: int = 2, batch_size: int = 2
+    model: ModelSource, *, seed: int = 0, batches: int = 2, batch_size: int = 2,
+    dims: Mapping[str, int] | None = None, ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> list[Batch]:
     """Seeded random input batches for ``model`` (a Graph, ModelProto or path).
 
-    Shapes come from the model's input types; a symbolic/unknown dim 0 becomes
-    ``batch_size``. Float inputs are standard normal, integer inputs small non-negative
-    ints (``0..3``), bool inputs fair coins. Returns a list of ``{input name: array}``.
+    The same batches :func:`verify_models` runs with these options (see the module docstring:
+    integer ranges from the graph, every embedding row covered, symbolic dims at two sizes).
+    Returns a list of ``{input name: array}``; it may be longer than ``batches`` (coverage).
     """
-    iface = Interface.of(load_model(model, "a").proto)
-    return random_batches(iface, seed=seed, batches=batches, batch_size=batch_size)
+    proto = load_model(model, "a").proto
+    opts = VerifyOptions(seed=seed, batches=batches, batch_size=batch_size, dims=dict(dims or {}),
+                         ranges=dict(ranges or {}))
+    return random_batches(Interface.of(proto), opts, proto)[0]
+
+
+BATCH_KEY = re.compile(r"^batch(\d+)/(.+)$")
+"""Keys of a several-batch ``.npz``: ``batch0/input_ids``, ``batch0/attention_mask``, ``batch1/…``."""
 
 
 def load_npz(path: str | os.PathLike) -> Batch:
     """One batch from a ``.npz`` file (keys = input names); pickled objects are refused."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputsError(f"{p}: no such inputs file")
+    batches = read_batches(path)
+    if len(batches) != 1:
+        raise InputsError(f"{path}: holds {len(batches)} batches; use read_batches")
+    return batches[0]
+
+
+def _read_npz(p: Path) -> list[Batch]:
     try:
         with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputsError(f"{p}: not a readable .npz file ({msg})") from None
+    if not arrays:
+        raise InputsError(f"{p}: holds no arrays")
+    keyed = {k: BATCH_KEY.match(k) for k in arrays}
+    if not any(keyed.values()):
+        return [arrays]
+    if not all(keyed.values()):
+        plain = next(k for k, m in keyed.items() if m is None)
+        raise InputsError(f"{p}: mixes batchK/NAME keys with the plain key {plain!r}")
+    out: dict[int, Batch] = {}
+    for k, m in keyed.items():
+        out.setdefault(int(m.group(1)), {})[m.group(2)] = arrays[k]
+    return [out[i] for i in sorted(out)]
+
+
+def read_batches(path: str | os.PathLike) -> list[Batch]:
+    """The batches in a ``.npz`` file or a folder of them (sorted by file name).
+
+    A file's keys are either input names (one batch) or ``batchK/NAME`` (batches ``K`` in
+    increasing order). Pickled objects are refused.
+    """
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix == ".npz" and f.is_file())
+        if not files:
+            raise InputsError(f"{p}: folder holds no .npz files")
+        return [b for f in files for b in _read_npz(f)]
+    if not p.is_file():
+        raise InputsError(f"{p}: no such inputs file")
+    return _read_npz(p)
 
 
 def _check_batch(batch: Mapping[str, np.ndarray], iface: Interface, where: str) -> Batch:
@@ -135,17 +293,24 @@ def _check_batch(batch: Mapping[str, np.ndarray], iface: Interface, where: str) 
 
 
 def resolve_inputs(
-    inputs: InputsSpec, iface: Interface, *, seed: int, batches: int, batch_size: int
-) -> tuple[list[Batch], str]:
-    """The batches to run and a word for where they came from (``random``/``npz``/``given``)."""
+    inputs: InputsSpec, iface: Interface, opts: VerifyOptions, model: onnx.ModelProto | None = None
+) -> tuple[list[Batch], str, InputPlan | None]:
+    """The batches to run, a word for where they came from (``random``/``npz``/``given``), and
+    the plan of random ones (``None`` for given inputs)."""
     if inputs is None:
-        return random_batches(iface, seed=seed, batches=batches, batch_size=batch_size), "random"
+        feeds, plan = random_batches(iface, opts, model)
+        return feeds, "random", plan
+    if opts.dims or opts.ranges:
+        raise OptionsError("--dim and --range shape the random inputs; they do not apply with --inputs")
     if isinstance(inputs, str | os.PathLike):
-        return [_check_batch(load_npz(inputs), iface, str(inputs))], "npz"
+        batches = read_batches(inputs)
+        many = len(batches) > 1
+        return [_check_batch(b, iface, f"{inputs}" + (f" batch {i}" if many else ""))
+                for i, b in enumerate(batches)], "npz", None
     if isinstance(inputs, Mapping):
-        return [_check_batch(inputs, iface, "inputs")], "given"
+        return [_check_batch(inputs, iface, "inputs")], "given", None
     if isinstance(inputs, Sequence) and inputs and all(isinstance(b, Mapping) for b in inputs):
-        return [_check_batch(b, iface, f"inputs[{i}]") for i, b in enumerate(inputs)], "given"
+        return [_check_batch(b, iface, f"inputs[{i}]") for i, b in enumerate(inputs)], "given", None
     raise InputsError(
-        "inputs must be None, a dict name -> array, a non-empty list of such dicts, or a .npz path"
+        "inputs must be None, a dict name -> array, a non-empty list of such dicts, a .npz path or a folder"
     )

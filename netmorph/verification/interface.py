@@ -64,3 +64,21 @@ def check_same_interface(a: Interface, b: Interface, label_a: str, label_b: str)
                 raise InterfaceMismatchError(
                     f"{kind[:-1]} {name!r} has type {t1} in {label_a} but {t2} in {label_b}"
                 )
+
+
+def renamed(b: Interface, name_map: dict[str, str], a: Interface, label_a: str, label_b: str) -> Interface:
+    """``b``'s interface under ``a``'s names: ``name_map`` maps a's name -> b's (``--map``).
+
+    Raises :class:`InterfaceMismatchError` when a mapped name is not in its model.
+    """
+    if not name_map:
+        return b
+    b_names = set(b.inputs) | set(b.outputs)
+    for an, bn in name_map.items():
+        if an not in a.inputs and an not in a.outputs:
+            raise InterfaceMismatchError(f"--map {an}={bn}: {label_a} has no input or output {an!r}")
+        if bn not in b_names:
+            raise InterfaceMismatchError(f"--map {an}={bn}: {label_b} has no input or output {bn!r}")
+    back = {bn: an for an, bn in name_map.items()}
+    return Interface({back.get(n, n): t for n, t in b.inputs.items()},
+                     {back.get(n, n): t for n, t in b.outputs.items()})

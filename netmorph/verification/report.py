@@ -23,16 +23,33 @@ def _g(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _v(x: float | int) -> str:
+    return str(x) if isinstance(x, int) else f"{x:.6g}"
+
+
+def _rule(o: OutputDiff) -> str:
+    if o.rule == "calibrated":
+        return f"cal {_g(o.noise_ratio or 0.0)}x noise {_g(o.noise or 0.0)}"
+    if o.rule == "exact":
+        return "exact"
+    return f"{o.rtol:g}/{o.atol:g}"
+
+
 @dataclass
 class OutputDiff:
     """The comparison of one output over all batches (``a`` is the reference).
 
-    ``max_abs``/``mean_abs``/``median_abs``: of ``|a-b|`` over every element of every batch.
-    ``max_rel``: max of ``|a-b| / max(|a|, tiny)``. ``worst_batch``/``worst_index``: where
-    ``|a-b|`` is largest (index inside that batch's output), with ``a_value``/``b_value``
-    there. ``min_atol_to_pass``: the smallest atol that would pass every element at the
-    report's rtol. ``n_nonfinite_mismatch``: elements NaN/Inf in one model but not the same
-    in the other (each counts as failed, with infinite error).
+    ``max_abs``/``mean_abs``/``median_abs``/``p99_abs``: of ``|a-b|`` over the elements finite in
+    both models. ``max_rel``: max of ``|a-b| / max(|a|, tiny)``. ``worst_batch``/``worst_index``:
+    the worst *failing* element (a failing NaN/Inf first, else the largest ``|a-b|``; when nothing
+    fails, the largest ``|a-b|``), with ``a_value``/``b_value`` there. ``min_atol_to_pass``: the
+    smallest atol that would pass every finite element at this output's rtol (``inf`` when a
+    NaN/Inf fails). ``n_nan``/``n_inf``: counts in ``(a, b)``; ``nonfinite_at``: ``(batch,
+    index)`` of the first NaN/Inf elements (either model, at most 5);
+    ``n_nonfinite_mismatch``: elements whose NaN/Inf is not matched by the same value in the
+    other model. ``rtol``/``atol``/``rule``: the tolerance this output was judged by (``fixed``,
+    ``exact``, ``calibrated``, ``per-output``); ``noise``: the reference's own rounding noise
+    (calibrated only).
     """
 
     name: str
@@ -51,25 +68,67 @@ class OutputDiff:
     n_elements: int
     n_nonfinite_mismatch: int
     ok: bool
+    p99_abs: float = 0.0
+    n_nan: tuple[int, int] = (0, 0)
+    n_inf: tuple[int, int] = (0, 0)
+    nonfinite_at: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
+    rtol: float = 0.0
+    atol: float = 0.0
+    rule: str = "fixed"
+    noise: float | None = None
+
+    @property
+    def noise_ratio(self) -> float | None:
+        """``max_abs / noise`` under calibrated tolerance (``None`` otherwise)."""
+        if self.noise is None:
+            return None
+        return self.max_abs / self.noise if self.noise > 0 else (0.0 if self.max_abs == 0 else math.inf)
+
+    @property
+    def first_nonfinite(self) -> tuple[int, tuple[int, ...]] | None:
+        return self.nonfinite_at[0] if self.nonfinite_at else None
+
+    @property
+    def has_nonfinite(self) -> bool:
+        return sum(self.n_nan) + sum(self.n_inf) > 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["shape"] = list(self.shape)
         d["worst_index"] = list(self.worst_index)
+        d["n_nan"] = {"a": self.n_nan[0], "b": self.n_nan[1]}
+        d["n_inf"] = {"a": self.n_inf[0], "b": self.n_inf[1]}
+        d["nonfinite_at"] = [{"batch": k, "index": list(i)} for k, i in self.nonfinite_at]
+        d["noise_ratio"] = self.noise_ratio
         return {k: _num(v) for k, v in d.items()}
 
     def where(self) -> str:
-        idx = "(" + ", ".join(map(str, self.worst_index)) + (",)" if len(self.worst_index) == 1 else ")")
-        return f"{idx} of batch {self.worst_batch}"
+        return f"{_fmt_idx(self.worst_index)} of batch {self.worst_batch}"
+
+    def nonfinite_text(self) -> str:
+        """``NaN a 3 / b 3, Inf a 0 / b 1, at (0, 2) of batch 0, (1, 4) of batch 0 …`` (or empty)."""
+        if not self.has_nonfinite:
+            return ""
+        where = ", ".join(f"{_fmt_idx(i)} of batch {k}" for k, i in self.nonfinite_at[:3])
+        more = " …" if sum(self.n_nan) + sum(self.n_inf) > 3 else ""
+        return (f"NaN a {self.n_nan[0]} / b {self.n_nan[1]}, Inf a {self.n_inf[0]} / b {self.n_inf[1]}, "
+                f"at {where}{more}")
+
+
+def _fmt_idx(idx: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, idx)) + (",)" if len(idx) == 1 else ")")
 
 
 @dataclass
 class VerifyReport:
     """The verdict of :func:`~netmorph.verification.verify_models` and the evidence for it.
 
-    ``ok`` is true iff every output passes. ``worst_output`` is the failing output with the
-    largest ``max_abs`` (when none fails: the output with the largest ``max_abs``);
-    ``worst_index`` is where in it. ``provider`` is the execution provider model ``a`` ran on.
+    ``ok`` is true iff every output passes. ``worst_output`` is the failing output that fails
+    worst (a NaN/Inf failure first, then the largest ``max_abs / atol`` of its own tolerance;
+    when none fails: the output with the largest ``max_abs``); ``worst_index`` is where in it.
+    ``provider`` is the execution provider model ``a`` ran on. ``tolerance`` is ``fixed`` or
+    ``calibrated:K``; ``plan`` says how random inputs were made (ranges per input, dim sizes per
+    batch, coverage batches); ``calibration`` what each probe measured.
     """
 
     outputs: list[OutputDiff]
@@ -84,6 +143,10 @@ class VerifyReport:
     a: str = ""
     b: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    tolerance: str = "fixed"
+    allow_nan: bool = False
+    plan: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
 
     # -- the verdict ----------------------------------------------------------------------
     @property
@@ -92,8 +155,11 @@ class VerifyReport:
 
     @property
     def worst(self) -> OutputDiff | None:
-        pool = [o for o in self.outputs if not o.ok] or self.outputs
-        return max(pool, key=lambda o: o.max_abs, default=None)
+        failed = self.failed_outputs
+        if failed:  # a NaN/Inf failure first, then the largest excess over its own tolerance
+            return max(failed,
+                       key=lambda o: (o.min_atol_to_pass == math.inf, o.max_abs / max(o.atol, 1e-300)))
+        return max(self.outputs, key=lambda o: o.max_abs, default=None)
 
     @property
     def max_abs(self) -> float:
@@ -119,41 +185,53 @@ class VerifyReport:
 
     # -- presentation ---------------------------------------------------------------------
     def failure_line(self) -> str:
-        """One line on the worst failing output (empty when the check passed)."""
+        """One line on the worst failing output, naming a failing element (empty when it passed)."""
         w = self.worst
         if self.ok or w is None:
             return ""
         more = len(self.failed_outputs) - 1
         tail = f"; {more} more output(s) fail" if more > 0 else ""
-        if w.n_nonfinite_mismatch:
-            return (
-                f"output {w.name!r}: {w.n_nonfinite_mismatch} element(s) NaN/Inf in one model only, first at "
-                f"{w.where()} (a={w.a_value:g}, b={w.b_value:g}){tail}"
-            )
-        return (
-            f"output {w.name!r} max abs {_g(w.max_abs)} at {w.where()} > atol {self.atol:g} "
-            f"and > rtol {self.rtol:g} x |a| (a={w.a_value:.6g}, b={w.b_value:.6g}); "
-            f"{w.n_failed}/{w.n_elements} elements fail, min atol to pass {_g(w.min_atol_to_pass)}{tail}"
-        )
+        vals = f"(a={_v(w.a_value)}, b={_v(w.b_value)})"
+        if w.min_atol_to_pass == math.inf:
+            what = "NaN/Inf in one model only" if w.n_nonfinite_mismatch else "NaN/Inf in both models"
+            hint = "" if self.allow_nan else " (--allow-nan accepts matching NaN/Inf)"
+            return (f"output {w.name!r}: {what} at {w.where()} {vals}: {w.nonfinite_text()}; "
+                    f"{w.n_failed}/{w.n_elements} elements fail{hint}{tail}")
+        if w.rule == "exact":
+            rule = f"differs at {w.where()} {vals}, compared exactly ({w.dtype})"
+        elif w.rule == "calibrated":
+            rule = (f"abs {_g(abs(w.a_value - w.b_value))} at {w.where()} {vals} > atol {_g(w.atol)} "
+                    f"= {self.tolerance[11:] or 'K'} x noise {_g(w.noise or 0.0)} "
+                    f"(ratio {_g(w.noise_ratio or 0)})")
+        else:
+            rule = (f"abs {_g(abs(w.a_value - w.b_value))} at {w.where()} {vals} > atol {w.atol:g} "
+                    f"and > rtol {w.rtol:g} x |a|")
+        return (f"output {w.name!r} max abs {_g(w.max_abs)}: {rule}; {w.n_failed}/{w.n_elements} "
+                f"elements fail, min atol to pass {_g(w.min_atol_to_pass)}{tail}")
 
     def summary(self) -> str:
         """One line: the verdict, the largest errors, the tolerance and where it ran."""
         verdict = "equivalent" if self.ok else "NOT equivalent"
+        tol = (f"calibrated K={self.tolerance[11:]}" if self.tolerance.startswith("calibrated")
+               else f"rtol {self.rtol:g}, atol {self.atol:g}")
+        nf = sum(o.has_nonfinite for o in self.outputs)
+        nan = f", NaN/Inf in {nf} output(s)" if nf else ""
         return (
             f"{verdict}: {len(self.outputs)} output(s), {self.batches} batch(es) ({self.inputs} inputs), "
-            f"max abs {_g(self.max_abs)}, max rel {_g(self.max_rel)} "
-            f"(rtol {self.rtol:g}, atol {self.atol:g}, {self.provider})"
+            f"max abs {_g(self.max_abs)}, max rel {_g(self.max_rel)}{nan} ({tol}, {self.provider})"
         )
 
     def table(self, limit: int = 10) -> str:
         """The outputs, worst first (failing before passing), as a fixed-width table."""
         rows = sorted(self.outputs, key=lambda o: (o.ok, -o.max_abs))[:limit]
-        head = ("output", "ok", "max abs", "max rel", "mean abs", "worst at", "a", "b", "min atol", "failed")
+        head = ("output", "ok", "max abs", "max rel", "mean abs", "median", "p99", "worst at", "a", "b",
+                "min atol", "failed", "rule", "nan/inf")
         body = [
             (
                 o.name, "yes" if o.ok else "NO", _g(o.max_abs), _g(o.max_rel), _g(o.mean_abs),
-                o.where(), f"{o.a_value:.6g}", f"{o.b_value:.6g}", _g(o.min_atol_to_pass),
-                f"{o.n_failed}/{o.n_elements}",
+                _g(o.median_abs), _g(o.p99_abs), o.where(), _v(o.a_value), _v(o.b_value),
+                _g(o.min_atol_to_pass), f"{o.n_failed}/{o.n_elements}", _rule(o),
+                f"{sum(o.n_nan) + sum(o.n_inf)}" if o.has_nonfinite else "-",
             )
             for o in rows
         ]
@@ -187,6 +265,11 @@ class VerifyReport:
             "inputs": self.inputs,
             "provider": self.provider,
             "optimized_b": self.optimized_b,
+            "tolerance": self.tolerance,
+            "allow_nan": self.allow_nan,
+            "failure": self.failure_line() or None,
+            "plan": self.plan,
+            "calibration": self.calibration,
             "outputs": [o.to_dict() for o in self.outputs],
             **self.extra,
         }

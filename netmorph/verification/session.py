@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelRunError
+from .errors import ModelRunError, OptionsError
 from .models import LoadedModel
 
 CUDA = "CUDAExecutionProvider"
@@ -49,20 +49,40 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any] | None = None):
+def check_providers(providers: Sequence[Any] | None) -> None:
+    """Raise :class:`OptionsError` naming a provider this onnxruntime does not have."""
+    if providers is None:
+        return
+    have = _ort().get_available_providers()
+    for p in providers:
+        name = p if isinstance(p, str) else p[0]
+        if name not in have:
+            raise OptionsError(f"provider {name!r} is not available in this onnxruntime "
+                               f"(available: {', '.join(have)})")
+
+
+def set_logging(verbose: bool) -> None:
+    """ONNX Runtime's own log lines: warnings with ``verbose``, else fatal errors only (its errors
+    reach the user as exceptions, in one line)."""
+    _ort().set_default_logger_severity(2 if verbose else 4)
+
+
+def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any] | None = None,
+                 verbose: bool = False):
     """An ``InferenceSession`` on ``model``'s bytes.
 
     ``optimize=False`` disables every graph optimisation (``ORT_DISABLE_ALL``), so ORT runs
     the graph as written; ``True`` uses ORT's default (``ORT_ENABLE_ALL``).
     """
     ort = _ort()
+    set_logging(verbose)
     so = ort.SessionOptions()
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     so.intra_op_num_threads = cpu_threads()
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3  # errors only: fallbacks are reported through get_providers()
+    so.log_severity_level = 2 if verbose else 4  # fallbacks are reported through get_providers()
     chosen = list(providers) if providers is not None else default_providers()
     try:
         data = model.serialized()

@@ -1,0 +1,30 @@
+"""Grow a torch module inside your own training loop, keeping its optimizer state.
+
+Needs torch (``pip install 'netmorph[torch]'``)::
+
+    import netmorph.torch as nmt
+
+    g = nmt.grow(model, x, "deepen", optimizer=opt)      # export, grow, verify (ORT), lower
+    model, opt = g.module, g.optimizer                    # same class, groups, hyper-parameters
+    g.report.name_map                                     # parent key -> child key(s)
+    g.save("ck.pt"); g2 = nmt.load("ck.pt")               # graph + state, weights_only safe
+
+See ``docs/torch.md`` for the state-mapping table per pass.
+"""
+
+from __future__ import annotations
+
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised only without torch
+    raise ImportError("netmorph.torch needs PyTorch: pip install 'netmorph[torch]'") from e
+
+from .checkpoint import FORMAT, CheckpointError, load, save
+from .export import ExportError, TensorSlot, capture
+from .grow import Grown, GrowthReport, grow
+from .optim_state import RULES, OptimizerStateError
+
+__all__ = [
+    "FORMAT", "RULES", "CheckpointError", "ExportError", "GrowthReport", "Grown", "OptimizerStateError",
+    "TensorSlot", "capture", "carry_optimizer", "grow", "load", "save",
+]

@@ -1,0 +1,201 @@
+"""``grow(module, example_inputs, passes, optimizer=...)``: grow a torch module inside a training loop.
+
+capture (export, or the graph a lowered module came from) -> passes through the
+:class:`~netmorph.passes.PassManager` (each child verified in ONNX Runtime) -> lower -> a new
+optimizer of the same class, groups and hyper-parameters, its state carried through the passes'
+lineage (:mod:`netmorph.torch.trace`, :mod:`netmorph.torch.optim_state`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..ir import Graph
+from .carry import GroupOf, carry_optimizer, ir_to_torch, origins_of
+from .export import Captured, TensorSlot, capture, lowered_slots, remember
+from .optim_state import STATE_MODES, rules_for
+from .trace import Origin, Step
+
+
+@dataclass
+class GrowthReport:
+    """What :func:`grow` did.
+
+    Attributes
+    ----------
+    passes
+        One :class:`~netmorph.passes.PassReport` per pass (verification, lineage, timings).
+    name_map
+        Parent ``state_dict`` key -> child key(s) holding the same (or a gathered) tensor, so
+        per-parameter bookkeeping (EMA weights, per-parameter schedules) can follow.
+    origins
+        Child key -> ``(kind, parent key or None)``; ``kind`` is ``same``, ``gather`` or ``new``.
+    new, removed
+        Child keys with no parent tensor; parent keys with no child (a split conv's kernel).
+    source
+        How the parent became a graph: ``dynamo``, ``torchscript`` or ``lowered`` (no export).
+    state
+        ``map``, ``reset``, or ``None`` when no optimizer was given.
+    """
+
+    passes: list[Any]
+    name_map: dict[str, list[str]]
+    origins: dict[str, tuple[str, str | None]]
+    new: list[str]
+    removed: list[str]
+    source: str
+    state: str | None = None
+    unmapped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passes": [p.to_dict() for p in self.passes], "name_map": self.name_map,
+            "origins": {k: list(v) for k, v in self.origins.items()}, "new": self.new,
+            "removed": self.removed, "source": self.source, "state": self.state,
+            "unmapped": self.unmapped,
+        }
+
+
+@dataclass
+class Grown:
+    """The result of :func:`grow`: the child ``module``, its ``optimizer``, the ``report``, the ``graph``."""
+
+    module: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    report: GrowthReport | None
+    graph: Graph
+    extra: dict[str, Any] = field(default_factory=dict)
+    """The caller's own entries of a loaded checkpoint (epoch, scheduler state ...)."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The child module's ``state_dict`` (loads into :attr:`module` with ``strict=True``)."""
+        return self.module.state_dict()
+
+    def save(self, path: Any) -> None:
+        """Write a checkpoint :func:`netmorph.torch.load` reads (see :mod:`netmorph.torch.checkpoint`)."""
+        from .checkpoint import save
+
+        save(path, self.module, self.optimizer, graph=self.graph)
+
+
+def _passes(passes: Any, options: dict[str, Any]) -> list[Any]:
+    from ..passes import Pass, get_pass
+
+    items = [passes] if isinstance(passes, (str, Pass)) else list(passes)
+    if options and not any(isinstance(p, str) for p in items):
+        raise TypeError(f"pass options {sorted(options)} given but every pass is already a Pass object")
+    return [get_pass(p, **options) if isinstance(p, str) else p for p in items]
+
+
+def run_passes(graph: Graph, passes: Sequence[Any], *, verify: bool, seed: int) -> tuple[list[Step], list]:
+    """Apply ``passes`` one by one (pass ``i`` seeded ``seed + i``, as one PassManager run does)."""
+    from ..passes import PassManager
+
+    steps, reports, current = [], [], graph
+    for i, p in enumerate(passes):
+        child, (rep,) = PassManager(verify=verify, seed=seed + i).run(current, [p])
+        steps.append(Step(current, child, rep.lineage))
+        reports.append(rep)
+        current = child
+    return steps, reports
+
+
+def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
+         optimizer: torch.optim.Optimizer | None = None, verify: bool = True, state: str = "map",
+         exporter: str = "auto", seed: int = 0,
+         param_group_of: GroupOf | None = None, **pass_options: Any) -> Grown:
+    """Grow ``module`` with ``passes``; return the child module and, given one, its optimizer.
+
+    Parameters
+    ----------
+    module
+        Any ``nn.Module`` ``torch.onnx.export`` can export (or a module an earlier :func:`grow`
+        or :func:`netmorph.torch.load` returned: its graph is reused, nothing is exported).
+    example_inputs
+        A tensor or tuple of tensors to export with (ignored for a reused graph).
+    passes
+        A pass name (``"deepen"``), a :class:`~netmorph.passes.Pass`, or a list of them.
+    optimizer
+        The optimizer training ``module``; a new one of the same class, param groups and
+        hyper-parameters over the child's parameters is returned, its state mapped.
+    verify
+        Verify every child against its parent in ONNX Runtime (the default; ``False`` only checks
+        the graph and types).
+    state
+        ``map``: carry the optimizer state (SGD, Adam, AdamW; others are refused); ``reset``:
+        a fresh state for any optimizer class.
+    exporter
+        ``auto`` (dynamo, then TorchScript), ``dynamo`` or ``torchscript``.
+    seed
+        Seed of the passes' solvers and of the verification inputs.
+    param_group_of
+        ``param_group_of(child_key, tensor) -> group index`` for every new parameter. Default:
+        the group of the tensor it replaces when its pass records one (a split conv's factors
+        and the identity BN / PReLU between them: the conv's group), else the group of the
+        nearest parameter before it in the graph.
+    **pass_options
+        Options of the passes given by name (``level="all"``, ``solver="optgd"``).
+
+    Returns
+    -------
+    Grown
+        ``module`` in the input's train/eval mode, on the device of its first parameter.
+
+    Raises
+    ------
+    netmorph.torch.ExportError, netmorph.errors.PreconditionError, netmorph.errors.VerificationError,
+    netmorph.torch.OptimizerStateError
+        Export failed, a pass does not apply, a child failed verification, an optimizer whose
+        state has no stated growth rule.
+    """
+    if state not in STATE_MODES:
+        raise ValueError(f"state must be one of {', '.join(STATE_MODES)}, not {state!r}")
+    if optimizer is not None and state == "map":
+        rules_for(optimizer)  # refuse an unknown optimizer before any work
+    plist = _passes(passes, pass_options)
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    cap = capture(module, inputs, exporter=exporter)
+    steps, reports = run_passes(cap.graph, plist, verify=verify, seed=seed)
+    graph = steps[-1].child if steps else cap.graph
+    from ..lowering import lower
+
+    first = next(iter(module.parameters()), None)
+    floating = first is not None and first.is_floating_point()
+    child = lower(graph, dtype=first.dtype if floating else torch.float32)
+    if first is not None:
+        child.to(first.device)
+    child.train(module.training)
+    remember(child, graph)
+    report = _report(cap, lowered_slots(child), origins_of(steps, graph), reports, module, child)
+    new_opt = None
+    if optimizer is not None:
+        report.state = state
+        new_opt = carry_optimizer(optimizer, module, cap, steps, child, graph, state=state,
+                                  param_group_of=param_group_of)
+    return Grown(child, new_opt, report, graph)
+
+
+def _report(cap: Captured, slots: dict[str, TensorSlot], origins: dict[str, Origin], reports: list,
+            module: nn.Module, child: nn.Module) -> GrowthReport:
+    back = ir_to_torch(cap)
+    name_map: dict[str, list[str]] = {}
+    kinds: dict[str, tuple[str, str | None]] = {}
+    new: list[str] = []
+    for key in child.state_dict():
+        slot = slots.get(key)
+        o = origins.get(slot.ir) if slot is not None else None
+        parent = back.get(o.root) if o is not None and o.root is not None else None
+        if o is None or o.kind == "new" or parent is None:
+            kinds[key] = ("new", None)
+            if slot is not None:
+                new.append(key)
+            continue
+        kinds[key] = (o.kind, parent)
+        name_map.setdefault(parent, []).append(key)
+    removed = [k for k in cap.slots if k not in name_map]
+    return GrowthReport(reports, name_map, kinds, new, removed, cap.source, unmapped=list(cap.unmapped))
