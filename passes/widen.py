@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PreconditionError
-from ..ir import Graph, Node, Value
+from ..ir import Graph, Node
 from ..morphs.lineage import ParamLineage
 from ..morphs.widen import (
     MAPPING_MODES,
@@ -33,6 +33,7 @@ from ..morphs.widen import (
     widen_producer,
 )
 from ..structure.channels import Member
+from ..structure.constants import constant_array
 from .base import Contract, Option, Pass, PassContext
 from .conv_split import APPROX_ATOL, APPROX_RTOL
 from .layers import find_node
@@ -41,12 +42,6 @@ PARAM_INPUTS = {
     "BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2),
     "PRelu": (1,),
 }
-
-
-def _const_input(graph: Graph, v: Value | None) -> np.ndarray | None:
-    from ..structure.channels import _const
-
-    return _const(v)
 
 
 def widened_width(old: int, factor: float | None, width: int | None, granularity: int, where: str) -> int:
@@ -206,7 +201,7 @@ def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str =
         m = g.slices.get(id(n), unsliced)
         rows = m.full_index(mapping, old)
         wi = 1 if n.op_type in ("Conv", "Gemm") else _matmul_weight_index(n)
-        w = _const_input(graph, n.inputs[wi])
+        w = constant_array(n.inputs[wi])
         nw = widen_producer(w, rows, axis)
         if noise > 0:
             sl = [slice(None)] * nw.ndim
@@ -216,14 +211,14 @@ def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str =
                               ).astype(nw.dtype)
         _set(graph, ctx, n, wi, nw, "gather", axis=axis, index=rows)
         if n.op_type in ("Conv", "Gemm") and len(n.inputs) > 2 and n.inputs[2] is not None:
-            b = _const_input(graph, n.inputs[2])
+            b = constant_array(n.inputs[2])
             if b is not None and b.ndim >= 1 and b.shape[-1] == m.channels(old):
                 _set(graph, ctx, n, 2, widen_producer(b, rows, b.ndim - 1), "gather", axis=b.ndim - 1,
                      index=rows)
     for n, axis, inner in g.consumers:
         m = g.slices.get(id(n), unsliced)
         wi = 1 if n.op_type in ("Conv", "Gemm") else _matmul_weight_index(n)
-        w = _const_input(graph, n.inputs[wi])
+        w = constant_array(n.inputs[wi])
         full = m.full_index(mapping, old)
         cols = full if inner == 1 else group_mapping(full, inner)
         span = m.channels(old) * inner
@@ -250,7 +245,7 @@ def _widen_boundary(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndar
     from ..structure import ActivationView
     from ..structure.channels import find_channel_group
 
-    w = _const_input(graph, conv.inputs[1])
+    w = constant_array(conv.inputs[1])
     a, groups = w.shape[1], int(conv.attr("group", 1))
     b = w.shape[0] // groups
     by_group = np.asarray(mapping, dtype=np.int64).reshape(-1, a)[:, 0] // a
@@ -259,7 +254,7 @@ def _widen_boundary(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndar
     after = find_channel_group(graph, conv, view, grouped=True)  # before the conv changes
     _set(graph, ctx, conv, 1, widen_producer(w, rows, 0), "gather", axis=0, index=rows)
     if len(conv.inputs) > 2 and conv.inputs[2] is not None:
-        bias = _const_input(graph, conv.inputs[2])
+        bias = constant_array(conv.inputs[2])
         _set(graph, ctx, conv, 2, widen_producer(bias, rows, 0), "gather", axis=0, index=rows)
     conv.set_attr("group", len(by_group))
     widen_group(graph, ctx, after, len(rows), mapping=rows, done=done, view=view)
@@ -277,16 +272,16 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
     if op == "Concat":
         return
     if op == "Conv":  # depthwise / grouped, by whole groups
-        w = _const_input(graph, n.inputs[1])
+        w = constant_array(n.inputs[1])
         per = w.shape[1]
         _set(graph, ctx, n, 1, widen_producer(w, mapping, 0), "gather", axis=0, index=mapping)
         if len(n.inputs) > 2 and n.inputs[2] is not None:
-            b = _const_input(graph, n.inputs[2])
+            b = constant_array(n.inputs[2])
             _set(graph, ctx, n, 2, widen_producer(b, mapping, 0), "gather", axis=0, index=mapping)
         n.set_attr("group", len(mapping) // per)
         return
     if op == "Reshape":  # a channel-major flatten: a constant target names the new feature count
-        shape = _const_input(graph, n.inputs[1]) if len(n.inputs) > 1 else None
+        shape = constant_array(n.inputs[1]) if len(n.inputs) > 1 else None
         if shape is not None and shape.ndim == 1 and shape.size == 2 and int(shape[1]) > 0:
             span = member.channels(old)
             inner = int(shape[1]) // span
@@ -297,11 +292,11 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
     idx = PARAM_INPUTS.get(op)
     if idx is None:
         idx = tuple(i for i, v in enumerate(n.inputs) if v is not None and id(v) not in values
-                    and _const_input(graph, v) is not None)
+                    and constant_array(v) is not None)
     for i in idx:
         if i >= len(n.inputs) or n.inputs[i] is None:
             continue
-        p = _const_input(graph, n.inputs[i])
+        p = constant_array(n.inputs[i])
         if p is None or p.ndim == 0:
             continue
         if op in ("BatchNormalization", "InstanceNormalization", "LayerNormalization"):

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
 from ..morphs.deepen import he_normal, identity_kernel, zeros_like
+from ..structure.constants import constant_array
 from .base import PassContext
 from .layers import channels_of, identity_bn_node, identity_prelu_node, insert_chain_after
 
@@ -29,27 +30,6 @@ IDEMPOTENT_OPS = ("Relu", "Clip")
 PASS_THROUGH_OPS = ("Identity", "Dropout", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
 NORM_OPS = ("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization")
 INIT_MODES = ("copy", "fresh")
-
-
-def _param_array(v: Value | None):
-    """The array of a constant input: a parameter, a ``Constant`` node, or an ``Identity`` of one."""
-    for _ in range(4):
-        if v is None:
-            return None
-        if v.const is not None:
-            return v.const.array
-        p = v.producer
-        if p is not None and p.op_type == "Constant" and "value" in p.attributes:
-            from onnx import numpy_helper
-
-            return numpy_helper.to_array(p.attributes["value"].t)
-        if p is not None and p.op_type == "Transpose" and p.inputs[0] is not None:
-            src = _param_array(p.inputs[0])
-            return None if src is None else np.transpose(src, p.attr("perm") or None)
-        if p is None or p.op_type != "Identity":
-            return None
-        v = p.inputs[0]
-    return None
 
 
 def _param_value(v: Value) -> Value | None:
@@ -123,7 +103,7 @@ def idempotent_trailing(unit: Any, y: Value) -> list[Node]:
     if p is None or p.op_type != tail.op_type or p.attributes.keys() != tail.attributes.keys():
         return []
     for a, b in zip(p.inputs[1:], tail.inputs[1:], strict=False):
-        pa, pb = _param_array(a), _param_array(b)
+        pa, pb = constant_array(a), constant_array(b)
         if (pa is None) != (pb is None) or (pa is not None and not np.array_equal(pa, pb)):
             return []
     if len(p.inputs) != len(tail.inputs) or any(p.attr(k) != tail.attr(k) for k in p.attributes):
@@ -214,8 +194,8 @@ def zero_branch_output(graph: Graph, ctx: PassContext, v: Value, members: set[in
         if n is None or id(n) not in members:
             break
         op = n.op_type
-        data = [i for i, x in enumerate(n.inputs) if x is not None and _param_array(x) is None]
-        consts = [i for i, x in enumerate(n.inputs) if x is not None and _param_array(x) is not None]
+        data = [i for i, x in enumerate(n.inputs) if x is not None and constant_array(x) is None]
+        consts = [i for i, x in enumerate(n.inputs) if x is not None and constant_array(x) is not None]
         if op in NORM_OPS:
             idx = [i for i in (1, 2) if i < len(n.inputs) and n.inputs[i] is not None]
             _zero_inputs(graph, ctx, n, idx)
@@ -248,7 +228,7 @@ def zero_branch_output(graph: Graph, ctx: PassContext, v: Value, members: set[in
 def _zero_inputs(graph: Graph, ctx: PassContext, n: Node, indices: list[int]) -> None:
     for i in indices:
         old = n.inputs[i]
-        arr = _param_array(old)
+        arr = constant_array(old)
         z = graph.add_parameter(f"{n.name}.zero{i}", zeros_like(arr))
         n.set_input(i, z)
         ctx.lineage.records.pop(old.name, None)
@@ -290,7 +270,7 @@ def insert_fresh_unit(graph: Graph, ctx: PassContext, y: Value, *, name: str,
 def insert_identity_conv(graph: Graph, ctx: PassContext, conv: Node, *, mid_bn: bool) -> list[Node]:
     """After ``conv``: [identity BN] -> identity PReLU -> identity conv (same groups, dilation, kernel)."""
     where = f"conv {conv.name!r}"
-    w = _param_array(conv.inputs[1])
+    w = constant_array(conv.inputs[1])
     if w is None or w.ndim != 4:
         raise PreconditionError(f"{where}: an identity conv needs a constant 4-D weight")
     out = conv.outputs[0]

@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
 from .activations import ActivationView, ensure_types
+from .constants import constant_array
 
 UNARY_OPS = frozenset({
     "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf", "LeakyRelu", "Elu",
@@ -127,30 +128,9 @@ def weight_of(node: Node) -> tuple[int, np.ndarray] | None:
         return None
     for i in idx:
         if i < len(node.inputs):
-            a = _const(node.inputs[i])
+            a = constant_array(node.inputs[i])
             if a is not None:
                 return i, a
-    return None
-
-
-def _const(v: Value | None) -> np.ndarray | None:
-    """The array of a constant: a parameter, a ``Constant`` node, or an ``Identity`` of one."""
-    for _ in range(4):
-        if v is None:
-            return None
-        if v.const is not None:
-            return v.const.array
-        p = v.producer
-        if p is not None and p.op_type == "Constant" and "value" in p.attributes:
-            from onnx import numpy_helper
-
-            return numpy_helper.to_array(p.attributes["value"].t)
-        if p is not None and p.op_type == "Transpose" and p.inputs[0] is not None:
-            src = _const(p.inputs[0])  # a linear's weight transposed in the graph
-            return None if src is None else np.transpose(src, p.attr("perm") or None)
-        if p is None or p.op_type != "Identity":
-            return None
-        v = p.inputs[0]
     return None
 
 
@@ -445,7 +425,7 @@ class _Closure:
             self.fail(n, "a Reshape to another layout")
         axes = n.attr("axes")
         if axes is None and len(n.inputs) > 1:
-            arr = _const(n.inputs[1])
+            arr = constant_array(n.inputs[1])
             axes = None if arr is None else arr.reshape(-1).tolist()
         if axes is None:
             self.fail(n, "a reduction over all axes")

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..ir import Graph, Node, Value
 from .activations import ActivationView
+from .constants import constant_array
 
 JOIN_OPS = ("Add",)
 LAYER_OPS = frozenset({
@@ -245,28 +246,10 @@ def _shortcut_kind(chain: list[Node], view: ActivationView) -> tuple[str, float 
         return "identity", 1.0
     if len(core) == 1 and core[0].op_type == "Mul":
         consts = [v for v in core[0].inputs if v is not None and not view.is_activation(v)]
-        arr = _const(consts[0]) if len(consts) == 1 else None
+        arr = constant_array(consts[0], transpose=False, cast=True) if len(consts) == 1 else None
         if arr is not None and arr.size == 1:
             val = arr.reshape(())
             return "scaled", float(str(val)) if val.dtype == np.float32 else float(val)
     if any(n.op_type in PROJECTION_OPS for n in core):
         return "projection", None
     return "other", None
-
-
-def _const(v: Value) -> np.ndarray | None:
-    for _ in range(4):
-        if v is None:
-            return None
-        if v.const is not None:
-            return v.const.array
-        p = v.producer
-        if p is None or p.op_type not in ("Identity", "Cast", "Constant"):
-            return None
-        if p.op_type == "Constant":
-            from onnx import numpy_helper
-
-            a = p.attributes.get("value")
-            return None if a is None else numpy_helper.to_array(a.t)
-        v = p.inputs[0]
-    return None
