@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import PreconditionError, StructureError
 from ..ir import Graph, Node, Value
+from ..structure.constants import constant_array
 from ..structure.transformer import TransformerLayer, TransformerStructure, recognise_transformer
 from .base import PassContext
 
@@ -144,17 +145,7 @@ def shape_param(graph: Graph, ctx: PassContext, hint: str, array: np.ndarray) ->
 
 def _const(v: Value | None) -> np.ndarray | None:
     """The value of a constant ``v`` (a parameter, a ``Constant`` node, or an Identity of one)."""
-    from onnx import numpy_helper
-
-    v = _resolved(v)
-    if v is None:
-        return None
-    if v.const is not None:
-        return v.const.array
-    p = v.producer
-    if p is not None and p.op_type == "Constant" and "value" in p.attributes:
-        return numpy_helper.to_array(p.attributes["value"].t)
-    return None
+    return constant_array(v, transpose=False)
 
 
 def retarget_reshape(graph: Graph, ctx: PassContext, node: Node, old: int, new: int, what: str,
