@@ -12,6 +12,11 @@ Also torchvision ResNet-50 (random weights, 3x64x64, TorchScript export with BN 
 channel group), verified, with the time split recognise (units / channel groups) / surgery /
 check / verify and the ratio of the total to the PlainNet-52 -> 100 exact row. ``--no-resnet50``
 skips them (``--quick`` does too).
+
+Transformers (``transformer_rows``): a 12-layer, hidden-256 pre-LN encoder (8 heads, MLP 1024,
+TorchScript export) grown by ``deepen`` (12 -> 24 identity layers) and ``widen-hidden --factor
+2`` (hidden 512), verified on token ids; same breakdown, recognition included in surgery.
+``--quick``: 2 layers, hidden 64.
 """
 
 from __future__ import annotations
@@ -79,12 +84,62 @@ def _resnet50():
         return netmorph.load(export(torchvision_model("resnet50"), Path(d) / "r50.onnx", "ts", size=64))
 
 
+def transformer_rows(quick: bool, runs: int) -> list[dict]:
+    """``deepen`` and ``widen-hidden`` on a 12-layer, hidden-256 encoder (2 x 64 with ``quick``)."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import transformer_models as tm
+    from netmorph.passes import PassManager, get_pass
+
+    from netmorph import onnx_io
+
+    layers, d = (2, 64) if quick else (12, 256)
+    torch.manual_seed(0)
+    model = tm.Encoder(norm_first=True, layers=layers, d=d, heads=4 if quick else 8, ff=4 * d).eval()
+    with torch.no_grad():  # nn.TransformerEncoder clones one layer: make the layers differ
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    ids = torch.randint(0, tm.VOCAB, (2, tm.SEQ))
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), tm._no_fastpath():
+        path = Path(tmp) / "encoder.onnx"
+        torch.onnx.export(model, (ids,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                          opset_version=17, dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+        graph = onnx_io.load(path)
+    feeds = [{"x": np.random.default_rng(0).integers(0, tm.VOCAB, (2, tm.SEQ)).astype(np.int64)}]
+    rows = []
+    for name, opts in (("deepen", {}), ("widen-hidden", {"factor": 2})):
+        totals, parts = [], {}
+        for i in range(runs + 1):  # run 0 warms up
+            t0 = time.perf_counter()
+            child, (rep,) = PassManager(inputs=feeds, record_depth=False).run(graph, [get_pass(name, **opts)])
+            if i == 0:
+                continue
+            totals.append(time.perf_counter() - t0)
+            for k, v in rep.timings.items():
+                parts.setdefault(k, []).append(v)
+        rows.append({
+            "model": f"transformer-encoder-{layers}x{d}", "pass": rep.pass_name, "runs": runs,
+            "params": f"{rep.params_before}->{rep.params_after}",
+            "total_s_median": statistics.median(totals), "total_s_all": totals,
+            "breakdown_s_median": {k: statistics.median(v) for k, v in parts.items()},
+            "child_max_abs": rep.verification["max_abs"], "child_max_rel": rep.verification["max_rel"],
+        })
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small models, one run (smoke test)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--optgd-iters", type=int, default=50)
     ap.add_argument("--no-resnet50", action="store_true", help="skip the torchvision ResNet-50 rows")
+    ap.add_argument("--no-transformer", action="store_true", help="skip the 12-layer encoder rows")
     args = ap.parse_args()
 
     import netmorph
@@ -110,6 +165,8 @@ def main() -> None:
                    **_bench(g, "exact", iters, runs, pass_name, extra)}
             row["ratio_to_plainnet52_exact"] = row["total_s_median"] / base["total_s_median"]
             results.append(row)
+    if not args.no_transformer:
+        results += transformer_rows(args.quick, runs)
     print(json.dumps({
         "benchmark": "grow",
         "quick": args.quick,

@@ -15,7 +15,8 @@ from .verify_options import INPUT_OPTIONS, input_options, input_policy
 
 # CLI option -> pass option name (only options a chosen pass declares are handed to it)
 PASS_OPTIONS = ("level", "node", "value", "block", "cmid", "k1", "k2", "mid_bn", "residual_ratio", "solver",
-                "max_iter", "mode", "init", "factor", "width", "noise", "mapping", "kernel", "from_kernel")
+                "max_iter", "mode", "init", "factor", "width", "noise", "mapping", "kernel", "from_kernel",
+                "heads", "heads_mode", "after", "layers")
 
 
 class _Progress:
@@ -113,7 +114,8 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
               help="deepen: the paper's DynamicNet reading, the generic stage reading, or auto.")
 @click.option("--init", type=click.Choice(["copy", "fresh"]),
               help="deepen (generic): weights of an inserted unit copy (its branch output is zeroed).")
-@click.option("--factor", type=float, help="widen: new width = ceil(factor x old) (default 2).")
+@click.option("--factor", type=float,
+              help="widen: new width = ceil(factor x old) (default 2); widen-mlp, widen-hidden: factor.")
 @click.option("--width", type=int, help="widen: new width of the group.")
 @click.option("--noise", type=float, help="widen: symmetry-breaking noise (contract becomes approx).")
 @click.option("--mapping", type=click.Choice(["random", "round-robin"]),
@@ -125,6 +127,11 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
 @click.option("--solver", type=click.Choice(["exact", "optgd", "lsq"]), default=None,
               help="Kernel solver (default exact: contract exact; optgd / lsq are approximate).")
 @click.option("--max-iter", type=int, help="Iteration cap of optgd / lsq.")
+@click.option("--heads", type=int, help="Transformers: heads to add (add-heads).")
+@click.option("--heads-mode", type=click.Choice(["count", "size"]),
+              help="Transformers: widen-hidden grows the head count or the head size.")
+@click.option("--after", help="Transformers: layers to insert identity layers after (transformer-deepen).")
+@click.option("--layers", type=int, help="Transformers: identity layers to insert (transformer-deepen).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Solver and input seed.")
 @click.option("--rtol", type=float, help="Verification rtol (overrides the pass contract).")
 @click.option("--atol", type=float, help="Verification atol (overrides the pass contract).")

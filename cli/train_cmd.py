@@ -76,7 +76,8 @@ def warn_if_bn_folded(graph, model: str, lr: float) -> None:
 @click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True,
               help="Global batch (split across --nproc processes).")
 @click.option("--lr", type=float, default=_DEFAULTS["lr"], show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "nesterov", "adam"]), default="sgd", show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "nesterov", "adam", "adamw"]), default="sgd",
+              show_default=True)
 @click.option("--schedule", type=click.Choice(["step", "cosine", "constant"]), default="step",
               show_default=True, help="step: lr/10 at 50% and 75% of the epochs (paper).")
 @click.option("--warmup", type=float, default=0.0, show_default=True, help="Linear warm-up epochs.")

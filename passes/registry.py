@@ -13,7 +13,9 @@ from .grow_kernel import GrowKernel
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .restore_bn import RestoreBN
+from .transformer_add_heads import AddHeads
 from .transformer_deepen import TransformerDeepen
+from .transformer_widen_hidden import WidenHidden
 from .transformer_widen_mlp import WidenMLP
 from .widen import Widen, WidenLevel
 
@@ -22,7 +24,8 @@ PASSES: dict[str, type[Pass]] = {
     for cls in (ConvSplit, InsertIdentityBN, InsertIdentityPReLU, DuplicateBlock, RestoreBN, DeepenLevel,
                 Deepen, Widen, WidenLevel, GrowKernel)
 }
-PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP)})  # transformers (issue 10)
+# transformers (issue 10)
+PASSES.update({cls.name: cls for cls in (TransformerDeepen, WidenMLP, AddHeads, WidenHidden)})
 
 
 def register(cls: type[Pass]) -> type[Pass]:

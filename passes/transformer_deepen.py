@@ -9,6 +9,7 @@ so the copy is gated, ``h + g ⊙ (layer(h) − h)`` with a trainable per-unit `
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..errors import NetmorphError, PreconditionError, StructureError
@@ -61,7 +62,9 @@ class TransformerDeepen(Pass):
         self._targets(len(st.layers))
 
     def call(self, graph: Graph, ctx: PassContext) -> None:
+        t0 = time.perf_counter()
         st = transformer_of(graph, self.name)
+        ctx.timings["recognise"] = time.perf_counter() - t0
         targets = self._targets(len(st.layers))
         self._expected = len(st.layers) + len(targets)
         for k, i in enumerate(reversed(targets)):  # from the end: earlier layers' objects stay valid

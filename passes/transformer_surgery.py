@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import PreconditionError, StructureError
 from ..ir import Graph, Node, Value
+from ..structure.constants import constant_array
 from ..structure.transformer import TransformerLayer, TransformerStructure, recognise_transformer
 from .base import PassContext
 
@@ -135,22 +136,20 @@ def rewire(graph: Graph, uses: list[tuple[Node, int]], new: Value, old: Value) -
             graph.outputs[i] = new
 
 
+def shape_param(graph: Graph, ctx: PassContext, hint: str, array: np.ndarray) -> Value:
+    """A new integer shape constant (reshape target, split sizes), recorded as ``new``."""
+    v = graph.add_parameter(hint, np.asarray(array))
+    ctx.derive(v.name, "new", note="shape constant")
+    return v
+
+
 def _const(v: Value | None) -> np.ndarray | None:
     """The value of a constant ``v`` (a parameter, a ``Constant`` node, or an Identity of one)."""
-    from onnx import numpy_helper
-
-    v = _resolved(v)
-    if v is None:
-        return None
-    if v.const is not None:
-        return v.const.array
-    p = v.producer
-    if p is not None and p.op_type == "Constant" and "value" in p.attributes:
-        return numpy_helper.to_array(p.attributes["value"].t)
-    return None
+    return constant_array(v, transpose=False)
 
 
-def retarget_reshape(graph: Graph, node: Node, old: int, new: int, what: str, position: int = -1) -> None:
+def retarget_reshape(graph: Graph, ctx: PassContext, node: Node, old: int, new: int, what: str,
+                     position: int = -1) -> None:
     """Make ``node`` (a ``Reshape``) produce ``new`` where its target says ``old`` at ``position``.
 
     The target is a constant or a ``Concat`` whose piece holding that entry is constant (the
@@ -169,7 +168,7 @@ def retarget_reshape(graph: Graph, node: Node, old: int, new: int, what: str, po
                                     f"{old} at position {position}")
         fixed = vals.copy()
         fixed[position] = new
-        node.set_input(1, graph.add_parameter(f"{node.name}_shape", fixed.astype(arr.dtype)))
+        node.set_input(1, shape_param(graph, ctx, f"{node.name}_shape", fixed.astype(arr.dtype)))
         return
     cat = target.producer
     if cat is None or cat.op_type != "Concat":
@@ -195,7 +194,7 @@ def retarget_reshape(graph: Graph, node: Node, old: int, new: int, what: str, po
                                         f"piece; expected {old}")
             fixed = a.copy()
             fixed[offset] = new
-            piece = graph.add_parameter(f"{node.name}_shape_piece", fixed.astype(a.dtype))
+            piece = shape_param(graph, ctx, f"{node.name}_shape_piece", fixed.astype(a.dtype))
             ins = pieces[:k] + [piece] + pieces[k + 1:]
             c2 = graph.create_node("Concat", ins, dict(cat.attributes), name=f"{cat.name}_retarget",
                                    output_types=[target.type])
@@ -235,3 +234,142 @@ def forget_types(nodes) -> None:
         for o in n.outputs:
             if not o.is_graph_output:
                 o.type = None
+
+
+def _mapped(a: np.ndarray, values: dict[int, int]) -> np.ndarray | None:
+    """``a`` with every entry found in ``values`` replaced; ``None`` when nothing changes."""
+    flat = a.reshape(-1)
+    out = np.array([values.get(int(x), int(x)) for x in flat], dtype=a.dtype).reshape(a.shape)
+    return None if np.array_equal(out, a) else out
+
+
+def _computed_heads(graph: Graph, ctx: PassContext, v: Value, heads: tuple[int, int], seen: set[int],
+                    ops: tuple[str, ...]) -> None:
+    """In the shape arithmetic computing ``v``: ``ops`` (``Mul``: batch x heads; ``Div``: a width over
+    the heads) by the head count get the new count."""
+    p = v.producer
+    if p is None or id(p) in seen or p.op_type in ("Shape", "Size") or v.const is not None:
+        return
+    seen.add(id(p))
+    if p.op_type in ops:
+        for k, x in enumerate(p.inputs):
+            c = _const(x)
+            if c is not None and c.size == 1 and int(c.reshape(-1)[0]) == heads[0] and c.dtype.kind in "iu":
+                new = np.full(c.shape, heads[1], c.dtype)
+                p.set_input(k, shape_param(graph, ctx, f"{p.name}_heads", new))
+    for x in p.inputs:
+        if x is not None:
+            _computed_heads(graph, ctx, x, heads, seen, ops)
+
+
+def rescale_shape_constants(graph: Graph, ctx: PassContext, nodes: list[Node], values: dict[int, int],
+                            heads: tuple[int, int] | None = None,
+                            head_ops: tuple[str, ...] = ("Mul",)) -> int:
+    """Rewrite the shape constants of ``Reshape`` targets and ``Split`` sizes among ``nodes``.
+
+    Every constant entry found in ``values`` (old width -> new width, old head count -> new)
+    is replaced; in targets computed at run time (``Concat`` of shape queries and constants)
+    the constant pieces are, and ``head_ops`` by the old head count ``heads[0]`` (``Mul``: batch
+    x heads; ``Div``: width / heads, where the width grows too) get ``heads[1]``. New constants
+    are new parameters (exporters share them). Returns how many constants changed.
+    """
+    changed = 0
+    for n in nodes:
+        if n.op_type == "Split":
+            if n.attr("split") is not None:
+                new = _mapped(np.asarray(n.attr("split")), values)
+                if new is not None:
+                    n.set_attr("split", [int(x) for x in new])
+                    changed += 1
+            elif len(n.inputs) > 1 and n.inputs[1] is not None:
+                c = _const(n.inputs[1])
+                new = None if c is None else _mapped(c, values)
+                if new is not None:
+                    n.set_input(1, shape_param(graph, ctx, f"{n.name}_split", new))
+                    changed += 1
+            continue
+        if n.op_type != "Reshape":
+            continue
+        target = n.inputs[1]
+        c = _const(target)
+        if c is not None:
+            new = _mapped(c, values)
+            if new is not None:
+                n.set_input(1, shape_param(graph, ctx, f"{n.name}_shape", new))
+                changed += 1
+            continue
+        cat = target.producer
+        if cat is None or cat.op_type != "Concat":
+            continue
+        pieces = list(cat.inputs)
+        fixed = []
+        for x in pieces:
+            a = _const(x)
+            new = None if a is None else _mapped(a, values)
+            if new is not None:
+                fixed.append(shape_param(graph, ctx, f"{n.name}_shape_piece", new))
+                changed += 1
+            else:
+                fixed.append(x)
+                if a is None and heads is not None:
+                    _computed_heads(graph, ctx, x, heads, set(), head_ops)
+        if any(f is not p for f, p in zip(fixed, pieces, strict=True)):
+            c2 = graph.create_node("Concat", fixed, dict(cat.attributes), name=f"{cat.name}_grown",
+                                   output_types=[target.type])
+            graph.insert_before(n, c2)
+            n.set_input(1, c2.outputs[0])
+    return changed
+
+
+def plan_targets(graph: Graph, flow, reshapes: list[Node], width: int, what: str) -> list[tuple[Node, list]]:
+    """Constant targets for ``reshapes`` whose last output dim is ``width`` but is computed at run
+    time from a value that does not grow (the stream's width read with ``Shape``).
+
+    Call before changing the graph. Two probes of the parent (two batch sizes) tell each output
+    dim: one that follows the input's dim at the same place becomes ``0`` (copy), one other
+    varying dim ``-1``, static dims stay; the last entry is ``None``, for the new width
+    (:func:`apply_targets`).
+    """
+    from ..structure.transformer import probe_shapes
+
+    todo = []
+    for n in reshapes:
+        if _const(n.inputs[1]) is not None or n.attr("allowzero", 0):
+            continue
+        cat = n.inputs[1].producer
+        if cat is not None and cat.op_type == "Concat" and _const(cat.inputs[-1]) is not None:
+            continue  # a constant last piece: rescale_shape_constants handles it
+        todo.append(n)
+    if not todo:
+        return []
+    names = list(dict.fromkeys(x for n in todo for x in (n.inputs[0].name, n.outputs[0].name)))
+    probes, _ = probe_shapes(graph, names, flow, runs=2)
+    out = []
+    for n in todo:
+        (i1, o1), (i2, o2) = ((p[n.inputs[0].name], p[n.outputs[0].name]) for p in probes)
+        if not o1 or o1[-1] != width:
+            continue
+        target: list = []
+        free = 0
+        for k in range(len(o1)):
+            if k == len(o1) - 1:
+                target.append(None)
+            elif o1[k] == o2[k]:
+                target.append(int(o1[k]))
+            elif k < len(i1) and (i1[k], i2[k]) == (o1[k], o2[k]):
+                target.append(0)
+            else:
+                target.append(-1)
+                free += 1
+        if free > 1:
+            raise PreconditionError(f"{what}: Reshape {n.name!r} computes {len(o1)} dims at run time in a "
+                                    "way that cannot be written as a constant target")
+        out.append((n, target))
+    return out
+
+
+def apply_targets(graph: Graph, ctx: PassContext, plans: list[tuple[Node, list]], new_width: int) -> None:
+    """Give each planned Reshape its constant target, ending in ``new_width``."""
+    for n, target in plans:
+        t = [new_width if x is None else x for x in target]
+        n.set_input(1, shape_param(graph, ctx, f"{n.name}_shape", np.asarray(t, dtype=np.int64)))

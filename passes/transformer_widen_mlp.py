@@ -9,6 +9,8 @@ elementwise ops with scalar constants, or reshapes (whose width entry is retarge
 
 from __future__ import annotations
 
+import time
+
 from ..errors import PreconditionError
 from ..ir import Graph
 from ..morphs.widen import MAPPING_MODES, channel_mapping, divisors, widen_consumer, widen_producer
@@ -78,7 +80,9 @@ class WidenMLP(Pass):
         self._plan(graph)
 
     def call(self, graph: Graph, ctx: PassContext) -> None:
+        t0 = time.perf_counter()
         _, work = self._plan(graph)
+        ctx.timings["recognise"] = time.perf_counter() - t0
         for i, lay, inner, reshapes, m, new in work:
             up, down = lay.up, lay.down
             mapping = channel_mapping(m, new, mode=self.options["mapping"], rng=ctx.rng)
@@ -95,6 +99,6 @@ class WidenMLP(Pass):
             set_param(graph, ctx, down.node, 1, widen_consumer(w.const.array, mapping, m, down.in_axis),
                       kind="gather-divide", parent=w, axis=down.in_axis, index=mapping, divide=d)
             for r in reshapes:
-                retarget_reshape(graph, r, m, new, f"{self.name}: layer {i}")
+                retarget_reshape(graph, ctx, r, m, new, f"{self.name}: layer {i}")
             forget_types([up.node, *([up.bias_node] if up.bias_node else []), *inner])
 

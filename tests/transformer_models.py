@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 VOCAB = 50
-SEQ = 8
+SEQ = 6  # differs from every width and head size of the test models (shape constants stay unambiguous)
 
 
 class Encoder(nn.Module):
@@ -132,13 +132,38 @@ class ViT(nn.Module):
 
 
 def vit(layers: int = 2, hidden: int = 32, heads: int = 4, mlp: int = 64, image: int = 32, patch: int = 8):
-    """torchvision's ``VisionTransformer`` (or the same layout in :class:`ViT` where it cannot load)."""
-    if TORCHVISION_BROKEN:
-        return ViT(image, patch, layers, heads, hidden, mlp)
-    from torchvision.models import VisionTransformer
+    """torchvision's ``VisionTransformer`` (through ``cnn_models.torchvision_models``, which loads
+    ``torchvision.models`` even where its C++ ops do not match this torch), else the same layout
+    in :class:`ViT`."""
+    try:
+        from cnn_models import torchvision_models
 
-    return VisionTransformer(image_size=image, patch_size=patch, num_layers=layers, num_heads=heads,
-                             hidden_dim=hidden, mlp_dim=mlp, num_classes=10)
+        tvm = torchvision_models()
+    except Exception:  # noqa: BLE001 - no usable torchvision at all
+        return ViT(image, patch, layers, heads, hidden, mlp)
+    return tvm.VisionTransformer(image_size=image, patch_size=patch, num_layers=layers, num_heads=heads,
+                                 hidden_dim=hidden, mlp_dim=mlp, num_classes=10)
+
+
+def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random LayerNorm gamma/beta, class token and head (fresh ones are 1 / 0 / zeros, which would
+    hide a wrongly ordered clone or a dead output)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=g))
+                if m.bias is not None:
+                    m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g))
+        for name, p in model.named_parameters():
+            if "class_token" in name or name.startswith("heads.") or name.startswith("head."):
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+# transformers initialises weights with std 0.02, which makes attention almost uniform in a tiny
+# random model: a wrong head split would then go unnoticed. Larger weights give peaked attention.
+PEAKED = 0.3
 
 
 class HFWrap(nn.Module):
@@ -157,7 +182,8 @@ def bert(layers: int = 2):
 
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=16, num_labels=3,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager")
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager",
+                     initializer_range=PEAKED)
     return HFWrap(BertForSequenceClassification(cfg))
 
 
@@ -166,7 +192,7 @@ def gpt2(layers: int = 2):
 
     cfg = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=layers, n_head=4, n_positions=16, n_inner=64,
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False,
-                     attn_implementation="eager")
+                     attn_implementation="eager", initializer_range=PEAKED)
     return HFWrap(GPT2LMHeadModel(cfg))
 
 
@@ -175,17 +201,17 @@ def build(kind: str) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     ids = torch.randint(0, VOCAB, (2, SEQ))
     if kind == "encoder-post":
-        return Encoder(norm_first=False).eval(), ids
+        return randomised(Encoder(norm_first=False)), ids
     if kind == "encoder-pre":
-        return Encoder(norm_first=True).eval(), ids
+        return randomised(Encoder(norm_first=True)), ids
     if kind == "gpt":
-        return GPT().eval(), ids
+        return randomised(GPT()), ids
     if kind == "vit":
-        return vit().eval(), torch.randn(2, 3, 32, 32)
+        return randomised(vit()), torch.randn(2, 3, 32, 32)
     if kind == "bert":
-        return bert().eval(), ids
+        return randomised(bert()), ids
     if kind == "gpt2":
-        return gpt2().eval(), ids
+        return randomised(gpt2()), ids
     raise ValueError(kind)
 
 

@@ -109,3 +109,26 @@ def interleave_heads(w: np.ndarray, axis: int, heads: int, n: int) -> np.ndarray
     w = np.asarray(w)
     parts = np.split(w, int(heads), axis=axis)
     return np.concatenate([tile_axis(p, n, axis) for p in parts], axis=axis)
+
+
+def tile_index(size: int, n: int, blocks: int = 1) -> np.ndarray:
+    """Gather index of ``[a, …, a]`` (``n`` copies) for an axis of ``size`` made of ``blocks``
+    equal parts, each repeated in place (``[Q, Q | K, K | V, V]`` for ``blocks=3``)."""
+    part = int(size) // int(blocks)
+    return np.concatenate([np.tile(np.arange(b * part, (b + 1) * part, dtype=np.int64), n)
+                           for b in range(int(blocks))])
+
+
+def head_index(size: int, n: int, heads: int) -> np.ndarray:
+    """Gather index that repeats each of ``heads`` equal parts ``n`` times in place: head ``i``'s
+    units ``u`` become ``[u, u]`` (hidden growth with the head size growing)."""
+    return tile_index(size, n, heads)
+
+
+def gather(w: np.ndarray, index: np.ndarray | None, axis: int, divide: float = 1.0) -> np.ndarray:
+    """``take(w, index, axis) / divide`` in ``w``'s dtype (``index=None``: the axis stays)."""
+    w = np.asarray(w)
+    out = w if index is None else np.take(w, np.asarray(index, dtype=np.int64), axis=axis)
+    if divide != 1.0:
+        out = (out.astype(np.float64) / divide).astype(w.dtype)
+    return out

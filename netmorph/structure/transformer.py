@@ -343,11 +343,13 @@ def _scores_value(unit: ResidualUnit) -> Value:
     return soft[0].inputs[0]
 
 
-def probe_shapes(graph: Graph, names: list[str], flow: StreamFlow) -> tuple[dict[str, tuple], int]:
-    """The run-time shapes of values ``names`` on a small input (ONNX Runtime); also the batch size.
+def probe_shapes(graph: Graph, names: list[str], flow: StreamFlow, *, runs: int = 1
+                 ) -> tuple[list[dict[str, tuple]], list[int]]:
+    """Run-time shapes of values ``names`` on small inputs (ONNX Runtime), and the batch sizes.
 
-    Token models get ids 0 (any id is valid for a shape); symbolic dims are tried at a few sizes
-    until the export runs (TorchScript exports can fix the sequence length).
+    Token models get ids 0 (any id is valid for a shape). Symbolic dims are tried at a few
+    sizes until the export runs (TorchScript exports can fix the sequence length); with
+    ``runs=2`` a second run at another batch size tells which dims follow the batch.
     """
     import onnxruntime as ort
     from onnx import helper
@@ -362,20 +364,34 @@ def probe_shapes(graph: Graph, names: list[str], flow: StreamFlow) -> tuple[dict
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = 1
+    so.log_severity_level = 4
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     inp = flow.image
     t = inp.type
     shape = list(t.shape) if t is not None and t.shape is not None else [2, 8]
-    last = None
-    for batch, other in ((2, 8), (2, 16), (1, 1), (2, 32)):
+    dtype = t.dtype if t is not None and t.elem_type else np.float32
+
+    def run(batch: int, other: int):
         dims = [d if isinstance(d, int) else (batch if i == 0 else other) for i, d in enumerate(shape)]
-        x = np.zeros(dims, dtype=t.dtype if t is not None and t.elem_type else np.float32)
+        outs = sess.run(names, {inp.name: np.zeros(dims, dtype=dtype)})
+        return {n: tuple(o.shape) for n, o in zip(names, outs, strict=True)}, int(dims[0])
+
+    last = None
+    for other in (8, 16, 6, 4, 32, *range(1, 33)):
         try:
-            outs = sess.run(names, {inp.name: x})
+            first, b = run(2, other)
         except Exception as e:  # noqa: BLE001 - any run failure: try the next size
             last = e
             continue
-        return {n: tuple(o.shape) for n, o in zip(names, outs, strict=True)}, int(dims[0])
+        if runs == 1:
+            return [first], [b]
+        for other2 in (other + 3, other):  # another length too, where the export allows it
+            try:
+                second, b2 = run(3, other2)
+            except Exception as e:  # noqa: BLE001
+                last = e
+                continue
+            return [first, second], [b, b2]
     raise StructureError(f"cannot run the graph to read its attention shapes ({str(last).splitlines()[0]})")
 
 
@@ -384,7 +400,7 @@ def _heads(graph: Graph, flow: StreamFlow, units: list[ResidualUnit]) -> None:
     if not attn:
         return
     values = [_scores_value(u).name for u in attn]
-    shapes, batch = probe_shapes(graph, values, flow)
+    (shapes,), (batch,) = probe_shapes(graph, values, flow)
     for u, name in zip(attn, values, strict=True):
         s = shapes[name]
         if len(s) == 4:

@@ -15,7 +15,7 @@ from netmorph.limits import (
     check_int,
 )
 
-OPTIMIZERS = ("sgd", "nesterov", "adam")
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = (None, "bf16", "fp16")
@@ -38,8 +38,8 @@ class TrainConfig:
     epochs, batch_size, lr, momentum, weight_decay
         The usual; ``batch_size`` is the global batch (split across DDP ranks).
     optimizer
-        ``"sgd"`` (momentum), ``"nesterov"`` (SGD with Nesterov momentum) or ``"adam"``
-        (``torch.optim.Adam``; pass a smaller ``lr`` such as 1e-3).
+        ``"sgd"`` (momentum), ``"nesterov"`` (SGD with Nesterov momentum), ``"adam"`` or ``"adamw"``
+        (``torch.optim.Adam`` / ``AdamW``, decoupled weight decay; pass a smaller ``lr`` such as 1e-3).
     schedule
         ``"step"`` (multiply by ``gamma`` at each of ``milestones``, fractions of ``epochs``),
         ``"cosine"`` (to zero at the end) or ``"constant"``; stepped every iteration.

@@ -11,10 +11,12 @@ from .config import TrainConfig
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (optionally Nesterov) with momentum and weight decay, or Adam, with ``config.lr``."""
+    """SGD (optionally Nesterov) with momentum and weight decay, Adam, or AdamW, with ``config.lr``."""
     params = [p for p in params if p.requires_grad]
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":  # decoupled weight decay, as ViTs are trained
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(
         params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
         nesterov=config.optimizer == "nesterov" and config.momentum > 0,

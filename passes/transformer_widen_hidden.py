@@ -1,0 +1,283 @@
+"""``widen-hidden``: the residual stream's width d -> n·d, HyperCloning-style, exactly.
+
+Every stream vector ``h`` becomes ``[h, …, h]`` (``n`` copies), and so does every width inside
+the layers (attention width, MLP width): a linear layer gets ``W.repeat(n, n) / n`` (its rows
+and columns repeated, divided by ``n`` so each output sums its ``n`` copies of each input), its
+bias repeated; embeddings, position tables, class tokens, patch convolutions and LayerNorm
+gamma/beta are repeated without division (LayerNorm stays exact: ``[h, h]`` has ``h``'s mean
+and variance); the classifier or unembedding only divides its repeated input rows, so the
+logits do not change.
+
+Heads (``--heads-mode``): ``count`` (default) repeats the heads (``n·H`` heads of the old size,
+each copy scoring as the original); ``size`` repeats each head's units (``H`` heads of size
+``n·dh``), whose dot products are ``n`` times larger: Q and K are scaled so the scores stay
+(by ``n^-1/2`` each under a constant softmax scale, ``n^-1/4`` each when the scale is computed
+from the head size at run time, the ``1/sqrt`` correction).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import PreconditionError
+from ..ir import Graph, Node, Value
+from ..morphs.lineage import ParamLineage
+from ..morphs.transformer import gather, head_index, tile_index
+from ..structure.transformer import TransformerStructure, as_linear
+from .base import Option, Pass, PassContext
+from .transformer_add_heads import attention_projections
+from .transformer_surgery import _resolved, forget_types, rescale_shape_constants, set_param, transformer_of
+
+
+def _kind(divide: np.ndarray) -> str:
+    return "gather" if np.all(divide == 1.0) else "gather-divide"
+
+
+def _float_param(v: Value | None) -> Value | None:
+    p = _resolved(v)
+    if p is None or p.const is None or p.const.array.dtype.kind != "f" or p.const.array.size <= 1:
+        return None
+    return p
+
+
+def _downstream_linear(flow, lin) -> bool:
+    """Whether another linear layer reads (transitively) ``lin``'s output."""
+    seen: set[int] = set()
+    frontier = [lin.output]
+    while frontier:
+        v = frontier.pop()
+        for n in flow.data_consumers(v):
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if as_linear(flow, n) is not None:
+                return True
+            frontier.extend(n.outputs)
+    return False
+
+
+def _scores_matmul(flow, att) -> Node:
+    soft = next(n for n in att.branch if n.op_type == "Softmax")
+    v = soft.inputs[0]
+    for _ in range(16):
+        p = v.producer
+        if p is None:
+            break
+        if p.op_type == "MatMul" and len(flow.data_inputs(p)) == 2:
+            return p
+        ins = flow.data_inputs(p)
+        if len(ins) != 1:
+            break
+        v = ins[0]
+    raise PreconditionError(f"widen-hidden: no Q·K MatMul before the Softmax {soft.name!r}")
+
+
+def _reaches(flow, start: Value, target: Node, stop: set[int]) -> bool:
+    seen: set[int] = set()
+    frontier = [start]
+    while frontier:
+        v = frontier.pop()
+        for n in flow.data_consumers(v):
+            if n is target:
+                return True
+            if id(n) in seen or id(n) in stop:
+                continue
+            seen.add(id(n))
+            frontier.extend(n.outputs)
+    return False
+
+
+def _runtime_scale(graph: Graph, flow, att) -> bool:
+    """Whether the attention's softmax scale is computed from a shape (``Sqrt`` of a ``Shape``)."""
+    def from_shape(v, depth=0) -> bool:
+        p = v.producer if v is not None else None
+        if p is None or depth > 8:
+            return False
+        if p.op_type == "Shape":
+            return True
+        return any(from_shape(x, depth + 1) for x in p.inputs if x is not None)
+
+    for n in att.branch:
+        for v in n.inputs:
+            if v is None or flow.is_data(v) or v.producer is None:
+                continue
+            if v.producer.op_type in ("Sqrt", "Div", "Reciprocal", "Pow") and from_shape(v):
+                return True
+    return False
+
+
+class WidenHidden(Pass):
+    """Hidden width d -> n·d for the whole residual stream (integer ``--factor``), exactly."""
+
+    name = "widen-hidden"
+    summary = ("Transformer: hidden width d -> n*d HyperCloning-style ([h, h]; W.repeat(n, n)/n; heads "
+               "repeated or widened).")
+    option_specs = (
+        Option("factor", float, 2.0, "integer factor n of the hidden width"),
+        Option("heads_mode", str, "count", "grow the head count or the head size", ("count", "size")),
+    )
+
+    def _factor(self) -> int:
+        f = float(self.options["factor"])
+        if f != int(f) or f < 2:
+            raise PreconditionError(f"{self.name}: --factor {f:g}: give an integer >= 2 (each vector h "
+                                    "becomes n copies [h, ..., h]; a fractional width has no exact clone)")
+        return int(f)
+
+    def _plan(self, graph: Graph):
+        n = self._factor()
+        st = transformer_of(graph, self.name)
+        mode = self.options["heads_mode"]
+        atts = [lay.attention for lay in st.layers]
+        heads = {a.heads for a in atts}
+        sizes = {a.head_size for a in atts}
+        widths = {st.hidden, st.mlp} | {a.out_proj.in_features for a in atts} | \
+                 {3 * a.out_proj.in_features for a in atts} | {lay.up.out_features for lay in st.layers}
+        moving = heads if mode == "count" else sizes
+        still = sizes if mode == "count" else heads
+        clash = (moving | widths) & still or moving & widths
+        if clash:
+            raise PreconditionError(
+                f"{self.name}: shape constants would be ambiguous: {sorted(clash)} is both a width or head "
+                f"{'count' if mode == 'count' else 'size'} that grows and one that must stay "
+                f"(try --heads-mode {'size' if mode == 'count' else 'count'})")
+        return n, st, mode, widths, moving
+
+    def requires(self, graph: Graph) -> None:
+        n, st, mode, _, _ = self._plan(graph)
+        self._sites(graph, st, n, mode)
+
+    def _sites(self, graph: Graph, st: TransformerStructure, n: int, mode: str) -> list[tuple]:
+        """``(node, slot, param, [(axis, index, divide), …], scale, lineage)`` for every parameter."""
+        flow = st.flow
+        d = st.hidden
+        roles: dict[int, tuple] = {}  # id(linear node) -> (kind, extra)
+        for lay in st.layers:
+            att = lay.attention
+            ins, fused = attention_projections(att, f"{self.name}: layer {lay.index}")
+            h, width = att.heads, att.out_proj.in_features
+            scores = _scores_matmul(flow, att)
+            soft = {id(x) for x in att.branch if x.op_type == "Softmax"}
+            qk_scale = n ** (-0.25 if _runtime_scale(graph, flow, att) else -0.5) if mode == "size" else 1.0
+            for lin in ins:
+                if fused:
+                    qk = [True, True, False]
+                else:
+                    qk = [_reaches(flow, lin.output, scores, soft)]  # Q and K feed the scores, V does not
+                roles[id(lin.node)] = ("in", dict(blocks=3 if fused else 1, heads=h, width=width, qk=qk,
+                                                 scale=qk_scale))
+            roles[id(att.out_proj.node)] = ("out", dict(heads=h, width=width))
+        sites = []
+        seen_linear: set[int] = set()
+        for node in graph.nodes:
+            if node.op_type == "Identity":
+                continue  # its readers resolve through it
+            lin = as_linear(flow, node) if id(node) in {id(x) for x in flow.data_nodes} else None
+            if lin is not None:
+                seen_linear.add(id(node))
+                sites += self._linear_sites(flow, lin, roles.get(id(node)), n, mode)
+                continue
+            for slot, v in enumerate(node.inputs):
+                p = _float_param(v)
+                if p is None or (lin is None and _is_linear_bias(flow, node, slot)):
+                    continue
+                a = p.const.array
+                rule = self._vector_rule(node, slot, a, d, n)
+                if rule is None:
+                    raise PreconditionError(
+                        f"{self.name}: parameter {p.name!r} {tuple(a.shape)} read by {node.name!r} "
+                        f"({node.op_type}) has no rule for a hidden width {d} -> {n * d}")
+                sites.append((node, slot, p, rule, None, None))
+        return sites
+
+    @staticmethod
+    def _vector_rule(node: Node, slot: int, a: np.ndarray, d: int, n: int):
+        op = node.op_type
+        if op == "LayerNormalization" and slot in (1, 2) and a.shape[-1] == d:
+            return [(a.ndim - 1, tile_index(d, n), 1.0)]
+        if op == "Gather" and slot == 0 and a.ndim == 2 and a.shape[1] == d:
+            return [(1, tile_index(d, n), 1.0)]
+        if op == "Conv" and slot in (1, 2) and a.shape[0] == d:
+            return [(0, tile_index(d, n), 1.0)]
+        if op in ("Add", "Mul", "Sub", "Expand", "Concat", "Slice", "Where") and a.shape[-1] == d:
+            return [(a.ndim - 1, tile_index(d, n), 1.0)]
+        return None
+
+    def _linear_sites(self, flow, lin, role, n: int, mode: str) -> list[tuple]:
+        fin, fout = lin.in_features, lin.out_features
+        final = role is None and not _downstream_linear(flow, lin)
+        if role is not None and role[0] == "out" and mode == "size":
+            in_index = head_index(fin, n, role[1]["heads"])
+        else:
+            in_index = tile_index(fin, n)
+        out_index, scale = None, None
+        if final:
+            out_index = None
+        elif role is not None and role[0] == "in":
+            r = role[1]
+            blocks = r["blocks"]
+            if mode == "count":
+                out_index = tile_index(fout, n, blocks)
+            else:
+                out_index = head_index(fout, n, blocks * r["heads"])
+            scale = np.ones(fout * n, dtype=np.float64)
+            part = fout * n // blocks
+            for b, is_qk in enumerate(r["qk"]):
+                if is_qk:
+                    scale[b * part:(b + 1) * part] = r["scale"]
+        else:
+            out_index = tile_index(fout, n)
+        rules = [(lin.in_axis, in_index, float(n))]
+        if out_index is not None:
+            rules.append((lin.out_axis, out_index, 1.0))
+        sites = [(lin.node, 1, lin.weight, rules, scale if scale is not None and (scale != 1).any() else None,
+                  lin.out_axis)]
+        if lin.bias is not None and out_index is not None:
+            node, slot = lin.bias_site
+            sites.append((node, slot, lin.bias, [(0, out_index, 1.0)],
+                          scale if scale is not None and (scale != 1).any() else None, 0))
+        return sites
+
+    def call(self, graph: Graph, ctx: PassContext) -> None:
+        t0 = time.perf_counter()
+        n, st, mode, widths, moving = self._plan(graph)
+        ctx.timings["recognise"] = time.perf_counter() - t0
+        sites = self._sites(graph, st, n, mode)
+        flow = st.flow
+        data = list(flow.data_nodes)
+        for node, slot, p, rules, scale, scale_axis in sites:
+            a = p.const.array
+            for axis, index, divide in rules:
+                a = gather(a, index, axis, divide)
+            if scale is not None:
+                shape = [1] * a.ndim
+                shape[scale_axis] = -1
+                a = (a.astype(np.float64) * scale.reshape(shape)).astype(p.const.array.dtype)
+            steps = [(axis, index, np.full(len(index), divide)) for axis, index, divide in rules]
+            if scale is not None:  # Q/K scaled: a divide by 1/scale on the output axis, index unchanged
+                steps.append((scale_axis, np.arange(a.shape[scale_axis]), 1.0 / scale))
+            (axis, index, div), rest = steps[0], steps[1:]
+            then = [ParamLineage("", _kind(d), axis=ax, index=ix, divide=d) for ax, ix, d in rest]
+            note = f"HyperCloning x{n}" + ("; Q/K scaled" if scale is not None else "")
+            set_param(graph, ctx, node, slot, a, kind=_kind(div), parent=p, axis=axis, index=index,
+                      divide=div, then=then, note=note)
+        values = {w: n * w for w in widths}
+        values.update({m: n * m for m in moving})
+        heads = next(iter(moving)) if mode == "count" and len(moving) == 1 else None
+        rescale_shape_constants(graph, ctx, data, values, heads=None if heads is None else (heads, n * heads),
+                                head_ops=("Mul", "Div"))
+        forget_types(graph.nodes)
+
+
+def _is_linear_bias(flow, node: Node, slot: int) -> bool:
+    """Whether input ``slot`` of ``node`` is the bias of a MatMul's linear layer (handled with it)."""
+    if node.op_type != "Add":
+        return False
+    for v in node.inputs:
+        if v is not None and v.producer is not None and v.producer.op_type == "MatMul":
+            lin = as_linear(flow, v.producer)
+            if lin is not None and lin.bias_node is node:
+                return True
+    return False
