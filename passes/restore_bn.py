@@ -27,6 +27,9 @@ class RestoreBN(Pass):
         return [n for n in graph.find_nodes("Conv") if not _followed_by_bn(n)]
 
     def requires(self, graph: Graph) -> None:
+        if not graph.find_nodes("Conv"):
+            raise PreconditionError(f"{self.name}: the model has no Conv node, so there is no BatchNorm "
+                                    "to restore")
         targets = self._targets(graph)
         if not targets:
             raise PreconditionError(f"{self.name}: every conv is already followed by a BatchNorm")

@@ -45,6 +45,18 @@ def test_restore_bn_puts_bn_after_every_bare_conv():
         get_pass("restore-bn").apply(child)
 
 
+def test_restore_bn_on_a_model_without_convs_says_so():
+    g = netmorph.Graph("mlp")
+    x = g.add_input("x", netmorph.TensorType.float32("N", 4))
+    w = g.add_parameter("w", np.ones((4, 3), np.float32))
+    mm = g.create_node("MatMul", [x, w], name="mm", output_names=["y"])
+    g.insert_before(None, mm)
+    g.outputs.append(mm.output)
+    netmorph.ir.infer_types(g)
+    with pytest.raises(PreconditionError, match="has no Conv node"):
+        get_pass("restore-bn").apply(g)
+
+
 def test_pass_never_mutates_its_input(plain7):
     before = plain7.pretty()
     params = {v.name: v.const for v in plain7.parameters}
