@@ -20,6 +20,28 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> str:
+    """A 16x16 synthetic task stored as .npz (small enough to train 8 tiny stages in seconds)."""
+    from netmorph.data import make_synthetic
+
+    train, test = make_synthetic(96, 40, size=16, seed=3)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels)
+    return f"npz:{path}"
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory) -> Path:
+    """A real PlainNet (depth 7, 4 channels, 16x16 inputs, 3 classes) written by netmorph."""
+    import netmorph
+
+    path = tmp_path_factory.mktemp("small") / "small.onnx"
+    netmorph.save(netmorph.build("plain", levels=3, blocks=2, channels=(4, 4, 4), classes=3,
+                                 input_shape=(3, 16, 16)), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def torch_cnn_onnx(tmp_path_factory) -> Path:
     """A small torch CNN (conv/BN/ReLU/pool/residual add/linear) exported by the TorchScript exporter."""
     import torch

@@ -22,16 +22,6 @@ from netmorph.train import CHECKPOINT_NAME
 TRAIN = {"batch_size": 32, "device": "cpu", "num_threads": 2, "pad": 2}
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> str:
-    from netmorph.data import make_synthetic
-
-    train, test = make_synthetic(96, 40, size=16, seed=3)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels)
-    return f"npz:{path}"
-
-
 def _pipeline(data: str, *, carry: bool = True, policy: str = "continue", optimizer: str = "sgd") -> Pipeline:
     return Pipeline(
         start=Start(family="plain", options={"blocks": 2, "channels": (4, 8, 8), "seed": 1}),

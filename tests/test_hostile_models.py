@@ -20,15 +20,6 @@ MEMORY_BOUND = 400 * MiB
 """Peak RSS allowed to a CLI process reading a hostile model (a clean `inspect` needs about 150 MiB)."""
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory) -> Path:
-    """A real PlainNet (depth 7, 4 channels, 16x16 inputs) written by netmorph."""
-    path = tmp_path_factory.mktemp("small") / "small.onnx"
-    netmorph.save(netmorph.build("plain", levels=3, blocks=2, channels=(4, 4, 4), classes=3,
-                                 input_shape=(3, 16, 16)), path)
-    return path
-
-
 def _external(small: Path, folder: Path, location: str, **entries: str) -> tuple[Path, str]:
     """``small`` with its first weight (4x3x3x3 floats, 432 bytes) moved to external ``location``."""
     folder.mkdir(exist_ok=True)

@@ -17,14 +17,6 @@ import netmorph
 from netmorph.atomic import OutputError, atomic_write_bytes, clean_stale_temps
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("small") / "small.onnx"
-    netmorph.save(netmorph.build("plain", levels=3, blocks=2, channels=(4, 4, 4), classes=3,
-                                 input_shape=(3, 16, 16)), path)
-    return path
-
-
 def _writers(small: Path, target: Path):
     """Every CLI path that writes a file the user names, aimed at ``target``."""
     return [

@@ -39,17 +39,6 @@ TINY_CHANNELS = (4, 8, 8)
 TRAIN = {"batch_size": 32, "device": "cpu", "num_threads": 2, "pad": 2}
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> str:
-    """A 16x16 synthetic task stored as .npz (small enough to train 8 tiny stages in seconds)."""
-    from netmorph.data import make_synthetic
-
-    train, test = make_synthetic(96, 40, size=16, seed=3)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels)
-    return f"npz:{path}"
-
-
 # -- spec and TOML --------------------------------------------------------------------------------
 
 
