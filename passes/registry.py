@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import PreconditionError
+from ..verification.options import DEFAULT_K
 from .base import Pass
 from .conv_split import ConvSplit
 from .deepen_level import Deepen, DeepenLevel
@@ -49,7 +50,11 @@ def list_passes() -> list[dict[str, Any]]:
     rows = []
     for name, cls in PASSES.items():
         try:
-            contract = str(cls().contract)
+            c = cls().contract
+            contract = str(c)
+            if c.is_exact:  # what grow actually checks (PassManager.EXACT_TOLERANCE)
+                contract = (f"exact (verified within {DEFAULT_K:g}x the parent's own rounding noise; "
+                            f"--rtol/--atol for the fixed rtol={c.rtol:g}, atol={c.atol:g})")
         except Exception:  # noqa: BLE001 - a pass whose contract needs options
             contract = "?"
         if any(o.name == "solver" for o in cls.option_specs):
