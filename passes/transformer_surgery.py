@@ -161,14 +161,11 @@ def retarget_reshape(graph: Graph, ctx: PassContext, node: Node, old: int, new: 
     arr = _const(target)
     if arr is not None:
         vals = arr.reshape(-1)
-        if vals[position] in (-1, 0) and vals[position] != old:
-            return
-        if vals[position] != old:
-            raise PreconditionError(f"{what}: Reshape {node.name!r} targets {vals.tolist()}; expected "
-                                    f"{old} at position {position}")
-        fixed = vals.copy()
-        fixed[position] = new
-        node.set_input(1, shape_param(graph, ctx, f"{node.name}_shape", fixed.astype(arr.dtype)))
+        fixed = _retargeted(vals, position, old, new,
+                            f"{what}: Reshape {node.name!r} targets {vals.tolist()}; expected {old} at "
+                            f"position {position}")
+        if fixed is not None:
+            node.set_input(1, shape_param(graph, ctx, f"{node.name}_shape", fixed))
         return
     cat = target.producer
     if cat is None or cat.op_type != "Concat":
@@ -187,14 +184,11 @@ def retarget_reshape(graph: Graph, ctx: PassContext, node: Node, old: int, new: 
                                     f"where it must say {old}")
         a = a.reshape(-1)
         if -offset <= a.size:
-            if a[offset] in (-1, 0) and a[offset] != old:
+            fixed = _retargeted(a, offset, old, new, f"{what}: Reshape {node.name!r} targets {a.tolist()} "
+                                f"in its last piece; expected {old}")
+            if fixed is None:
                 return
-            if a[offset] != old:
-                raise PreconditionError(f"{what}: Reshape {node.name!r} targets {a.tolist()} in its last "
-                                        f"piece; expected {old}")
-            fixed = a.copy()
-            fixed[offset] = new
-            piece = shape_param(graph, ctx, f"{node.name}_shape_piece", fixed.astype(a.dtype))
+            piece = shape_param(graph, ctx, f"{node.name}_shape_piece", fixed)
             ins = pieces[:k] + [piece] + pieces[k + 1:]
             c2 = graph.create_node("Concat", ins, dict(cat.attributes), name=f"{cat.name}_retarget",
                                    output_types=[target.type])
@@ -203,6 +197,18 @@ def retarget_reshape(graph: Graph, ctx: PassContext, node: Node, old: int, new: 
             return
         offset += a.size
     raise PreconditionError(f"{what}: Reshape {node.name!r}: no entry at position {position}")
+
+
+def _retargeted(vals: np.ndarray, index: int, old: int, new: int, mismatch: str) -> np.ndarray | None:
+    """``vals`` with ``new`` at ``index`` where it says ``old``; ``None`` where it says ``-1`` / ``0``
+    (inferred / copied, nothing to change); a :class:`PreconditionError` (``mismatch``) otherwise."""
+    if vals[index] in (-1, 0) and vals[index] != old:
+        return None
+    if vals[index] != old:
+        raise PreconditionError(mismatch)
+    fixed = vals.copy()
+    fixed[index] = new
+    return fixed
 
 
 def between(flow, start: Value, stop: Node) -> list[Node]:

@@ -259,10 +259,7 @@ def insert_fresh_unit(graph: Graph, ctx: PassContext, y: Value, *, name: str,
                            name=f"{name}.conv2", out_type=y.type))
     add = graph.create_node("Add", [y, nodes[-1].output], name=f"{name}.add", output_types=[y.type])
     nodes.append(add)
-    for m in nodes:
-        for v in m.inputs[1:]:
-            if v is not None and v.const is not None:
-                ctx.derive(v.name, "new", note="fresh zero-branch unit")
+    _record_new(ctx, nodes, "fresh zero-branch unit")
     insert_chain_after(graph, y, nodes, add.output)
     return nodes, add.output
 
@@ -297,9 +294,14 @@ def insert_identity_conv(graph: Graph, ctx: PassContext, conv: Node, *, mid_bn: 
     idc = graph.create_node("Conv", [nodes[-1].output, wv], attrs, name=f"{base}.id",
                             output_types=[out.type])
     nodes.append(idc)
+    _record_new(ctx, nodes, "identity conv insertion")
+    insert_chain_after(graph, out, nodes, idc.output)
+    return nodes
+
+
+def _record_new(ctx: PassContext, nodes: list[Node], note: str) -> None:
+    """Lineage ``new`` (with ``note``) for every parameter the inserted ``nodes`` read."""
     for m in nodes:
         for v in m.inputs[1:]:
             if v is not None and v.const is not None:
-                ctx.derive(v.name, "new", note="identity conv insertion")
-    insert_chain_after(graph, out, nodes, idc.output)
-    return nodes
+                ctx.derive(v.name, "new", note=note)

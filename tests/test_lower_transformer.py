@@ -15,25 +15,11 @@ import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
-from transformer_models import exported, has_transformers, inputs
+from transformer_models import MODELS, exported, inputs, need, rel_error
 
 import netmorph
 from netmorph import onnx_io
 from netmorph.lowering import write_back
-
-MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder-pre", "torchscript"),
-          ("encoder-pre", "dynamo"), ("gpt", "torchscript"), ("gpt", "dynamo"), ("vit", "torchscript"),
-          ("vit", "dynamo"), ("bert", "torchscript"), ("bert", "dynamo"), ("gpt2", "dynamo")]
-# GPT-2 of transformers 5 uses aten::diff, which the TorchScript exporter cannot export.
-
-
-def _need(kind):
-    if kind in ("bert", "gpt2") and not has_transformers():
-        pytest.skip("transformers is not installed")
-
-
-def _rel(a, b) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
 def _ort(path):
@@ -42,7 +28,7 @@ def _ort(path):
 
 @pytest.mark.parametrize("kind,exporter", MODELS)
 def test_lowered_matches_onnxruntime(kind, exporter):
-    _need(kind)
+    need(kind)
     path = exported(kind, exporter)
     g = onnx_io.load(path)
     gm = netmorph.lower(g)
@@ -53,7 +39,7 @@ def test_lowered_matches_onnxruntime(kind, exporter):
         with torch.no_grad():
             out = gm(torch.from_numpy(x)).numpy()
         assert out.shape == ref.shape
-        assert _rel(out, ref) <= 1e-5, (kind, exporter, x.shape, _rel(out, ref))
+        assert rel_error(out, ref) <= 1e-5, (kind, exporter, x.shape, rel_error(out, ref))
     kinds = {type(m) for m in gm.modules()}
     assert nn.LayerNorm in kinds and nn.Linear in kinds
     if kind != "vit":
@@ -70,7 +56,7 @@ def test_lowered_matches_onnxruntime(kind, exporter):
 def test_lowered_trains_and_writes_back(kind, exporter, tmp_path):
     """One AdamW step changes every trainable tensor that gets a gradient, and the written-back
     graph computes what the trained module computes (ONNX Runtime vs torch)."""
-    _need(kind)
+    need(kind)
     path = exported(kind, exporter)
     g = onnx_io.load(path)
     gm = netmorph.lower(g).train()
@@ -92,7 +78,7 @@ def test_lowered_trains_and_writes_back(kind, exporter, tmp_path):
     xn = x.numpy()
     ref = sess.run(None, {sess.get_inputs()[0].name: xn})[0]
     with torch.no_grad():
-        assert _rel(gm(x).numpy(), ref) <= 1e-5
+        assert rel_error(gm(x).numpy(), ref) <= 1e-5
 
 
 @pytest.mark.parametrize("kind", ["gpt", "encoder-pre"])
@@ -108,7 +94,7 @@ def test_decomposed_layer_norm(kind):
     for x in inputs(kind, "torchscript", np.random.default_rng(2)):
         ref = sess.run(None, {"x": x})[0]
         with torch.no_grad():
-            assert _rel(gm(torch.from_numpy(x)).numpy(), ref) <= 1e-5
+            assert rel_error(gm(torch.from_numpy(x)).numpy(), ref) <= 1e-5
     names = dict(gm.named_parameters())
     gammas = [n for n in names if "ln1" in n or "norm1" in n]
     assert len(gammas) >= 2  # gamma (Mul) and beta (Add) of the first norm

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from netmorph.cli.main import cli
-from transformer_models import exported, has_transformers
+from transformer_models import MODELS, exported, need
 
 from netmorph import onnx_io
 from netmorph.errors import StructureError
@@ -24,19 +24,12 @@ EXPECTED = {
     "bert": ("post", 2, 4, 8, 32, 64, "tokens", 3),
     "gpt2": ("pre", 2, 4, 8, 32, 64, "tokens", 2),
 }
-MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder-pre", "torchscript"),
-          ("encoder-pre", "dynamo"), ("gpt", "torchscript"), ("gpt", "dynamo"), ("vit", "torchscript"),
-          ("vit", "dynamo"), ("bert", "torchscript"), ("bert", "dynamo"), ("gpt2", "dynamo")]
 
-
-def _need(kind):
-    if kind in ("bert", "gpt2") and not has_transformers():
-        pytest.skip("transformers is not installed")
 
 
 @pytest.mark.parametrize("kind,exporter", MODELS)
 def test_recognise(kind, exporter):
-    _need(kind)
+    need(kind)
     st = recognise_transformer(onnx_io.load(exported(kind, exporter)))
     norm, layers, heads, size, hidden, mlp, inputs, tables = EXPECTED[kind]
     assert (st.norm, len(st.layers), st.heads, st.head_size, st.hidden, st.mlp, st.inputs) == (

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from netmorph.passes import PassManager, get_pass
-from transformer_models import exported, has_transformers, inputs
+from transformer_models import MODELS, exported, has_transformers, inputs, rel_error
 
 import netmorph
 from netmorph import onnx_io
@@ -22,15 +22,9 @@ from netmorph.errors import PreconditionError
 from netmorph.morphs.lineage import map_state
 from netmorph.structure.transformer import recognise_transformer
 
-MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder-pre", "torchscript"),
-          ("encoder-pre", "dynamo"), ("gpt", "torchscript"), ("gpt", "dynamo"), ("vit", "torchscript"),
-          ("vit", "dynamo"), ("bert", "torchscript"), ("bert", "dynamo"), ("gpt2", "dynamo")]
 PASSES = [("deepen", {}), ("widen-mlp", {"factor": 2}), ("add-heads", {"heads": 2}),
           ("widen-hidden", {"factor": 2})]
 
-
-def _rel(a, b) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
 def _session(graph):
@@ -69,7 +63,7 @@ def _grow_and_check(kind, exporter, name, opts):
     for x in batches:
         ref, out = ps.run(None, {"x": x})[0], cs.run(None, {"x": x})[0]
         assert out.shape == ref.shape
-        assert _rel(out, ref) <= 1e-4, (kind, exporter, name, x.shape, _rel(out, ref))
+        assert rel_error(out, ref) <= 1e-4, (kind, exporter, name, x.shape, rel_error(out, ref))
     st = recognise_transformer(child)
     assert _shape(st) == _expected(before, name, opts)
     # lineage: every created or changed parameter says where it came from
@@ -86,7 +80,7 @@ def _grow_and_check(kind, exporter, name, opts):
     gm = netmorph.lower(child)
     x = torch.from_numpy(batches[0])
     with torch.no_grad():
-        assert _rel(gm(x).numpy(), cs.run(None, {"x": batches[0]})[0]) <= 1e-5
+        assert rel_error(gm(x).numpy(), cs.run(None, {"x": batches[0]})[0]) <= 1e-5
     gm.train()
     before_w = {n: p.detach().clone() for n, p in gm.named_parameters()}
     opt = torch.optim.AdamW(gm.parameters(), lr=1e-3)
@@ -163,7 +157,7 @@ def test_chain_of_all_passes():
     assert (len(st.layers), st.hidden, st.heads, st.head_size) == (8, 64, 6, 16)
     ps, cs = _session(g), _session(child)
     for x in xs:
-        assert _rel(cs.run(None, {"x": x})[0], ps.run(None, {"x": x})[0]) <= 1e-4
+        assert rel_error(cs.run(None, {"x": x})[0], ps.run(None, {"x": x})[0]) <= 1e-4
 
 
 def test_add_heads_refuses_ambiguous_head_count():

@@ -11,6 +11,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -274,6 +275,26 @@ def has_transformers() -> bool:
     except ImportError:
         return False
     return True
+
+
+MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder-pre", "torchscript"),
+          ("encoder-pre", "dynamo"), ("gpt", "torchscript"), ("gpt", "dynamo"), ("vit", "torchscript"),
+          ("vit", "dynamo"), ("bert", "torchscript"), ("bert", "dynamo"), ("gpt2", "dynamo")]
+"""Every (model, exporter) pair the transformer tests run. GPT-2 of transformers 5 uses
+``aten::diff``, which the TorchScript exporter cannot export."""
+
+
+def need(kind: str) -> None:
+    """Skip a test of a ``transformers`` model when the package is not installed."""
+    import pytest
+
+    if kind in ("bert", "gpt2") and not has_transformers():
+        pytest.skip("transformers is not installed")
+
+
+def rel_error(a, b) -> float:
+    """``max |a - b| / max |b|``: the error relative to the output's scale."""
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
 # The TorchScript exporter traces nn.MultiheadAttention's reshapes with the example's sequence
