@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from netmorph.passes import PassManager, get_pass
-from transformer_models import MODELS, exported, has_transformers, inputs, rel_error
+from transformer_models import MODELS, exported, inputs, need, rel_error
 
 import netmorph
 from netmorph import onnx_io
@@ -50,8 +50,7 @@ def _expected(before, name, opts):
 
 
 def _grow_and_check(kind, exporter, name, opts):
-    if kind in ("bert", "gpt2") and not has_transformers():
-        pytest.skip("transformers is not installed")
+    need(kind)
     parent = onnx_io.load(exported(kind, exporter))
     batches = inputs(kind, exporter, np.random.default_rng(3))
     before = _shape(recognise_transformer(parent))
@@ -147,7 +146,8 @@ def test_refusals_name_the_reason():
 
 def test_chain_of_all_passes():
     """deepen, widen-hidden (head size), add-heads, widen-mlp, deepen in one PassManager run."""
-    g = onnx_io.load(exported("gpt2" if has_transformers() else "gpt", "dynamo"))
+    need("gpt2")
+    g = onnx_io.load(exported("gpt2", "dynamo"))
     xs = inputs("gpt", "dynamo", np.random.default_rng(5))
     chain = [get_pass("deepen"), get_pass("widen-hidden", factor=2, heads_mode="size"),
              get_pass("add-heads", heads=2), get_pass("widen-mlp", factor=1.5), get_pass("deepen")]
