@@ -259,3 +259,30 @@ def torchvision_model(name: str) -> nn.Module:
     kw = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
     torch.manual_seed(0)
     return randomised(getattr(tvm, name)(weights=None, num_classes=10, **kw))
+
+
+class TokenAttention(nn.Module):
+    """Self-attention over the H*W positions of a feature map (MobileViT / CoaT style): the q/k/v
+    reshapes fold the batch into the head axis, ``[3, B*heads, HW, d]``, so a dim other than axis 0
+    is computed from the input's batch."""
+
+    def __init__(self, c: int, heads: int = 2):
+        super().__init__()
+        self.heads, self.qkv, self.proj = heads, nn.Linear(c, 3 * c), nn.Linear(c, c)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        d = c // self.heads
+        t = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        qkv = self.qkv(t).reshape(b, h * w, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, b * self.heads, h * w, d).unbind(0)
+        a = torch.softmax(q @ k.transpose(1, 2) * d ** -0.5, dim=-1)
+        o = (a @ v).reshape(b, self.heads, h * w, d).transpose(1, 2).reshape(b, h * w, c)
+        return x + self.proj(o).transpose(1, 2).reshape(b, c, h, w)
+
+
+def hybrid_attention() -> nn.Module:
+    """conv stage -> token attention -> conv stage: a tiny MobileViT-like hybrid (16x16 input)."""
+    return nn.Sequential(_stem(8), nn.Conv2d(8, 8, 3, 1, 1, bias=False), bn(8), nn.ReLU(),
+                         TokenAttention(8), nn.Conv2d(8, 16, 3, 2, 1, bias=False), bn(16), nn.ReLU(),
+                         nn.Conv2d(16, 16, 3, 1, 1, bias=False), bn(16), nn.ReLU(), *_head(16))

@@ -1,10 +1,16 @@
-"""Shapes that static inference leaves unknown, measured once in ONNX Runtime.
+"""Shapes that static inference leaves unknown, measured in ONNX Runtime.
 
 Some exports compute reshape targets from ``Shape`` arithmetic that ONNX inference cannot follow
 (ShuffleNet's channel shuffle), so every value after it has unknown channels. A morph needs the
-channel count of the values it touches: :func:`fill_unknown_shapes` runs the graph once on a
-random batch with the values as extra outputs and writes the measured shapes into their types
-(the batch axis stays symbolic where it was). ``onnxruntime`` is imported only when needed.
+channel count of the values it touches: :func:`fill_unknown_shapes` runs the graph on random
+inputs with the values as extra outputs and writes the measured sizes into their types.
+
+A measured size is written only where it does not depend on the input: the graph runs twice, with
+every symbolic input dim (batch, sequence length, image size) at two different sizes, and a dim
+that differs between the runs keeps what the graph had (a symbolic ``'4*N'``, or unknown). ONNX
+Runtime's optimiser trusts these annotations: a size measured at one batch and written where the
+batch enters (``[3, 4*N, ...]`` as ``[3, 4, ...]``) would make the child fail at every other batch.
+``onnxruntime`` is imported only when needed.
 """
 
 from __future__ import annotations
@@ -42,23 +48,49 @@ def fill_unknown_shapes(graph: Graph, values: list[Value] | None = None) -> int:
         sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception:  # noqa: BLE001 - an op ORT cannot run: the shapes stay unknown (a help, not a need)
         return 0
-    rng = np.random.default_rng(0)
+    symbolic = any(not isinstance(d, int) for v in graph.inputs if not v.is_parameter
+                   for d in (v.type.shape or ()))
+    runs = []
+    for size in MEASURE_SIZES if symbolic else MEASURE_SIZES[:1]:
+        try:
+            runs.append(sess.run([v.name for v in todo], _feed(graph, size)))
+        except Exception:  # noqa: BLE001 - e.g. inputs whose valid range random data misses
+            return 0
+    for v, *arrs in zip(todo, *runs, strict=True):
+        v.type = _measured(v, arrs)
+    return len(todo)
+
+
+MEASURE_SIZES = (2, 3)
+"""The sizes every symbolic input dim takes in the two measuring runs."""
+
+
+def _feed(graph: Graph, size: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(size)
     feed = {}
     for v in graph.inputs:
         if v.is_parameter:
             continue
-        shape = [d if isinstance(d, int) else 1 for d in (v.type.shape or ())]
+        shape = [d if isinstance(d, int) else size for d in (v.type.shape or ())]
         dt = v.type.dtype
         feed[v.name] = (rng.standard_normal(shape).astype(dt) if np.issubdtype(dt, np.floating)
                         else np.zeros(shape, dt))
-    try:
-        outs = sess.run([v.name for v in todo], feed)
-    except Exception:  # noqa: BLE001 - e.g. inputs whose valid range random data misses
-        return 0
-    for v, arr in zip(todo, outs, strict=True):
-        shape = list(arr.shape)
-        if v.type is not None and v.type.shape is not None and len(v.type.shape) == len(shape) and shape:
-            shape[0] = v.type.shape[0] if not isinstance(v.type.shape[0], int) else shape[0]
-        v.type = TensorType(v.type.elem_type if v.type is not None else
-                            TensorType.from_numpy(arr).elem_type, tuple(shape))
-    return len(todo)
+    return feed
+
+
+def _measured(v: Value, arrs: list[np.ndarray]) -> TensorType:
+    """``v``'s type with the sizes equal in every run; the others stay as they were or unknown."""
+    elem = v.type.elem_type if v.type is not None else TensorType.from_numpy(arrs[0]).elem_type
+    if len({a.ndim for a in arrs}) != 1:
+        return v.type if v.type is not None else TensorType(elem, None)
+    old = v.type.shape if v.type is not None and v.type.shape is not None else None
+    if old is not None and len(old) != arrs[0].ndim:
+        old = None
+    dims = []
+    for i, sizes in enumerate(zip(*(a.shape for a in arrs), strict=True)):
+        was = old[i] if old is not None else None
+        if isinstance(was, int) or len(set(sizes)) > 1:
+            dims.append(was)  # known, or computed from the input: kept as the graph has it
+        else:
+            dims.append(sizes[0])
+    return TensorType(elem, tuple(dims))
