@@ -52,10 +52,39 @@ def _is_verification_failure(e: BaseException) -> bool:
     return type(e) is VerificationError
 
 
+MAX_MESSAGE = 280
+"""Longest message after ``netmorph: error: `` (so every error line stays within about 300 characters)."""
+FULL_LIST = "--debug shows them all"
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
+    """One line of at most ``limit`` characters: the first cause of ``text`` and how many more.
+
+    A message that lists causes one per line (ONNX shape inference, every failed node) keeps its
+    first line and says ``(and N more; --debug shows them all)``; a first cause still too long (a
+    list of names on one line) is cut at a list separator and says how many items it left out."""
+    causes = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    if not causes:
+        return ""
+    first, more, unit = causes[0], len(causes) - 1, ""
+    suffix = f" (and {more} more; {FULL_LIST})" if more else ""
+    if len(first) + len(suffix) > limit:
+        room = limit - len(suffix) - len(" … (and 9999 more items; ") - len(FULL_LIST) - 1
+        cut = first.rfind(", ", 0, room)
+        if cut < room // 2:
+            cut = first.rfind(" ", 0, room)
+        cut = cut if cut > room // 2 else room
+        items = first[cut:].count(", ")
+        unit = f"{items} more items" if items else f"{len(first) - cut} more characters"
+        first = first[:cut].rstrip(" ,;:") + " …"
+        suffix = (f" (and {unit}, {more} more causes; {FULL_LIST})" if more
+                  else f" (and {unit}; --debug shows the full message)")
+    return first + suffix
+
+
 def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
-    return line if len(line) <= 500 else line[:500] + "…"
+    """``e``'s message as one bounded line (see :func:`bounded`)."""
+    return bounded(str(e)) or type(e).__name__
 
 
 def describe(e: BaseException, subject: str | None = None) -> str:
@@ -81,7 +110,12 @@ def describe(e: BaseException, subject: str | None = None) -> str:
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    click.echo(f"netmorph: error: {' '.join(message.split())}", err=True)
+    """Print ``message`` bounded to one line (:func:`bounded`) and exit with ``code``; with ``--debug``,
+    called while handling an exception, re-raise it instead (the traceback, with every cause)."""
+    handling = sys.exc_info()[1]
+    if handling is not None and debug_enabled() and not _passthrough(handling):
+        raise handling
+    click.echo(f"netmorph: error: {bounded(message)}", err=True)
     sys.exit(code)
 
 

@@ -182,7 +182,7 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
         return
     except NetmorphError as e:  # the pass does not apply to this model: name the file
         progress.close()
-        fail(f"{model}: {str(e).strip().splitlines()[0]}")
+        fail(f"{model}: {e}")  # fail() keeps the first cause and counts the others
         return
     progress.close()
     netmorph.save(child, output)
