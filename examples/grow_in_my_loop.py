@@ -6,7 +6,7 @@ template conv split in two, each growth verified in ONNX Runtime) and hands back
 module with a new SGD whose momentum buffers were carried through the growth. Nothing else in
 the loop changes::
 
-    python examples/grow_in_my_loop.py /work/shared/data/cifar10_small.npz
+    python examples/grow_in_my_loop.py cifar10_small.npz  # x_train, y_train, x_test, y_test
 
 About a minute on two CPU cores (2,000 training images, 3 epochs); ``--images`` and ``--epochs``
 scale it.
