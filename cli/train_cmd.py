@@ -47,7 +47,8 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     from netmorph.train import CHECKPOINT_NAME, METRICS_NAME
 
     if os.path.islink(run_dir):
-        raise UserError(f"{run_dir}: is a symlink; refusing to write the run's checkpoint and metrics through it")
+        raise UserError(f"{run_dir}: is a symlink; refusing to write the run's checkpoint and metrics "
+                        "through it")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir}: exists and is not a folder (the run folder for checkpoints and metrics)")
     existing = [n for n in (CHECKPOINT_NAME, METRICS_NAME) if os.path.lexists(run_dir / n)]
@@ -117,8 +118,15 @@ def train(model, data_spec, output, epochs, batch_size, lr, optimizer, schedule,
     from netmorph.atomic import check_outputs
     from netmorph.data import parse_data_spec
     from netmorph.limits import MAX_PROCESSES, check_int
-    from netmorph.train import (CHECKPOINT_NAME, METRICS_NAME, TrainConfig, fit, init_from_env,
-                                launched_by_torchrun, spawn_fit)
+    from netmorph.train import (
+        CHECKPOINT_NAME,
+        METRICS_NAME,
+        TrainConfig,
+        fit,
+        init_from_env,
+        launched_by_torchrun,
+        spawn_fit,
+    )
 
     spec = parse_data_spec(data_spec)
     if not Path(model).is_file():

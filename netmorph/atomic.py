@@ -318,7 +318,7 @@ def check_outputs(outputs: dict[str, PathLike | None], inputs: dict[str, PathLik
         check_output_name(label, path)
         ensure_writable(path)
     every = {**named, **(run_files or {})}
-    for label, path in (run_files or {}).items():
+    for path in (run_files or {}).values():
         check_target(path)
     sources = {k: v for k, v in (inputs or {}).items() if v is not None and os.fspath(v)}
     seen: dict[tuple, tuple[str, PathLike]] = {}
@@ -326,8 +326,8 @@ def check_outputs(outputs: dict[str, PathLike | None], inputs: dict[str, PathLik
         ident = _identity(path)
         for what, src in sources.items():
             if os.path.isdir(src) and _inside(path, src):
-                raise OutputError(f"{label} {os.fspath(path)}: lies inside the {what} folder {os.fspath(src)}; "
-                                  "write it elsewhere")
+                raise OutputError(f"{label} {os.fspath(path)}: lies inside the {what} folder "
+                                  f"{os.fspath(src)}; write it elsewhere")
             if ident == _identity(src):
                 raise OutputError(f"{label} {os.fspath(path)}: is the {what} file {os.fspath(src)}; "
                                   "it would be replaced: write elsewhere")
