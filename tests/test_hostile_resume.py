@@ -86,7 +86,8 @@ def test_unrecorded_init_is_made_again_and_a_changed_one_refused(tmp_path, tiny_
     res = _resume(tmp_path, tiny_data, run)
     assert res.exit_code == 0, res.output
     grown = netmorph.load(run / "stage_2" / "init.onnx")
-    assert netmorph.recognise(grown).depth == netmorph.recognise(netmorph.load(run / "stage_1.onnx")).depth + 3
+    parent = netmorph.load(run / "stage_1.onnx")
+    assert netmorph.recognise(grown).depth == netmorph.recognise(parent).depth + 3
     assert "stage_2/init.onnx" in (run / DIGESTS_NAME).read_text()
     # a recorded file edited afterwards is refused
     netmorph.save(planted, run / "stage_2.onnx")
