@@ -63,12 +63,36 @@ def _read_model_proto(p: Path) -> onnx.ModelProto:
             f"{p}: not an ONNX model (no ir_version, opset imports or graph in the file)"
         )
     try:
+        _check_text(model)
         load_external_data(model, p.parent)
         for t in _all_tensors(model):
+            if t.data_type not in _KNOWN_TYPES:
+                raise OnnxFormatError(f"tensor {t.name!r} has unknown data type {t.data_type}")
             check_inline(t, f"tensor {t.name!r}")
     except OnnxFormatError as e:
         raise type(e)(f"{p}: {e}") from None
     return model
+
+
+_KNOWN_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+_STRING, _MESSAGE = 9, 11  # FieldDescriptor.TYPE_STRING, TYPE_MESSAGE
+
+
+def _check_text(msg, where: str = "model") -> None:
+    """Refuse a string field that is not UTF-8 (protobuf hands such a field over as ``bytes``, which
+    fails later, far from the file). Only string and message fields are read: no weight is copied."""
+    for field in msg.DESCRIPTOR.fields:
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if field.type == _STRING:
+            values = getattr(msg, field.name) if repeated else [getattr(msg, field.name)]
+            if any(not isinstance(v, str) for v in values):
+                raise OnnxFormatError(f"{where}: field {field.name!r} is not valid UTF-8 text")
+        elif field.type == _MESSAGE:
+            if repeated:  # (ONNX has no map fields)
+                for item in getattr(msg, field.name):
+                    _check_text(item, f"{where}.{field.name}")
+            elif msg.HasField(field.name):
+                _check_text(getattr(msg, field.name), f"{where}.{field.name}")
 
 
 def _read_bounded(p: Path) -> bytes:
@@ -118,6 +142,10 @@ def load(path: str | os.PathLike) -> Graph:
         return from_onnx(model)
     except OnnxFormatError as e:
         raise OnnxFormatError(f"{Path(path)}: {e}") from None
+    except (KeyError, TypeError, IndexError, UnicodeError, DecodeError) as e:  # a crafted file, deep down
+        raise OnnxFormatError(f"{Path(path)}: malformed model ({type(e).__name__}: {e})") from None
+    except MemoryError:
+        raise OnnxFormatError(f"{Path(path)}: too large to read on this machine") from None
 
 
 # -- protobuf wire helpers for the streaming writer ----------------------------------------
