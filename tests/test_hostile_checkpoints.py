@@ -44,6 +44,10 @@ def _wrong_momentum(ck):
     st["momentum_buffer"] = torch.zeros(7, 7)
 
 
+def _bytes(data: bytes):
+    return torch.tensor(list(data), dtype=torch.uint8)
+
+
 def _tamper(ck, key, value):
     ck[key] = value
 
@@ -53,8 +57,8 @@ CRAFTED = {
     "no graph": lambda ck: ck.pop("graph"),
     "graph is a string": lambda ck: _tamper(ck, "graph", "model.onnx"),
     "graph is float": lambda ck: _tamper(ck, "graph", ck["graph"].float()),
-    "graph is garbage": lambda ck: _tamper(ck, "graph", torch.tensor([0x0A, 0xFF, 0xFF, 0xFF], dtype=torch.uint8)),
-    "graph is not a model": lambda ck: _tamper(ck, "graph", torch.tensor(list(b"\x08\x07"), dtype=torch.uint8)),
+    "graph is garbage": lambda ck: _tamper(ck, "graph", _bytes(b"\x0a\xff\xff\xff")),
+    "graph is not a model": lambda ck: _tamper(ck, "graph", _bytes(b"\x08\x07")),
     "no state_dict": lambda ck: ck.pop("state_dict"),
     "state_dict is a list": lambda ck: _tamper(ck, "state_dict", [1, 2]),
     "state_dict of ints": lambda ck: _tamper(ck, "state_dict", {k: 1 for k in ck["state_dict"]}),
@@ -108,7 +112,8 @@ def _corrupt(model: onnx.ModelProto, text: str) -> bytes:
 @pytest.fixture(scope="module")
 def proto(tmp_path_factory) -> onnx.ModelProto:
     path = tmp_path_factory.mktemp("m") / "m.onnx"
-    netmorph.save(netmorph.build("plain", blocks=2, channels=(4, 4, 4), classes=3, input_shape=(3, 8, 8)), path)
+    graph = netmorph.build("plain", blocks=2, channels=(4, 4, 4), classes=3, input_shape=(3, 8, 8))
+    netmorph.save(graph, path)
     m = onnx.load(path)
     m.producer_name, m.doc_string = "Zproducer", "Zdoc"
     e = m.metadata_props.add()
