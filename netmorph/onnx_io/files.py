@@ -75,24 +75,41 @@ def _read_model_proto(p: Path) -> onnx.ModelProto:
 
 
 _KNOWN_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
-_STRING, _MESSAGE = 9, 11  # FieldDescriptor.TYPE_STRING, TYPE_MESSAGE
+_TEXT_PLANS: dict = {}
+
+
+def _text_plan(descriptor) -> tuple:
+    """(string fields, repeated string fields, message fields, repeated message fields) of a type."""
+    plan = _TEXT_PLANS.get(descriptor)
+    if plan is None:
+        groups: tuple[list, list, list, list] = ([], [], [], [])
+        for f in descriptor.fields:
+            repeated = f.is_repeated if hasattr(f, "is_repeated") else f.label == f.LABEL_REPEATED
+            if f.type == f.TYPE_STRING:
+                groups[int(repeated)].append(f.name)
+            elif f.type == f.TYPE_MESSAGE:  # (ONNX has no map fields)
+                groups[2 + int(repeated)].append(f.name)
+        plan = _TEXT_PLANS[descriptor] = tuple(tuple(g) for g in groups)
+    return plan
 
 
 def _check_text(msg, where: str = "model") -> None:
     """Refuse a string field that is not UTF-8 (protobuf hands such a field over as ``bytes``, which
     fails later, far from the file). Only string and message fields are read: no weight is copied."""
-    for field in msg.DESCRIPTOR.fields:
-        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
-        if field.type == _STRING:
-            values = getattr(msg, field.name) if repeated else [getattr(msg, field.name)]
-            if any(not isinstance(v, str) for v in values):
-                raise OnnxFormatError(f"{where}: field {field.name!r} is not valid UTF-8 text")
-        elif field.type == _MESSAGE:
-            if repeated:  # (ONNX has no map fields)
-                for item in getattr(msg, field.name):
-                    _check_text(item, f"{where}.{field.name}")
-            elif msg.HasField(field.name):
-                _check_text(getattr(msg, field.name), f"{where}.{field.name}")
+    strings, repeated_strings, messages, repeated_messages = _text_plan(msg.DESCRIPTOR)
+    for name in strings:
+        if type(getattr(msg, name)) is not str:
+            raise OnnxFormatError(f"{where}: field {name!r} is not valid UTF-8 text")
+    for name in repeated_strings:
+        for v in getattr(msg, name):
+            if type(v) is not str:
+                raise OnnxFormatError(f"{where}: field {name!r} is not valid UTF-8 text")
+    for name in messages:
+        if msg.HasField(name):
+            _check_text(getattr(msg, name), f"{where}.{name}")
+    for name in repeated_messages:
+        for item in getattr(msg, name):
+            _check_text(item, f"{where}.{name}")
 
 
 def _read_bounded(p: Path) -> bytes:
