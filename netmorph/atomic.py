@@ -294,7 +294,7 @@ def check_output_name(label: str, path: PathLike) -> None:
         raise OutputError(f"{label} {text}: is a directory; give a file name")
     folder = os.path.dirname(text) or "."
     if not os.path.isdir(folder):
-        raise OutputError(f"{label} {text}: its folder {folder} does not exist (create it first)")
+        raise OutputError(f"{label} {text}: the output folder does not exist ({folder}); create it first")
 
 
 def check_outputs(outputs: dict[str, PathLike | None], inputs: dict[str, PathLike | None] | None = None,
