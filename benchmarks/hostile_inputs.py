@@ -60,6 +60,7 @@ def main() -> None:
             results[name] = {
                 "code": r.code, "timed_out": r.timed_out, "traceback": "Traceback" in r.stderr,
                 "error": errors[0][:160] if errors else None, "peak_rss_mib": round(r.max_rss / (1 << 20)),
+                "stderr_lines": len([ln for ln in r.stderr.splitlines() if ln.strip()]),
                 "seconds": round(time.perf_counter() - t0, 2),
                 **({"check": check()} if check else {}),
             }
@@ -282,8 +283,7 @@ def round_two(work: Path, cli, results: dict, small: Path, npz: Path, env: dict,
                     "4,4,4", "--input", "3x16x16", "-o", swapped / "stage_1.onnx"], check=True,
                    env={**os.environ, **env}, capture_output=True)
     cli("F8 resume after stage_1.onnx is swapped for another architecture", "run", r2 / "two.toml",
-        "--out-dir", swapped, "--quiet", check=lambda: (json.loads((swapped / "results.json").read_text())
-                                                        ["status"]))
+        "--out-dir", swapped, "--quiet", check=lambda: _stages(swapped))
 
     ck = r2 / "crafted.pt"
     t0 = time.perf_counter()
@@ -314,6 +314,13 @@ def round_two(work: Path, cli, results: dict, small: Path, npz: Path, env: dict,
     cli("low inspect a 50,000-node chain", "inspect", chain)
     cli("low grow a 50,000-node chain (insert-identity-bn)", "grow", chain, "--pass", "insert-identity-bn",
         "--value", "v100", "-o", r2 / "chain2.onnx")
+
+
+def _stages(run: Path) -> str:
+    """How many stage records ``run``'s results hold, and whether stage 2 was grown."""
+    n = len(json.loads((run / "results.json").read_text())["stages"])
+    grown = (run / "stage_2.onnx").exists()
+    return f"{n} stage record(s), " + ("stage 2 grown from the swapped model" if grown else "nothing grown")
 
 
 def _what_is(path: Path) -> str:
