@@ -292,7 +292,8 @@ def round_two(work: Path, cli, results: dict, small: Path, npz: Path, env: dict,
         "code": r.code, "summary": (r.stdout.strip().splitlines() or [r.stderr[-300:]])[-1][:400],
         "peak_rss_mib": round(r.max_rss / (1 << 20)), "seconds": round(time.perf_counter() - t0, 2)}
 
-    # low items
+    # low items (the model is copied again: a checkout that lets an output replace it has broken it)
+    shutil.copy(small, model)
     cli("low -o newdir/", "grow", model, *bn, "-o", str(r2 / "newdir") + "/",
         check=lambda: "a file named newdir" if (r2 / "newdir").is_file() else "nothing written")
     long_name = r2 / ("a" * 250 + ".onnx")
@@ -300,7 +301,7 @@ def round_two(work: Path, cli, results: dict, small: Path, npz: Path, env: dict,
         check=lambda: "written" if long_name.exists() else "not written")
     cli("low -o into a missing folder", "grow", model, *bn, "-o", r2 / "missing" / "x.onnx",
         check=lambda: "folder created" if (r2 / "missing").exists() else "no folder created")
-    m = onnx.load(model)
+    m = onnx.load(small)
     t = m.graph.initializer[0]
     a = numpy_helper.to_array(t).copy()
     a.flat[0] = np.nan
