@@ -1,4 +1,4 @@
-"""Benchmark: how the CLI handles hostile inputs (issue 12): exit code, one-line error, peak memory, time.
+"""Benchmark: how the CLI handles hostile inputs: exit code, one-line error, peak memory, time.
 
 Prints one JSON object: per case the exit code, whether stderr holds a traceback, the first
 ``netmorph: error:`` line, the child's own peak RSS (MiB), wall seconds and a case-specific check
@@ -11,7 +11,8 @@ case instead of hurting the machine.
 ``cli/`` and ``passes/`` linked into its ``netmorph/``: that is how the before/after table in the
 issue report was made.
 
-Usage: ``python benchmarks/hostile_inputs.py [--pythonpath DIR] [--cap-gb 3] [--timeout 40]``
+Usage: ``python benchmarks/hostile_inputs.py [--pythonpath DIR] [--cap-gb 3] [--timeout 40]
+[--second-review-only]``
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def main() -> None:
     ap.add_argument("--pythonpath", default=None)
     ap.add_argument("--cap-gb", type=float, default=3.0)
     ap.add_argument("--timeout", type=float, default=40.0)
+    ap.add_argument("--second-review-only", action="store_true",
+                    help="Run only the second review's cases (F1 ... F15 and the low ones).")
     args = ap.parse_args()
     env = {"PYTHONPATH": args.pythonpath} if args.pythonpath else {}
     cap = int(args.cap_gb * (1 << 30))
@@ -48,6 +51,8 @@ def main() -> None:
         work = Path(tmp)
 
         def cli(name, *argv, cwd=work, check=None):
+            if args.second_review_only and name[0].isdigit():
+                return
             t0 = time.perf_counter()
             r = run_child([sys.executable, "-m", "netmorph.cli.main", *map(str, argv)], env=env,
                           timeout=args.timeout, cwd=cwd, mem_limit=cap)
@@ -55,6 +60,7 @@ def main() -> None:
             results[name] = {
                 "code": r.code, "timed_out": r.timed_out, "traceback": "Traceback" in r.stderr,
                 "error": errors[0][:160] if errors else None, "peak_rss_mib": round(r.max_rss / (1 << 20)),
+                "stderr_lines": len([ln for ln in r.stderr.splitlines() if ln.strip()]),
                 "seconds": round(time.perf_counter() - t0, 2),
                 **({"check": check()} if check else {}),
             }
@@ -171,7 +177,183 @@ def main() -> None:
         cli("4 run into a foreign non-empty --out-dir", "run", escape / "a" / "b" / "q.toml", "--out-dir",
             foreign, "--quiet", check=lambda: "foreign pipeline.toml kept"
             if (foreign / "pipeline.toml").read_text() == "someone else's file\n" else "overwritten")
+        round_two(work, cli, results, small, data / "tiny.npz", env, args.timeout)
     print(json.dumps({"pythonpath": args.pythonpath, "cap_gb": args.cap_gb, "cases": results}, indent=1))
+
+
+CRAFTED_CHECKPOINTS = r"""
+import copy, sys, torch, netmorph, netmorph.torch as nmt
+g = netmorph.build("plain", blocks=2, channels=(4, 4, 4), classes=3, input_shape=(3, 8, 8))
+m = netmorph.lower(g)
+opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+m(torch.randn(2, 3, 8, 8)).sum().backward()
+opt.step()
+nmt.save(sys.argv[1], m, opt, graph=g)
+raw = torch.load(sys.argv[1], weights_only=True)
+first = lambda d: next(iter(d))
+def st(ck): return ck["optimizer"]["state_dict"]["state"]
+cases = {
+ "no graph": lambda ck: ck.pop("graph"), "graph str": lambda ck: ck.update(graph="m.onnx"),
+ "graph float": lambda ck: ck.update(graph=ck["graph"].float()),
+ "graph garbage": lambda ck: ck.update(graph=torch.tensor([10, 255, 255, 255], dtype=torch.uint8)),
+ "no state_dict": lambda ck: ck.pop("state_dict"), "state_dict list": lambda ck: ck.update(state_dict=[1]),
+ "state_dict ints": lambda ck: ck.update(state_dict={k: 1 for k in ck["state_dict"]}),
+ "training str": lambda ck: ck.update(training="yes"), "no training": lambda ck: ck.pop("training"),
+ "optimizer list": lambda ck: ck.update(optimizer=[1]),
+ "class Optimizer": lambda ck: ck["optimizer"].update({"class": "Optimizer"}),
+ "groups of ints": lambda ck: ck["optimizer"].update(groups=[[1, 2]]),
+ "two groups for one": lambda ck: ck["optimizer"]["groups"].append([]),
+ "param group int": lambda ck: ck["optimizer"]["state_dict"].update(param_groups=[3]),
+ "state unknown index": lambda ck: st(ck).update({999: {}}),
+ "state list": lambda ck: st(ck).update({first(st(ck)): [1]}),
+ "momentum wrong shape": lambda ck: st(ck)[first(st(ck))].update(momentum_buffer=torch.zeros(7, 7)),
+ "negative lr": lambda ck: ck["optimizer"]["state_dict"]["param_groups"][0].update(lr=-1.0),
+ "extra str": lambda ck: ck.update(extra="abc"),
+}
+out = {"CheckpointError": [], "loaded": [], "raw": []}
+for name, f in cases.items():
+    ck = copy.deepcopy(raw)
+    f(ck)
+    torch.save(ck, sys.argv[1])
+    try:
+        nmt.load(sys.argv[1])
+        out["loaded"].append(name)
+    except nmt.CheckpointError:
+        out["CheckpointError"].append(name)
+    except Exception as e:
+        out["raw"].append(f"{name}: {type(e).__name__}")
+print(len(cases), "crafted;", len(out["CheckpointError"]), "CheckpointError; loaded:", out["loaded"],
+      "; raw:", out["raw"])
+"""
+
+
+def round_two(work: Path, cli, results: dict, small: Path, npz: Path, env: dict, timeout: float) -> None:
+    """The second review's cases: outputs naming inputs, run folders, crafted checkpoints, odd names."""
+    import shutil
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    r2 = work / "r2"
+    r2.mkdir()
+    model = r2 / "m.onnx"
+    shutil.copy(small, model)
+    digest = model.read_bytes()
+    bn = ("--pass", "insert-identity-bn", "--value", "level1.block1.relu1")
+    kept = lambda: "model kept" if model.read_bytes() == digest else "MODEL REPLACED"  # noqa: E731
+    cli("F2 grow -o = the input model", "grow", model, *bn, "-o", model, check=kept)
+    cli("F2 grow --report = the input model", "grow", model, *bn, "-o", r2 / "c.onnx", "--report", model,
+        check=kept)
+    cli("F2 grow -o X --report X", "grow", model, *bn, "-o", r2 / "x.onnx", "--report", r2 / "x.onnx",
+        check=lambda: "X holds JSON" if (r2 / "x.onnx").exists() and (r2 / "x.onnx").read_bytes()[:1] == b"{"
+        else ("X is the model" if (r2 / "x.onnx").exists() else "nothing written"))
+    (r2 / "inputs").mkdir()
+    np.savez(r2 / "inputs" / "b1.npz", input=np.zeros((2, 3, 16, 16), np.float32))
+    b1 = (r2 / "inputs" / "b1.npz").read_bytes()
+    cli("F2 verify --json inside the --inputs folder", "verify", model, model, "--inputs", r2 / "inputs",
+        "--json", r2 / "inputs" / "b1.npz",
+        check=lambda: "inputs kept" if (r2 / "inputs" / "b1.npz").read_bytes() == b1 else "INPUT REPLACED")
+    (r2 / "m.run").mkdir()
+    cli("F2 train -o RUN/checkpoint.pt", "train", model, "--data", "synthetic:16", "--epochs", "1",
+        "--batch-size", "8", "--device", "cpu", "-q", "-o", r2 / "m.run" / "checkpoint.pt", "--out-dir",
+        r2 / "m.run", check=lambda: _what_is(r2 / "m.run" / "checkpoint.pt"))
+
+    # run folders: a finished one-stage run, resumed with a second stage
+    toml = (f'name = "r2"\ndata = "npz:{npz}"\n[start]\nfamily = "plain"\nblocks = 2\nchannels = [4, 4, 4]\n'
+            'input_shape = [3, 16, 16]\n[train]\nbatch_size = 16\ndevice = "cpu"\nnum_threads = 1\n'
+            "[[stages]]\nepochs = 1\n")
+    (r2 / "one.toml").write_text(toml)
+    (r2 / "two.toml").write_text(toml + '[[stages]]\nepochs = 1\ngrow = "deepen"\n')
+    run = r2 / "run"
+    cli("F1/F8 setup: a finished one-stage run", "run", r2 / "one.toml", "--out-dir", run, "--quiet")
+    linked = r2 / "run-linked"
+    shutil.copytree(run, linked, symlinks=True)
+    foreign = r2 / "foreign"
+    foreign.mkdir()
+    (foreign / "metrics.jsonl").write_text("someone else's\n")
+    (linked / "stage_2").symlink_to(foreign, target_is_directory=True)
+    cli("F1 resume through a symlinked stage_2", "run", r2 / "two.toml", "--out-dir", linked, "--quiet",
+        check=lambda: "foreign folder untouched" if sorted(p.name for p in foreign.iterdir())
+        == ["metrics.jsonl"] and (foreign / "metrics.jsonl").read_text() == "someone else's\n"
+        else f"foreign folder now holds {sorted(p.name for p in foreign.iterdir())}")
+    swapped = r2 / "run-swapped"
+    shutil.copytree(run, swapped, symlinks=True)
+    subprocess.run([sys.executable, "-m", "netmorph.cli.main", "new", "plain", "-n", "3", "--channels",
+                    "4,4,4", "--input", "3x16x16", "-o", swapped / "stage_1.onnx"], check=True,
+                   env={**os.environ, **env}, capture_output=True)
+    cli("F8 resume after stage_1.onnx is swapped for another architecture", "run", r2 / "two.toml",
+        "--out-dir", swapped, "--quiet", check=lambda: _stages(swapped))
+
+    ck = r2 / "crafted.pt"
+    t0 = time.perf_counter()
+    r = run_child([sys.executable, "-c", CRAFTED_CHECKPOINTS, str(ck)], env=env, timeout=timeout * 3)
+    results["F15 netmorph.torch.load on crafted checkpoints"] = {
+        "code": r.code, "summary": (r.stdout.strip().splitlines() or [r.stderr[-300:]])[-1][:400],
+        "peak_rss_mib": round(r.max_rss / (1 << 20)), "seconds": round(time.perf_counter() - t0, 2)}
+
+    # low items (the model is copied again: a checkout that lets an output replace it has broken it)
+    shutil.copy(small, model)
+    cli("low -o newdir/", "grow", model, *bn, "-o", str(r2 / "newdir") + "/",
+        check=lambda: "a file named newdir" if (r2 / "newdir").is_file() else "nothing written")
+    long_name = r2 / ("a" * 250 + ".onnx")
+    cli("low -o with a 255-byte name", "grow", model, *bn, "-o", long_name,
+        check=lambda: "written" if long_name.exists() else "not written")
+    cli("low -o into a missing folder", "grow", model, *bn, "-o", r2 / "missing" / "x.onnx",
+        check=lambda: "folder created" if (r2 / "missing").exists() else "no folder created")
+    m = onnx.load(small)
+    t = m.graph.initializer[0]
+    a = numpy_helper.to_array(t).copy()
+    a.flat[0] = np.nan
+    t.CopyFrom(numpy_helper.from_array(a, t.name))
+    onnx.save(m, r2 / "nan.onnx")
+    cli("low grow a parent with a NaN weight", "grow", r2 / "nan.onnx", *bn, "-o", r2 / "n.onnx")
+    cli("low widen --noise 1e300 (numpy warns, then the child differs)", "grow", model, "--pass", "widen",
+        "--noise", "1e300", "-o", r2 / "w.onnx")
+    chain = r2 / "chain.onnx"
+    _chain(chain, 50_000)
+    cli("low inspect a 50,000-node chain", "inspect", chain)
+    cli("low grow a 50,000-node chain (insert-identity-bn)", "grow", chain, "--pass", "insert-identity-bn",
+        "--value", "v100", "-o", r2 / "chain2.onnx")
+
+
+def _stages(run: Path) -> str:
+    """How many stage records ``run``'s results hold, and whether stage 2 was grown."""
+    n = len(json.loads((run / "results.json").read_text())["stages"])
+    grown = (run / "stage_2.onnx").exists()
+    return f"{n} stage record(s), " + ("stage 2 grown from the swapped model" if grown else "nothing grown")
+
+
+def _what_is(path: Path) -> str:
+    """'nothing written', 'an ONNX model' or 'another file' at ``path``."""
+    import onnx
+
+    if not path.exists():
+        return "nothing written"
+    try:
+        onnx.load(path)
+    except Exception:
+        return "another file"
+    return "an ONNX model"
+
+
+def _chain(path: Path, n: int) -> None:
+    """Conv, then ``n - 3`` Relus, GlobalAveragePool, Flatten: one long chain."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["v0"], kernel_shape=[1, 1])]
+    nodes += [helper.make_node("Relu", [f"v{i}"], [f"v{i + 1}"]) for i in range(n - 3)]
+    nodes += [helper.make_node("GlobalAveragePool", [f"v{n - 3}"], ["p"]),
+              helper.make_node("Flatten", ["p"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph(nodes, "chain", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
 
 
 if __name__ == "__main__":

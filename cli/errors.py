@@ -11,6 +11,7 @@ import errno
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -139,10 +140,21 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        if debug_enabled():
             return fn(*args, **kwargs)
+        # Python warnings (numpy, torch …) are held back: shown after a command that succeeds, dropped
+        # when it fails, so a failure reads as its one error line (``--debug`` shows them as they come).
+        held: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                try:
+                    result = fn(*args, **kwargs)
+                finally:
+                    held = list(caught)
         except BaseException as e:
-            if _passthrough(e) or debug_enabled():
+            if isinstance(e, SystemExit) and e.code in (0, None):
+                _show(held)
+            if _passthrough(e):
                 raise
             if isinstance(e, ModuleNotFoundError):  # an optional extra (torch …) is not installed
                 from netmorph.extras import missing_extra_message
@@ -152,5 +164,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                     fail(f"netmorph {click.get_current_context().info_name}: {hint}")
             subject = next((str(kwargs[k]) for k in _SUBJECT_PARAMS if kwargs.get(k) is not None), None)
             report(e, subject)
+        _show(held)
+        return result
 
     return wrapper
+
+
+def _show(held: list[warnings.WarningMessage]) -> None:
+    for w in held:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)

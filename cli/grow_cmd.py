@@ -139,13 +139,13 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
               help="Verify on these inputs (.npz, batchK/NAME keys for several, or a folder of them).")
 @input_options
 @click.option("--no-verify", is_flag=True, help="Skip verification in ONNX Runtime (prints a warning).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the child model.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="Write the pass reports as JSON.")
 @handle_errors
 def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol: float | None,
-         atol: float | None, inputs: str | None, no_verify: bool, output: Path, report_path: Path | None,
+         atol: float | None, inputs: str | None, no_verify: bool, output: str, report_path: str | None,
          **opts: Any) -> None:
     """Apply morph passes to MODEL, verify each child against its parent, write the result.
 
@@ -154,7 +154,8 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
     from netmorph.passes import PassManager
 
     import netmorph
-    from netmorph.atomic import ensure_writable
+    from netmorph.atomic import check_outputs
+    from netmorph.checks import check_finite
     from netmorph.errors import NetmorphError, VerificationError
     from netmorph.limits import MAX_SEED, check_int, check_optional_float
     from netmorph.verification import VerifyOptions
@@ -164,10 +165,9 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
     rtol, atol = check_optional_float("--rtol", rtol), check_optional_float("--atol", atol)
     seed = check_int("--seed", seed, 0, MAX_SEED)
     policy = VerifyOptions().replace(**input_policy(**{k: opts.get(k) for k in INPUT_OPTIONS}))
-    for target in (output, report_path):
-        if target is not None:
-            ensure_writable(target)  # refuse a special file or a read-only folder before growing
-    graph = netmorph.load(model)
+    check_outputs({"-o": output, "--report": report_path}, {"MODEL": model, "--inputs": inputs})
+    output, report_path = Path(output), report_path and Path(report_path)
+    graph = check_finite(netmorph.load(model), model)
     if no_verify:
         click.echo("netmorph: warning: --no-verify: the child is NOT checked against its parent", err=True)
     progress = _Progress(len(passes))

@@ -131,6 +131,11 @@ def iterate(start, schedule, epochs, half, solver, pass_options, lr_policy, carr
         carry_optimizer=carry_optimizer,
     )
     if write_pipeline:
+        from netmorph.atomic import check_outputs
+        from netmorph.data import parse_data_spec
+
+        check_outputs({"--write-pipeline": write_pipeline},
+                      {"START": pipeline.start.path, "--data": parse_data_spec(data).path})
         save_pipeline(pipeline, write_pipeline)
         click.echo(f"wrote {write_pipeline}")
         return

@@ -41,8 +41,10 @@ def new(family, blocks, levels, channels, residual_ratio, classes, input_shape, 
     Example: netmorph new resnet --blocks 1 --residual-ratio 0.5 -o resnet8_r05.onnx
     """
     import netmorph
+    from netmorph.atomic import check_outputs
     from netmorph.structure import recognise
 
+    check_outputs({"-o": output})
     shape = _ints(input_shape, "x", "--input")
     if len(shape) != 3:
         raise UserError(f"--input must be CxHxW, got {input_shape!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import click
@@ -45,9 +46,12 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     from netmorph.atomic import ensure_writable
     from netmorph.train import CHECKPOINT_NAME, METRICS_NAME
 
+    if os.path.islink(run_dir):
+        raise UserError(f"{run_dir}: is a symlink; refusing to write the run's checkpoint and metrics "
+                        "through it")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir}: exists and is not a folder (the run folder for checkpoints and metrics)")
-    existing = [n for n in (CHECKPOINT_NAME, METRICS_NAME) if (run_dir / n).exists()]
+    existing = [n for n in (CHECKPOINT_NAME, METRICS_NAME) if os.path.lexists(run_dir / n)]
     if existing and not (resume or overwrite):
         raise UserError(f"{run_dir}: already holds a run ({', '.join(existing)}); "
                         "pass --resume to continue it or --overwrite to start afresh")
@@ -111,10 +115,18 @@ def train(model, data_spec, output, epochs, batch_size, lr, optimizer, schedule,
     Several GPUs/CPU processes: --nproc N, or `torchrun --nproc_per_node N --no-python netmorph train …`.
     """
     import netmorph
-    from netmorph.atomic import ensure_writable
+    from netmorph.atomic import check_outputs
     from netmorph.data import parse_data_spec
     from netmorph.limits import MAX_PROCESSES, check_int
-    from netmorph.train import TrainConfig, fit, init_from_env, launched_by_torchrun, spawn_fit
+    from netmorph.train import (
+        CHECKPOINT_NAME,
+        METRICS_NAME,
+        TrainConfig,
+        fit,
+        init_from_env,
+        launched_by_torchrun,
+        spawn_fit,
+    )
 
     spec = parse_data_spec(data_spec)
     if not Path(model).is_file():
@@ -122,16 +134,16 @@ def train(model, data_spec, output, epochs, batch_size, lr, optimizer, schedule,
     check_int("--nproc", nproc, 1, MAX_PROCESSES)
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; choose one")
-    if not Path(output).resolve().parent.is_dir():
-        raise UserError(f"{output}: the output folder does not exist")
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
         warmup_epochs=warmup, weight_decay=weight_decay, device=device, amp=amp,
         channels_last=channels_last, compile=compile_, seed=seed, num_threads=num_threads,
     )
     run_dir = Path(out_dir) if out_dir else Path(output).with_suffix(".run")
-    ensure_writable(output)  # fail now, not after training
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    # fail now, not after training; -o must not be the model, the data or the run's own files
+    check_outputs({"-o": output}, {"MODEL": model, "--data": spec.path},
+                  run_files={n: run_dir / n for n in (CHECKPOINT_NAME, METRICS_NAME)})
     graph = netmorph.load(model)
     splits = spec.load(graph)  # synthetic data follows the model's input shape
     check_interface(graph, model, splits.train.image_shape, splits.train.num_classes)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -20,14 +19,6 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
         atomic_write_json(path, data, allow_nan=False)
     except OSError as e:
         raise UserError(f"{path}: cannot write the JSON report ({e.strerror or e})") from None
-
-
-def _refuse_overwriting(json_path: str, others: dict[str, str | None]) -> None:
-    """``--json`` must not name a file the command reads (the report would replace it)."""
-    target = Path(json_path).resolve()
-    for what, path in others.items():
-        if path and Path(path).resolve() == target:
-            raise UserError(f"--json {json_path}: that is {what}; the report would replace it")
 
 
 @click.command("verify")
@@ -61,12 +52,11 @@ def verify(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optim
     equivalent (table of the worst differences); 2: bad input (unreadable model,
     mismatched interfaces, bad --inputs or options).
     """
-    from netmorph.atomic import ensure_writable
+    from netmorph.atomic import check_outputs
     from netmorph.errors import NetmorphError
 
-    if json_path:  # refused before any work: a report that cannot be written is bad input
-        _refuse_overwriting(json_path, {"A": a, "B": b, "--inputs": inputs})
-        ensure_writable(json_path)
+    # refused before any work: a report that cannot be written, or would replace an input, is bad input
+    check_outputs({"--json": json_path}, {"A": a, "B": b, "--inputs": inputs})
     try:
         report = _run(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optimize_b, shared)
     except Exception as e:  # exit 2: the report says why, in the line stderr gets

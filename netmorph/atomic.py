@@ -10,8 +10,12 @@ Rules (see ``docs/security.md``):
   FIFO or a socket is refused (:class:`OutputError`), never replaced; so is a file with more than
   one hard link (replacing it by rename would silently break the link).
 - An existing file keeps its permission bits; a new one gets ``0o666 & ~umask``.
-- Temporary files are named ``.<name>.nmtmp-<host>-<pid>-<random>``. One left behind by a killed
-  process of this host (its pid no longer runs) is removed by the next write to the same path.
+- Temporary files are named ``.<name>.nmtmp-<host>-<pid>-<random>`` (a name too long for that is
+  shortened to fit 255 bytes, its digest keeping it specific). One left behind by a killed process
+  of this host (its pid no longer runs) is removed by the next write to the same path.
+- :func:`check_outputs` refuses, before any work, an output that is (the same file as) an input or
+  another output, lies inside an input folder, names a folder or ends in a separator, or whose
+  folder does not exist.
 - Any ``OSError`` (read-only folder, disk full …) becomes one :class:`OutputError` naming the target.
 """
 
@@ -98,11 +102,26 @@ def _host_tag() -> str:
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
+NAME_MAX = 255
+_TEMP_TAIL = len(TEMP_TAG) + 8 + 1 + 10 + 1 + 8  # tag, host, pid (up to 10 digits), random
+
+
+def _temp_stem(name: str) -> str:
+    """``.<name>`` or, when the temporary name would pass 255 bytes, a shortened one with a digest."""
+    import hashlib
+
+    if len(os.fsencode(name)) + 1 + _TEMP_TAIL <= NAME_MAX:
+        return f".{name}"
+    room = NAME_MAX - _TEMP_TAIL - 1 - 9  # '.', '~' and 8 hex digits of the full name's digest
+    short = os.fsencode(name)[:room].decode("utf-8", "ignore")
+    return f".{short}~{hashlib.sha1(os.fsencode(name)).hexdigest()[:8]}"
+
+
 def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Remove our temporary files for ``path`` left by processes of this host that no longer run;
     return them. (Temporaries written on another host, e.g. into a shared folder, are left alone.)"""
     p = Path(path)
-    pattern = re.compile(re.escape(f".{p.name}{TEMP_TAG}{_host_tag()}-") + r"(\d+)-[0-9a-f]+$")
+    pattern = re.compile(re.escape(f"{_temp_stem(p.name)}{TEMP_TAG}{_host_tag()}-") + r"(\d+)-[0-9a-f]+$")
     removed = []
     try:
         entries = list(os.scandir(p.parent if str(p.parent) else "."))
@@ -123,7 +142,7 @@ def make_temp(path: str | os.PathLike) -> tuple[int, str]:
     """``(fd, name)`` of a new temporary file beside ``path`` (mode 0600, opened for writing)."""
     p = Path(path)
     for _ in range(100):
-        tmp = p.with_name(f".{p.name}{TEMP_TAG}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = p.with_name(f"{_temp_stem(p.name)}{TEMP_TAG}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         except FileExistsError:
@@ -246,3 +265,74 @@ def finite_json(data: Any) -> Any:
     if isinstance(data, list | tuple):
         return [finite_json(v) for v in data]
     return data
+
+
+PathLike = str | os.PathLike
+
+
+def _identity(path: PathLike) -> tuple:
+    """What ``path`` is on disk: ``(device, inode)`` of an existing file, else its resolved path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    return ("inode", st.st_dev, st.st_ino)
+
+
+def _inside(path: PathLike, folder: PathLike) -> bool:
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, root]) == root
+
+
+def check_output_name(label: str, path: PathLike) -> None:
+    """Refuse an output path that names a folder (ends in a separator, or is one) or whose folder is
+    missing (a missing folder is never created for a named output: a typo must not make one)."""
+    text = os.fspath(path)
+    if not text or text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+        raise OutputError(f"{label} {text!r}: names a folder, not a file; give a file name")
+    if os.path.isdir(text):
+        raise OutputError(f"{label} {text}: is a directory; give a file name")
+    folder = os.path.dirname(text) or "."
+    if not os.path.isdir(folder):
+        raise OutputError(f"{label} {text}: the output folder does not exist ({folder}); create it first")
+
+
+def check_outputs(outputs: dict[str, PathLike | None], inputs: dict[str, PathLike | None] | None = None,
+                  *, run_files: dict[str, PathLike] | None = None) -> None:
+    """Refuse, before any work, outputs that would replace what the command reads or writes twice.
+
+    ``outputs`` maps an option (``"-o"``, ``"--report"`` …) to the file the user named; each must be
+    a file name in an existing folder (:func:`check_output_name`) that can be written atomically
+    (:func:`ensure_writable`). ``run_files`` are further files the command writes inside folders it
+    creates itself (checkpoints, metrics), checked like outputs but for the folder. No output may be
+    the same file (after symlinks and hard links) as an input, as another output, or lie inside an
+    input folder (``--inputs DIR``).
+
+    Raises
+    ------
+    OutputError
+        The first offending output, named with what it collides with.
+    """
+    named = {k: v for k, v in outputs.items() if v is not None}
+    for label, path in named.items():
+        check_output_name(label, path)
+        ensure_writable(path)
+    every = {**named, **(run_files or {})}
+    for path in (run_files or {}).values():
+        check_target(path)
+    sources = {k: v for k, v in (inputs or {}).items() if v is not None and os.fspath(v)}
+    seen: dict[tuple, tuple[str, PathLike]] = {}
+    for label, path in every.items():
+        ident = _identity(path)
+        for what, src in sources.items():
+            if os.path.isdir(src) and _inside(path, src):
+                raise OutputError(f"{label} {os.fspath(path)}: lies inside the {what} folder "
+                                  f"{os.fspath(src)}; write it elsewhere")
+            if ident == _identity(src):
+                raise OutputError(f"{label} {os.fspath(path)}: is the {what} file {os.fspath(src)}; "
+                                  "it would be replaced: write elsewhere")
+        if ident in seen:
+            other, other_path = seen[ident]
+            raise OutputError(f"{label} {os.fspath(path)}: is also {other} ({os.fspath(other_path)}); "
+                              "one file cannot hold both: give two names")
+        seen[ident] = (label, path)

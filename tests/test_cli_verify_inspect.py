@@ -69,6 +69,9 @@ def stderr_of(res) -> str:
 # -- verify ---------------------------------------------------------------------------------
 def test_verify_equivalent_exits_0_with_one_line(models, tmp_path):
     out = tmp_path / "reports" / "ok.json"
+    assert invoke("verify", models["a"], models["a"], "--json", out).exit_code == 2  # no folder is made
+    assert not out.parent.exists()
+    out.parent.mkdir()
     res = invoke("verify", models["a"], models["a"], "--json", out)
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()

@@ -213,12 +213,15 @@ def test_a_write_that_fails_midway_is_one_line_and_keeps_the_old_file(tmp_path):
 
 
 def test_checking_an_output_creates_nothing(small, tmp_path):
-    """`grow` checks -o before growing; when the growth then fails, no folder was made for it."""
+    """`grow` checks -o before growing; a missing folder is refused, never made (not even on success)."""
     target = tmp_path / "new" / "deeper" / "child.onnx"
     res = invoke("grow", small, "--pass", "insert-identity-bn", "--value", "no-such-value", "-o", target)
     assert res.exit_code == 2, res.output
     assert not (tmp_path / "new").exists()
-    res = invoke("grow", small, "--pass", "insert-identity-bn", "--value", "level1.block1.relu1",
-                 "-o", target)
+    ok = ("grow", small, "--pass", "insert-identity-bn", "--value", "level1.block1.relu1", "-o", target)
+    check_error(invoke(*ok), contains="output folder does not exist")
+    assert not (tmp_path / "new").exists()
+    target.parent.mkdir(parents=True)
+    res = invoke(*ok)
     assert res.exit_code == 0, res.output
     assert target.is_file()

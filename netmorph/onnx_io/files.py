@@ -63,12 +63,53 @@ def _read_model_proto(p: Path) -> onnx.ModelProto:
             f"{p}: not an ONNX model (no ir_version, opset imports or graph in the file)"
         )
     try:
+        _check_text(model)
         load_external_data(model, p.parent)
         for t in _all_tensors(model):
+            if t.data_type not in _KNOWN_TYPES:
+                raise OnnxFormatError(f"tensor {t.name!r} has unknown data type {t.data_type}")
             check_inline(t, f"tensor {t.name!r}")
     except OnnxFormatError as e:
         raise type(e)(f"{p}: {e}") from None
     return model
+
+
+_KNOWN_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+_TEXT_PLANS: dict = {}
+
+
+def _text_plan(descriptor) -> tuple:
+    """(string fields, repeated string fields, message fields, repeated message fields) of a type."""
+    plan = _TEXT_PLANS.get(descriptor)
+    if plan is None:
+        groups: tuple[list, list, list, list] = ([], [], [], [])
+        for f in descriptor.fields:
+            repeated = f.is_repeated if hasattr(f, "is_repeated") else f.label == f.LABEL_REPEATED
+            if f.type == f.TYPE_STRING:
+                groups[int(repeated)].append(f.name)
+            elif f.type == f.TYPE_MESSAGE:  # (ONNX has no map fields)
+                groups[2 + int(repeated)].append(f.name)
+        plan = _TEXT_PLANS[descriptor] = tuple(tuple(g) for g in groups)
+    return plan
+
+
+def _check_text(msg, where: str = "model") -> None:
+    """Refuse a string field that is not UTF-8 (protobuf hands such a field over as ``bytes``, which
+    fails later, far from the file). Only string and message fields are read: no weight is copied."""
+    strings, repeated_strings, messages, repeated_messages = _text_plan(msg.DESCRIPTOR)
+    for name in strings:
+        if type(getattr(msg, name)) is not str:
+            raise OnnxFormatError(f"{where}: field {name!r} is not valid UTF-8 text")
+    for name in repeated_strings:
+        for v in getattr(msg, name):
+            if type(v) is not str:
+                raise OnnxFormatError(f"{where}: field {name!r} is not valid UTF-8 text")
+    for name in messages:
+        if msg.HasField(name):
+            _check_text(getattr(msg, name), f"{where}.{name}")
+    for name in repeated_messages:
+        for item in getattr(msg, name):
+            _check_text(item, f"{where}.{name}")
 
 
 def _read_bounded(p: Path) -> bytes:
@@ -118,6 +159,10 @@ def load(path: str | os.PathLike) -> Graph:
         return from_onnx(model)
     except OnnxFormatError as e:
         raise OnnxFormatError(f"{Path(path)}: {e}") from None
+    except (KeyError, TypeError, IndexError, UnicodeError, DecodeError) as e:  # a crafted file, deep down
+        raise OnnxFormatError(f"{Path(path)}: malformed model ({type(e).__name__}: {e})") from None
+    except MemoryError:
+        raise OnnxFormatError(f"{Path(path)}: too large to read on this machine") from None
 
 
 # -- protobuf wire helpers for the streaming writer ----------------------------------------

@@ -11,9 +11,13 @@ Run directory layout::
     DIR/fixlearn/stage_K.onnx    the FixLearn baseline of stage K's architecture (and its folder)
     DIR/.netmorph-run            marker: this folder belongs to pipeline NAME (see run_folder)
     DIR/.netmorph-run.lock       locked while a run writes here
+    DIR/.netmorph-files.json     SHA-256 of every stage file written (checked on resume)
 
 A stage is finished once it has a record in ``results.json``. Resuming skips finished stages,
-reuses ``init.onnx`` of an unfinished one and continues its training from its checkpoint.
+reuses ``init.onnx`` of an unfinished one and continues its training from its checkpoint. Before
+anything is written, every folder and file of the layout is checked (no symlinked stage folder, no
+special or hard-linked file, none that is the start model or the data); on resume every stage file is
+checked against its recorded digest (see :mod:`netmorph.pipeline.run_folder`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from ..atomic import atomic_write_text
 from ..errors import NetmorphError
 from .lr_policy import parse_lr_policy, stage_config
 from .results import Results, StageRecord, finite_or_none
-from .run_folder import claim, inside
+from .run_folder import RunFiles, claim, inside
 from .spec import Pipeline, PipelineError, Start
 from .toml_io import dumps_pipeline
 
@@ -95,8 +99,37 @@ class _Run:
 
     # -- driver ----------------------------------------------------------------------------
     def execute(self, baseline: bool) -> Results:
-        with claim(self.out, self.pipeline.name, self.resume):  # marker + lock: see run_folder
+        folders, files = self.layout(baseline)
+        self._check_inputs(files)
+        with claim(self.out, self.pipeline.name, self.resume, (folders, files)):  # marker + lock
             return self._execute(baseline)
+
+    def layout(self, baseline: bool) -> tuple[list[str], list[str]]:
+        """Every folder and file (relative to the run folder) this run may write."""
+        from ..train import CHECKPOINT_NAME, METRICS_NAME
+        from .carry import CARRIED_NAME
+
+        n = len(self.pipeline.stages)
+        folders = [f"stage_{k}" for k in range(1, n + 1)]
+        files = [PIPELINE_NAME, "results.json"]
+        model = ["{}.onnx", "{}.onnx.data"]
+        run = ["{}/init.onnx", "{}/init.onnx.data", f"{{}}/{METRICS_NAME}", f"{{}}/{CHECKPOINT_NAME}"]
+        for d in folders:
+            files += [f.format(d) for f in [*model, *run, "{}/morph.json", f"{{}}/{CARRIED_NAME}"]]
+        if baseline and self.pipeline.baseline is not None:
+            base = [f"fixlearn/stage_{k}" for k in range(1, n + 1)]
+            folders += ["fixlearn", *base]
+            files += [f.format(d) for d in base for f in [*model, *run]]
+        return folders, files
+
+    def _check_inputs(self, files: list[str]) -> None:
+        """No file of the run may be the start model or the data (they would be replaced)."""
+        from ..atomic import check_outputs
+        from ..data import parse_data_spec
+
+        start = self.pipeline.start.path
+        check_outputs({}, {"start model": start, "data": parse_data_spec(self.pipeline.data).path},
+                      run_files={f: self.out / f for f in files})
 
     def _execute(self, baseline: bool) -> Results:
         from ..data import parse_data_spec
@@ -116,6 +149,7 @@ class _Run:
         self.pipeline = resolve(self.pipeline, self.train_data)
         self.results = self._open_results()
         atomic_write_text(self.out / PIPELINE_NAME, dumps_pipeline(self.pipeline))
+        self.files.save()
         self.results.status = "running"
         self.results.save(self.out)
         try:
@@ -133,16 +167,20 @@ class _Run:
 
     def _open_results(self) -> Results:
         fresh = Results(pipeline=self.pipeline.to_dict(), out_dir=self.out)
+        self.files = RunFiles.open(self.out, (self.out / "results.json").exists())
         if not (self.out / "results.json").exists():
             return fresh
         if not self.resume:
             raise PipelineError(f"{self.out}: already holds a run (results.json); resume it or use another "
                                 "out dir")
         old = Results.load(self.out)
-        started = len(old.stages) + (self.out / f"stage_{len(old.stages) + 1}" / "init.onnx").exists()
+        started = len(old.stages) + self.files.trusted(f"stage_{len(old.stages) + 1}/init.onnx")
         check_resumable(old.pipeline, self.pipeline.to_dict(), started, str(self.out))
         old.pipeline = self.pipeline.to_dict()
         old.stages = old.stages[: len(self.pipeline.stages)]
+        for record in [*old.stages, *old.baseline]:  # a swapped stage model is refused, not continued
+            inside(self.out, record.model, "stage model")
+            self.files.trusted(record.model, required=True)
         self.log(f"resuming: {len(old.stages)} of {len(self.pipeline.stages)} stages done")
         return old
 
@@ -164,7 +202,9 @@ class _Run:
             init_path = stage_dir / "init.onnx"
             morph_path = stage_dir / "morph.json"
             morph: dict[str, Any] | None = None
-            if init_path.exists() and (stage.grow is None or morph_path.exists()):
+            reused = self.files.trusted(f"stage_{k}/init.onnx") and (
+                stage.grow is None or self.files.trusted(f"stage_{k}/morph.json"))
+            if reused:
                 model_in = netmorph.load(init_path)  # an interrupted stage: same model, same checkpoint
                 if stage.grow is not None:
                     morph = json.loads(morph_path.read_text(encoding="utf-8"))["summary"]
@@ -179,9 +219,11 @@ class _Run:
                     reports = [r.to_dict() for r in raw]
                     atomic_write_text(morph_path, json.dumps({"summary": morph, "reports": reports}, indent=1,
                                                              default=str))
+                    self.files.record(f"stage_{k}/morph.json")
                     if p.carry_optimizer:
                         self._carry(graph, model_in, raw, k)
                 netmorph.save(model_in, init_path)
+                self.files.record(f"stage_{k}/init.onnx")
             policy = p.stage_policy(k - 1)
             config = stage_config(p.train_config(), policy, epochs=stage.epochs, offset=offset,
                                   total=p.total_epochs, first=k == 1)
@@ -190,8 +232,8 @@ class _Run:
             shown = "the recipe" if k == 1 and policy != "continue" else policy
             self.log(f"stage {k}/{len(p.stages)}: depth {depth}, {model_in.parameter_count()} params, "
                      f"{stage.epochs} epochs at lr {config.lr:g} ({shown})")
-            carried = self._carried(stage_dir) if p.carry_optimizer else None
-            trained, metrics, stopped = self._train(model_in, config, stage_dir, carried)
+            carried = self._carried(k) if p.carry_optimizer else None
+            trained, metrics, stopped = self._train(model_in, config, stage_dir, carried, resume=reused)
             if stopped:
                 return True
             offset += stage.epochs
@@ -204,6 +246,7 @@ class _Run:
                 **metrics,
             )
             netmorph.save(trained, self.out / record.model)
+            self.files.record(record.model)
             record.wall_time_s = time.perf_counter() - t0
             self._finish(self.results.stages, record)
             graph = trained
@@ -226,18 +269,21 @@ class _Run:
             stage_dir = base_dir / f"stage_{k}"
             stage_dir.mkdir(exist_ok=True)
             init_path = stage_dir / "init.onnx"
-            if init_path.exists():
+            reused = self.files.trusted(f"fixlearn/stage_{k}/init.onnx")
+            if reused:
                 model_in = netmorph.load(init_path)
             else:
+                self.files.trusted(f"stage_{k}.onnx", required=True)
                 target = netmorph.load(self.out / f"stage_{k}.onnx")
                 model_in = fixlearn_model(p.start, target, b.seed, what=f"FixLearn of stage {k}")
                 netmorph.save(model_in, init_path)
+                self.files.record(f"fixlearn/stage_{k}/init.onnx")
             epochs = b.epochs_for(p.stages, k - 1)
             config = p.train_config(epochs=epochs)
             config = config.replace(seed=config.seed + k - 1)
             depth, blocks = structure_of(model_in)
             self.log(f"FixLearn {k}: depth {depth} from scratch, {epochs} epochs")
-            trained, metrics, stopped = self._train(model_in, config, stage_dir)
+            trained, metrics, stopped = self._train(model_in, config, stage_dir, resume=reused)
             if stopped:
                 return True
             record = StageRecord(
@@ -247,6 +293,7 @@ class _Run:
                 metrics=f"fixlearn/stage_{k}/metrics.jsonl" if epochs else None, **metrics,
             )
             netmorph.save(trained, self.out / record.model)
+            self.files.record(record.model)
             record.wall_time_s = time.perf_counter() - t0
             self._finish(self.results.baseline, record)
         return False
@@ -255,22 +302,30 @@ class _Run:
     def _carry(self, parent: Any, child: Any, reports: list, k: int) -> None:
         """Map stage ``k-1``'s final optimizer state onto stage ``k``'s model (before init.onnx)."""
         from ..train import CHECKPOINT_NAME
-        from .carry import carry_stage_optimizer, save_carried
+        from .carry import CARRIED_NAME, carry_stage_optimizer, save_carried
 
         ck = self.out / f"stage_{k - 1}" / CHECKPOINT_NAME
         state = carry_stage_optimizer(parent, child, reports, ck, self.pipeline.train_config())
         save_carried(self.out / f"stage_{k}", state)
+        if state is not None:
+            self.files.record(f"stage_{k}/{CARRIED_NAME}")
+        else:
+            self.files.forget(f"stage_{k}/{CARRIED_NAME}")
         self.log(f"stage {k}: optimizer state carried ({len(state['state']) if state else 0} parameters)")
 
-    @staticmethod
-    def _carried(stage_dir: Path) -> dict | None:
-        from .carry import load_carried
+    def _carried(self, k: int) -> dict | None:
+        """Stage ``k``'s carried optimizer state, when this run wrote it (its digest checked)."""
+        from .carry import CARRIED_NAME, load_carried
 
-        return load_carried(stage_dir)
+        if not self.files.trusted(f"stage_{k}/{CARRIED_NAME}"):
+            return None
+        return load_carried(self.out / f"stage_{k}")
 
     # -- shared ------------------------------------------------------------------------------
-    def _train(self, graph: Any, config: Any, stage_dir: Path,
-               initial_optimizer_state: dict | None = None) -> tuple[Any, dict[str, Any], bool]:
+    def _train(self, graph: Any, config: Any, stage_dir: Path, initial_optimizer_state: dict | None = None,
+               resume: bool = True) -> tuple[Any, dict[str, Any], bool]:
+        """Train ``graph`` in ``stage_dir``; its checkpoint is continued only when ``resume`` (the stage's
+        model is the one this run wrote, not a new one)."""
         import netmorph
 
         from ..train import CHECKPOINT_NAME, evaluate, fit
@@ -280,7 +335,7 @@ class _Run:
             test_loss, test_err = evaluate(module, self.test_data, device=config.device,
                                            batch_size=config.eval_batch_size)
             return graph, {"test_err": test_err, "test_loss": test_loss}, False
-        resume = self.resume and (stage_dir / CHECKPOINT_NAME).exists()
+        resume = resume and self.resume and (stage_dir / CHECKPOINT_NAME).exists()
         result = fit(module, self.train_data, self.test_data, config, out_dir=stage_dir,
                      resume=resume, progress=self.progress, on_epoch=self.on_epoch,
                      initial_optimizer_state=initial_optimizer_state)
@@ -369,8 +424,10 @@ def start_graph(start: Start) -> Any:
     """The start model: the ONNX file, or :func:`netmorph.build` of the builder spec."""
     import netmorph
 
+    from ..checks import check_finite
+
     if start.path is not None:
-        return netmorph.load(start.path)
+        return check_finite(netmorph.load(start.path), start.path)
     return netmorph.build(start.family, **start.options)
 
 

@@ -38,6 +38,7 @@ UNARY_OPS = frozenset({
     "Selu", "Softplus", "Mish", "Celu", "Neg", "Abs", "Sqrt", "Exp", "Log", "Identity", "Dropout",
     "Cast", "Pow", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "ThresholdedRelu",
 })
+ONE_CONV_LOOP = "it reads and writes the same channel group (a one-conv residual branch)"
 BINARY_OPS = frozenset({"Add", "Mul", "Sub", "Div", "Max", "Min"})
 POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"})
 REDUCE_OPS = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum"})
@@ -243,10 +244,14 @@ class _Closure:
             if id(p) not in self.seen_nodes:
                 self.seen_nodes.add(id(p))
                 self.backward(p, m)
+            elif any(c is p for c, *_ in self.g.consumers):
+                self.fail(p, ONE_CONV_LOOP)
             for r in self.view.readers(v):
                 if id(r) not in self.seen_nodes:
                     self.seen_nodes.add(id(r))
                     self.forward(r, m)
+                elif any(q is r for q, _ in self.g.producers):
+                    self.fail(r, ONE_CONV_LOOP)
         return self.g
 
     # -- the producer side of a member ------------------------------------------------------
