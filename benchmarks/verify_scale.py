@@ -89,6 +89,8 @@ def floor_seconds(path: Path, feeds: list[dict[str, np.ndarray]]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=["resnet50", "gpt2"], required=True)
+    ap.add_argument("--tolerance", default=None, help="verify_models' tolerance (default: the policy's)")
+    ap.add_argument("--cache", default=None, help="folder to keep the export in and reuse it from")
     ap.add_argument("--export-to", default=None, help=argparse.SUPPRESS)  # the export's own process
     args = ap.parse_args()
     if args.export_to:
@@ -97,17 +99,20 @@ def main() -> None:
     from netmorph.verification import make_inputs, verify_models
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{args.model}.onnx"
+        folder = Path(args.cache) if args.cache else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{args.model}.onnx"
         t0 = time.perf_counter()  # exported in a child process: torch never enters this one's RSS
-        subprocess.run([sys.executable, __file__, "--model", args.model, "--export-to", str(path)],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not path.exists():
+            subprocess.run([sys.executable, __file__, "--model", args.model, "--export-to", str(path)],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         export_s = time.perf_counter() - t0
-        weights = sum(f.stat().st_size for f in Path(tmp).iterdir())
+        weights = path.stat().st_size + sum(f.stat().st_size for f in folder.glob(f"{args.model}.onnx.*"))
         feeds = make_inputs(str(path))  # the batches verify_models makes under its default policy
         floor = floor_seconds(path, feeds)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         t0 = time.perf_counter()
-        report = verify_models(str(path), str(path))
+        report = verify_models(str(path), str(path), tolerance=args.tolerance)
         verify_s = time.perf_counter() - t0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({

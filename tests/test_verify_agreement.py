@@ -48,3 +48,23 @@ def test_verify_default_agrees_with_grow_on_exact_morphs(plain7, name, options):
         report = verify_models(plain7, pair_child)
         assert report.tolerance == "calibrated:8" and report.rule_source == "the default"
         assert _grows(plain7, pair_child) == report.ok == expected, report.failure_line()
+
+
+def test_reference_and_calibration_are_computed_once_per_parent(plain7):
+    """Two children of one parent: the parent runs and is calibrated once; the child of step k is
+    the parent of step k + 1: its outputs are reused, only its calibration is new."""
+    from netmorph.verification import cache
+
+    cache.clear()
+    c1, _ = get_pass("insert-identity-bn", value="level2.block2.relu1").apply(plain7, seed=0)
+    c2, _ = get_pass("insert-identity-prelu", value="level3.block1.relu1").apply(plain7, seed=0)
+    first, second = verify_models(plain7, c1), verify_models(plain7, c2)
+    assert first.extra["reused"] == {"reference": False, "calibration": False}
+    assert second.extra["reused"] == {"reference": True, "calibration": True}
+    assert first.ok and second.ok and second.calibration == first.calibration
+    same = to_onnx(plain7)  # the same content as another object: still the same reference
+    assert verify_models(same, c2).extra["reused"]["reference"]
+    c3, _ = get_pass("insert-identity-prelu", value="level3.block1.relu1").apply(c1, seed=0)
+    step2 = verify_models(c1, c3)
+    assert step2.ok and step2.extra["reused"] == {"reference": True, "calibration": False}
+    assert not verify_models(_nudged(plain7, 1e-2), c1).extra["reused"]["reference"]  # content changed

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from . import cache
+from .cache import Remembered
 from .calibrate import Noise, measure_noise
 from .compare import compare_output
 from .errors import InputsError, InterfaceMismatchError, ModelRunError
@@ -108,12 +110,16 @@ def verify_models(
             if n not in ia.outputs:
                 raise InterfaceMismatchError(f"tolerance for {n!r}: {ma.label} has no {kind} {n!r}")
     names = list(ia.outputs)
-    feeds, source_word, plan, ref, provider = reference_outputs(ma, ia, inputs, opts, names)
+    feeds, source_word, plan, remembered = reference_outputs(ma, ia, inputs, opts, names)
+    ref, provider = remembered.ref, remembered.provider
     k = opts.calibration_k
     noise = None
-    if k is not None:
-        noise = measure_noise(ma, feeds, names, ref, seed=opts.seed, providers=opts.providers,
-                              verbose=opts.verbose)
+    reused = {"reference": remembered.reused, "calibration": remembered.noise is not None}
+    if k is not None:  # once per reference and batches in this process (see .cache)
+        if remembered.noise is None:
+            remembered.noise = measure_noise(ma, feeds, names, ref, seed=opts.seed, providers=opts.providers,
+                                             verbose=opts.verbose)
+        noise = remembered.noise
     runs = [("optimised" if opts.optimize_b else "as written", opts.optimize_b)]
     if opts.check_optimized_b and not opts.optimize_b:
         runs.append(("ORT-optimised", True))
@@ -126,6 +132,10 @@ def verify_models(
                                      first=not results)
         if failure is not None:
             break
+        if not results and not optimize and not opts.name_map:  # b as written: the next parent's reference
+            kb = cache.key(cache.model_digest(mb.proto), cache.feeds_digest(feeds), opts)
+            if cache.get(kb) is None:
+                cache.put(kb, Remembered({n: [g[n] for g in got] for n in names}, provider))
         results.append(got)
     per_run = [[_compare(n, ref, got, feeds, opts, noise) for n in names] for got in results]
     outputs = per_run[0] if per_run else []
@@ -151,7 +161,7 @@ def verify_models(
         b_runs=[r[0] for r in runs],
         b_failure=failure,
         optimised_outputs=per_run[1] if len(per_run) > 1 else [],
-        extra={"options": opts.to_dict()},
+        extra={"options": opts.to_dict(), "reused": reused},
     )
 
 
@@ -210,12 +220,14 @@ def run_all(model: LoadedModel, feeds: Sequence[dict[str, np.ndarray]], outputs:
 
 def reference_outputs(ma: LoadedModel, ia: Interface, inputs: InputsSpec, opts: VerifyOptions,
                       names: list[str]):
-    """``(feeds, source, plan, ref, provider)``: the batches and the reference's outputs on them
-    (``ref[name][k]``). Random batches are tried at :func:`size_candidates` in turn until the
+    """``(feeds, source, plan, remembered)``: the batches and the reference's outputs on them
+    (``remembered.ref[name][k]``, from :mod:`.cache` when this process already ran the same model
+    on the same batches). Random batches are tried at :func:`size_candidates` in turn until the
     reference runs on all of them: a size the reference itself fails at is its limit, recorded
     in the plan's ``note``, never a reason to fail the candidate."""
     candidates = size_candidates(ia, opts) if inputs is None else [None]
     first: ModelRunError | None = None
+    digest = None
     for i, sizes in enumerate(candidates):
         if inputs is None:
             feeds, plan = random_batches(ia, opts, ma.proto, sizes)
@@ -223,16 +235,23 @@ def reference_outputs(ma: LoadedModel, ia: Interface, inputs: InputsSpec, opts: 
         else:
             feeds, source, plan = resolve_inputs(inputs, ia, opts, ma.proto)
         check_declared_outputs(ia, ma.label, len(feeds))
-        try:
-            got, provider = run_all(ma, feeds, names, opts, optimize=False)
-        except ModelRunError as e:
-            first = first or e
-            continue
+        k = cache.key(digest := digest or cache.model_digest(ma.proto), cache.feeds_digest(feeds), opts)
+        hit = cache.get(k)
+        if hit is None or not all(n in hit.ref for n in names):
+            try:
+                got, provider = run_all(ma, feeds, names, opts, optimize=False)
+            except ModelRunError as e:
+                first = first or e
+                continue
+            hit = Remembered({n: [g[n] for g in got] for n in names}, provider)
+            cache.put(k, hit)
+        else:
+            hit.reused = True
         if i and plan is not None:
             note = (f"{ma.label} does not run at the default sizes ({_first_cause(first)}); checked at "
                     f"dim 0 sizes {sizes[0]}, other symbolic dims {sizes[1]}")
             plan = dataclasses.replace(plan, note=note[:300])
-        return feeds, source, plan, {n: [g[n] for g in got] for n in names}, provider
+        return feeds, source, plan, hit
     if len(candidates) > 1:
         raise ModelRunError(f"{_first_cause(first)[:200]} (the reference fails at every size tried: its "
                             "limit; bind the sizes it runs at with --dim NAME=SIZE)")
