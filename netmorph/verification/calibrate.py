@@ -25,7 +25,7 @@ element): see :func:`element_noise`. Under ``calibrated:K`` an element fails iff
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,43 +148,61 @@ CORE_SPAN = 1e4
 masked ``-1e9`` logit, one ``1e30`` element): their noise is their own, never lent to others."""
 
 
-def element_noise(ref: Sequence[np.ndarray], diffs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float]:
+def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
+                  source: Sequence[int] | None = None) -> tuple[list[np.ndarray], float]:
     """Per-element noise of one float output over its batches: ``(per batch array, floor)``.
 
     ``ref[k]``: the reference output of batch ``k``; ``diffs[k]``: the largest ``|a - probe|`` per
-    element over the probes (0 where either side is not finite). An element's noise is the largest
-    of:
+    element over the probes (0 where either side is not finite), for the batches the probes ran
+    on; ``source[k]``: the probed batch whose pooled noise batch ``k`` takes (the same shape but
+    dim 0; default: ``k`` itself). An element's noise is the largest of:
 
-    * its own difference ``diffs[k]``, and ``eps x |a|`` (float32 rounding of its own value);
+    * its own difference (probed batches), and ``eps x |a|`` (float32 rounding of its own value);
     * for the non-extreme elements (``|a| <= CORE_SPAN x`` the median non-zero ``|a|``), the largest
-      difference at the same position over dim 0 (the batch rows share every weight), so one lucky
-      probe does not make one element strict;
+      difference at the same position over dim 0 (the batch rows share every weight; outputs of
+      rank 2 or more), so one lucky probe does not make one element strict;
     * the **floor**: the median of those pooled values over the non-extreme elements, and ``eps x``
       the largest non-extreme ``|a|`` — a single extreme element moves neither.
 
     The result of batch ``k`` broadcasts against ``ref[k]``.
     """
+    source = list(range(len(ref))) if source is None else list(source)
     eps = float(np.finfo(ref[0].dtype).eps) if ref else float(np.finfo(np.float32).eps)
     mags = [np.where(np.isfinite(r), np.abs(r.astype(np.float64)), np.nan) for r in ref]
     flat = np.concatenate([m[np.isfinite(m) & (m > 0)].ravel() for m in mags]) if mags else np.zeros(0)
     limit = CORE_SPAN * float(np.median(flat)) if flat.size else 0.0
-    pooled, core_max = [], 0.0
-    for m, d in zip(mags, diffs, strict=True):
-        core = np.isfinite(m) & (m <= limit)
+    pooled: dict[int, np.ndarray] = {}
+    vals = []
+    for k, d in diffs.items():
+        core = np.isfinite(mags[k]) & (mags[k] <= limit)
         dc = np.where(core, d, 0.0)
-        pooled.append(dc.max(axis=0, keepdims=True) if dc.ndim else dc)
-        if core.any():
-            core_max = max(core_max, float(m[core].max()))
-    cores = [np.broadcast_to(p, m.shape)[np.isfinite(m) & (m <= limit)]
-             for p, m in zip(pooled, mags, strict=True)]
-    vals = np.concatenate([c.ravel() for c in cores]) if cores else np.zeros(0)
+        pooled[k] = dc.max(axis=0, keepdims=True) if dc.ndim >= 2 else dc
+        vals.append(np.broadcast_to(pooled[k], dc.shape)[core].ravel())
+    core_max = max((float(m[np.isfinite(m) & (m <= limit)].max(initial=0.0)) for m in mags), default=0.0)
+    vals = np.concatenate(vals) if vals else np.zeros(0)
     floor = max(float(np.median(vals)) if vals.size else 0.0, eps * core_max)
     out = []
-    for m, d, p in zip(mags, diffs, pooled, strict=True):
+    for k, m in enumerate(mags):
         core = np.isfinite(m) & (m <= limit)
-        own = np.maximum(d, eps * np.nan_to_num(m, nan=0.0))
-        out.append(np.maximum(np.maximum(own, np.where(core, p, 0.0)), floor))
+        own = eps * np.nan_to_num(m, nan=0.0)
+        if k in diffs:
+            own = np.maximum(own, diffs[k])
+        p = pooled.get(source[k])
+        if p is not None and p.shape[1:] == m.shape[1:] and (p.shape[0] == 1 or p.shape == m.shape):
+            own = np.maximum(own, np.where(core, p, 0.0))
+        out.append(np.maximum(own, floor))
     return out, floor
+
+
+def probe_batches(feeds: Sequence[dict[str, np.ndarray]]) -> list[int]:
+    """For each batch, the first batch with the same input shapes but dim 0: the probes run on those
+    only (coverage batches and the second batch size add no new shape)."""
+    first: dict[tuple, int] = {}
+    out = []
+    for k, feed in enumerate(feeds):
+        sig = tuple((n, v.dtype.str, v.shape[1:]) for n, v in sorted(feed.items()))
+        out.append(first.setdefault(sig, k))
+    return out
 
 
 @dataclass
@@ -233,6 +251,8 @@ def measure_noise(
 
     The probes run one after another; each session (and each perturbed or float64 copy) is
     released before the next is made. A probe ONNX Runtime cannot load is skipped and recorded.
+    They run on one batch per distinct input shape (but dim 0, :func:`probe_batches`); the other
+    batches take that batch's noise per position.
     """
     floats = [n for n in names if ref[n] and np.asarray(ref[n][0]).dtype.kind == "f"]
     skipped: dict[str, str] = {}
@@ -240,7 +260,9 @@ def measure_noise(
         return Noise({}, {}, {"probes": {}, "floor": {}, "skipped": {}})
     cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider"
                    for p in (providers or default_providers()))
-    diffs = {n: [np.zeros(np.shape(r)) for r in ref[n]] for n in floats}
+    source = probe_batches(feeds)
+    probed = sorted(set(source))
+    diffs = {n: {k: np.zeros(np.shape(ref[n][k])) for k in probed} for n in floats}
     seen: dict[str, dict[str, float]] = {}
     for probe, make, optimize in _probe_models(a, ref, floats, seed, cpu_only, skipped):
         model = a if make is None else make()
@@ -252,7 +274,8 @@ def measure_noise(
             skipped[probe] = str(e).split(": ", 1)[-1][:200]
             continue
         seen[probe] = dict.fromkeys(floats, 0.0)
-        for k, feed in enumerate(feeds):
+        for k in probed:
+            feed = feeds[k]
             given = feed if probe != "float64" else {
                 n: v.astype(np.float64) if v.dtype == np.float32 else v for n, v in feed.items()}
             out = run_session(sess, model, given, list(floats), k)
@@ -269,6 +292,6 @@ def measure_noise(
         del sess, model
     per_batch, floor = {}, {}
     for n in floats:
-        per_batch[n], floor[n] = element_noise(ref[n], diffs[n])
+        per_batch[n], floor[n] = element_noise(ref[n], diffs[n], source)
     return Noise(per_batch, floor, {"probes": seen, "floor": floor, "skipped": skipped,
-                                    "rule": "per element"})
+                                    "rule": "per element", "probed_batches": probed})
