@@ -49,6 +49,7 @@ def export_resnet50(path: Path) -> dict[str, np.ndarray]:
 
 def export_gpt2(path: Path) -> dict[str, np.ndarray]:
     import torch
+    import transformer_models  # noqa: F401 - hides a torchvision that cannot load from transformers
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
