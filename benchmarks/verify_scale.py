@@ -67,7 +67,7 @@ def export_gpt2(path: Path) -> dict[str, np.ndarray]:
             return self.m(input_ids=ids, use_cache=False).logits
 
     ids = torch.randint(0, 8192, (1, 32))
-    torch.onnx.export(Logits(), (ids,), str(path), dynamo=False, input_names=["ids"], output_names=["logits"],
+    torch.onnx.export(Logits(), (ids,), str(path), dynamo=True, input_names=["ids"], output_names=["logits"],
                       dynamic_axes={"ids": {0: "N", 1: "T"}, "logits": {0: "N", 1: "T"}})
 
 
