@@ -22,10 +22,11 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--batches", type=str, default=None,
                      help="Random input batches (default 2; more are added to cover embedding tables)."),
         click.option("--batch-size", type=str, default=None,
-                     help="Size of a symbolic dim 0 in random inputs (default 2)."),
+                     help="Size of a symbolic dim 0 in random inputs (default 2; odd batches take "
+                          "this + 1)."),
         click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
                      help="Bind symbolic dim NAME to SIZE in every batch (repeatable). Unbound ones "
-                          "take two sizes (8, then 1) in alternate batches."),
+                          "take two sizes in alternate batches (dim 0: B, B+1; others: 8, 1)."),
         click.option("--range", "ranges", multiple=True, metavar="NAME=LO:HI",
                      help="Values of input NAME: floats uniform in [LO, HI], integers LO..HI "
                           "(default: read off the graph; repeatable)."),

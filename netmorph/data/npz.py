@@ -79,14 +79,16 @@ def load_npz(path: str | os.PathLike, *, name: str | None = None) -> Splits:
         raise DataError(f"{p}: {e}") from e
 
 
-def check_declared_sizes(path: Path, names: tuple[str, ...]) -> int:
+def check_declared_sizes(path: Path, names: tuple[str, ...], *, limit: int | None = None,
+                         limit_name: str = "NETMORPH_MAX_DATA_BYTES") -> int:
     """Total bytes the ``.npy`` members ``names`` of ``path`` declare; refuse lies and bombs.
 
     Only each member's header is decompressed. A member whose header declares more bytes than
     the member holds (uncompressed size from the zip directory), an object array, or a total
-    above :func:`~netmorph.limits.max_data_bytes` raises :class:`DataError`.
+    above ``limit`` (default :func:`~netmorph.limits.max_data_bytes`; ``limit_name`` names its
+    environment variable in the message) raises :class:`DataError`.
     """
-    limit = max_data_bytes()
+    limit = max_data_bytes() if limit is None else limit
     total = 0
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
@@ -108,5 +110,5 @@ def check_declared_sizes(path: Path, names: tuple[str, ...]) -> int:
             total += declared
             if total > limit:
                 raise DataError(f"{path}: the arrays declare {total:,} bytes, above the data limit "
-                                f"of {limit:,} (NETMORPH_MAX_DATA_BYTES)")
+                                f"of {limit:,} ({limit_name})")
     return total

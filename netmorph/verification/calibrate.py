@@ -7,23 +7,26 @@ same inputs:
 
 * ``optimised``: with ONNX Runtime's graph optimisations on (Conv+BN folding, fusions), which
   reorders the float arithmetic;
-* ``ulp-weights``: with every finite float initializer / ``Constant`` moved by one unit in the
-  last place, in a seeded random direction, which is the rounding a re-export or a refold of
-  the weights introduces;
+* ``ulp-weights``: with every float *weight* moved by one unit in the last place, in a seeded
+  random direction, which is the rounding a re-export or a refold of the weights introduces
+  (shape and scale constants, integer tensors and mask constants such as ``-inf`` or
+  ``finfo.min`` stay: see :func:`perturbable`); skipped, with the reason, when ONNX Runtime
+  cannot load the perturbed copy;
 * ``float64``: the same graph in double precision (float32 tensors, constants and casts to
   float32 rewritten), where :func:`as_float64` can rewrite it and ONNX Runtime can run it — its
   CPU ``Conv`` has no float64 kernel, so CNNs are measured by the first two probes only (the
   report's ``calibration.skipped`` says why).
 
-The **noise** of an output is the largest ``|a - probe|`` over its finite elements, probes and
-batches, floored at one float32 epsilon times ``max |a|`` so an output no probe moves still has
-a scale. Under ``calibrated:K`` an element fails iff
-``|a - b| > K x noise``.
+The noise is measured **per output element**, never from one scale for the whole output (a
+single masked ``-1e9`` logit or one ``1e30`` element would otherwise lend its rounding to every
+element): see :func:`element_noise`. Under ``calibrated:K`` an element fails iff
+``|a - b| > K x noise`` of *that element*.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,34 @@ from .errors import ModelRunError
 from .models import LoadedModel
 from .session import default_providers, make_session, run_session
 
+SHAPE_INPUTS = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 2, 3),
+    "Resize": (1, 2, 3), "Upsample": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
+    "TopK": (1,), "OneHot": (1, 2), "Squeeze": (1,), "Unsqueeze": (1,), "ReduceSum": (1,),
+    "ReduceMean": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "Split": (1,), "CenterCropPad": (1,),
+    "Clip": (1, 2), "Pow": (1,),
+}
+"""Inputs (by op and position) that carry shapes, scales, bounds or exponents, not weights: the
+ulp probe never moves them (a Resize scale of 2.0 moved by one ulp changes the output size)."""
+
+
+def _not_weights(graph: onnx.GraphProto) -> set[str]:
+    names = set()
+    for n in graph.node:
+        for i in SHAPE_INPUTS.get(n.op_type, ()) if n.domain in ("", "ai.onnx") else ():
+            if i < len(n.input) and n.input[i]:
+                names.add(n.input[i])
+    return names
+
+
+def perturbable(w: np.ndarray) -> bool:
+    """Whether the ulp probe moves ``w``: a non-empty float array whose values are all finite and
+    below half the type's largest value (a tensor holding ``-inf`` or ``finfo.min`` is a mask)."""
+    if w.dtype.kind != "f" or w.size == 0:
+        return False
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(np.abs(w) < np.finfo(w.dtype).max / 2))
+
 
 def _nudge(t: onnx.TensorProto, rng: np.random.Generator) -> onnx.TensorProto | None:
     if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
@@ -41,25 +72,28 @@ def _nudge(t: onnx.TensorProto, rng: np.random.Generator) -> onnx.TensorProto | 
     if t.data_location == onnx.TensorProto.EXTERNAL:
         return None
     w = numpy_helper.to_array(t)
-    if w.size == 0:
+    if not perturbable(w):
         return None
     up = rng.random(w.shape) < 0.5
     moved = np.where(up, np.nextafter(w, np.inf), np.nextafter(w, -np.inf)).astype(w.dtype)
-    moved = np.where(np.isfinite(w), moved, w)
     return numpy_helper.from_array(moved, t.name)
 
 
 def ulp_perturbed(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
-    """A copy of ``model`` with every finite float weight one ulp up or down (seeded)."""
+    """A copy of ``model`` with every float weight one ulp up or down (seeded).
+
+    Left as they are: tensors read as shapes, scales, bounds or exponents (:data:`SHAPE_INPUTS`),
+    integer and bool tensors, and masks (:func:`perturbable`), so no value overflows."""
     rng = np.random.default_rng(seed)
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    fixed = _not_weights(m.graph)
     for i, t in enumerate(m.graph.initializer):
-        new = _nudge(t, rng)
+        new = None if t.name in fixed else _nudge(t, rng)
         if new is not None:
             m.graph.initializer[i].CopyFrom(new)
     for n in m.graph.node:
-        if n.op_type == "Constant":
+        if n.op_type == "Constant" and n.output[0] not in fixed:
             for a in n.attribute:
                 if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
                     new = _nudge(a.t, rng)
@@ -108,56 +142,156 @@ def as_float64(model: onnx.ModelProto) -> onnx.ModelProto | None:
     return m
 
 
-def measure_noise(
-    a: LoadedModel, feeds: Sequence[dict[str, np.ndarray]], names: Sequence[str],
-    ref: dict[str, list[np.ndarray]], *, seed: int = 0, providers: Sequence[Any] | None = None,
-    verbose: bool = False,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """The noise of each float output of ``a`` (``ref``: its unoptimised outputs per batch).
 
-    Returns ``(noise, info)``: ``noise[name]`` as defined in the module docstring; ``info``
-    records, per probe, the largest difference it made per output, and the floor.
+CORE_SPAN = 1e4
+"""Elements more than this many times the median magnitude of their output are *extreme* (a
+masked ``-1e9`` logit, one ``1e30`` element): their noise is their own, never lent to others."""
+
+
+def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
+                  source: Sequence[int] | None = None) -> tuple[list[np.ndarray], float]:
+    """Per-element noise of one float output over its batches: ``(per batch array, floor)``.
+
+    ``ref[k]``: the reference output of batch ``k``; ``diffs[k]``: the largest ``|a - probe|`` per
+    element over the probes (0 where either side is not finite), for the batches the probes ran
+    on; ``source[k]``: the probed batch whose pooled noise batch ``k`` takes (the same shape but
+    dim 0; default: ``k`` itself). An element's noise is the largest of:
+
+    * its own difference (probed batches), and ``eps x |a|`` (float32 rounding of its own value);
+    * for the non-extreme elements (``|a| <= CORE_SPAN x`` the median non-zero ``|a|``), the largest
+      difference at the same position over dim 0 (the batch rows share every weight; outputs of
+      rank 2 or more), so one lucky probe does not make one element strict;
+    * the **floor**: the median of those pooled values over the non-extreme elements, and ``eps x``
+      the largest non-extreme ``|a|`` — a single extreme element moves neither.
+
+    The result of batch ``k`` broadcasts against ``ref[k]``.
     """
-    floats = [n for n in names if ref[n] and np.asarray(ref[n][0]).dtype.kind == "f"]
-    if not floats:  # integer / bool outputs compare exactly: nothing to calibrate
-        return {}, {"probes": {}, "floor": {}, "skipped": {}}
-    probes = {
-        "optimised": make_session(a, optimize=True, providers=providers, verbose=verbose),
-        "ulp-weights": make_session(LoadedModel(ulp_perturbed(a.proto, seed), a.label + " (ulp-perturbed)"),
-                                    optimize=False, providers=providers, verbose=verbose),
-    }
-    skipped = {}
-    cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider"
-                   for p in (providers or default_providers()))
+    source = list(range(len(ref))) if source is None else list(source)
+    eps = float(np.finfo(ref[0].dtype).eps) if ref else float(np.finfo(np.float32).eps)
+    mags = [np.where(np.isfinite(r), np.abs(r.astype(np.float64)), np.nan) for r in ref]
+    flat = np.concatenate([m[np.isfinite(m) & (m > 0)].ravel() for m in mags]) if mags else np.zeros(0)
+    limit = CORE_SPAN * float(np.median(flat)) if flat.size else 0.0
+    pooled: dict[int, np.ndarray] = {}
+    vals = []
+    for k, d in diffs.items():
+        core = np.isfinite(mags[k]) & (mags[k] <= limit)
+        dc = np.where(core, d, 0.0)
+        pooled[k] = dc.max(axis=0, keepdims=True) if dc.ndim >= 2 else dc
+        vals.append(np.broadcast_to(pooled[k], dc.shape)[core].ravel())
+    core_max = max((float(m[np.isfinite(m) & (m <= limit)].max(initial=0.0)) for m in mags), default=0.0)
+    vals = np.concatenate(vals) if vals else np.zeros(0)
+    floor = max(float(np.median(vals)) if vals.size else 0.0, eps * core_max)
+    out = []
+    for k, m in enumerate(mags):
+        core = np.isfinite(m) & (m <= limit)
+        own = eps * np.nan_to_num(m, nan=0.0)
+        if k in diffs:
+            own = np.maximum(own, diffs[k])
+        p = pooled.get(source[k])
+        if p is not None and p.shape[1:] == m.shape[1:] and (p.shape[0] == 1 or p.shape == m.shape):
+            own = np.maximum(own, np.where(core, p, 0.0))
+        out.append(np.maximum(own, floor))
+    return out, floor
+
+
+def probe_batches(feeds: Sequence[dict[str, np.ndarray]]) -> list[int]:
+    """For each batch, the first batch with the same input shapes but dim 0: the probes run on those
+    only (coverage batches and the second batch size add no new shape)."""
+    first: dict[tuple, int] = {}
+    out = []
+    for k, feed in enumerate(feeds):
+        sig = tuple((n, v.dtype.str, v.shape[1:]) for n, v in sorted(feed.items()))
+        out.append(first.setdefault(sig, k))
+    return out
+
+
+@dataclass
+class Noise:
+    """What :func:`measure_noise` found: per float output, the noise of each element per batch
+    (``per_batch[name][k]`` broadcasts against batch ``k``'s output) and its floor; ``info``:
+    per probe the largest difference it made per output, the floors, and the skipped probes."""
+
+    per_batch: dict[str, list[np.ndarray]]
+    floor: dict[str, float]
+    info: dict[str, Any]
+
+    def summary(self, name: str) -> float | None:
+        """One number for the report: the output's noise floor (``None``: not calibrated)."""
+        return self.floor.get(name)
+
+
+def _probe_models(a: LoadedModel, ref: dict[str, list[np.ndarray]], floats: list[str], seed: int,
+                  cpu_only: bool, skipped: dict[str, str]):
+    """``(probe name, model or None for a itself, optimise)`` in the order they run; the models
+    are made one at a time (a copy lives only while its probe runs)."""
+    yield "optimised", None, True
+    yield ("ulp-weights", lambda: LoadedModel(ulp_perturbed(a.proto, seed), a.label + " (ulp-perturbed)"),
+           False)
     no_kernel = sorted({n.op_type for n in a.proto.graph.node} & CPU_NO_FLOAT64) if cpu_only else []
-    wide = None
     if no_kernel:
         skipped["float64"] = f"ONNX Runtime's CPU provider has no float64 {', '.join(no_kernel)}"
     elif any(np.asarray(ref[n][0]).dtype != np.float32 for n in floats):
         skipped["float64"] = "the outputs are not float32"
-    elif (wide := as_float64(a.proto)) is None:
-        skipped["float64"] = "the graph cannot be rewritten to float64 mechanically"
-    if wide is not None:
+    else:
+        def wide():
+            m = as_float64(a.proto)
+            if m is None:
+                skipped["float64"] = "the graph cannot be rewritten to float64 mechanically"
+                return None
+            return LoadedModel(m, a.label + " (float64)")
+        yield "float64", wide, False
+
+
+def measure_noise(
+    a: LoadedModel, feeds: Sequence[dict[str, np.ndarray]], names: Sequence[str],
+    ref: dict[str, list[np.ndarray]], *, seed: int = 0, providers: Sequence[Any] | None = None,
+    verbose: bool = False,
+) -> Noise:
+    """The per-element noise of each float output of ``a`` (``ref``: its unoptimised outputs per batch).
+
+    The probes run one after another; each session (and each perturbed or float64 copy) is
+    released before the next is made. A probe ONNX Runtime cannot load is skipped and recorded.
+    They run on one batch per distinct input shape (but dim 0, :func:`probe_batches`); the other
+    batches take that batch's noise per position.
+    """
+    floats = [n for n in names if ref[n] and np.asarray(ref[n][0]).dtype.kind == "f"]
+    skipped: dict[str, str] = {}
+    if not floats:  # integer / bool outputs compare exactly: nothing to calibrate
+        return Noise({}, {}, {"probes": {}, "floor": {}, "skipped": {}})
+    cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider"
+                   for p in (providers or default_providers()))
+    source = probe_batches(feeds)
+    probed = sorted(set(source))
+    diffs = {n: {k: np.zeros(np.shape(ref[n][k])) for k in probed} for n in floats}
+    seen: dict[str, dict[str, float]] = {}
+    for probe, make, optimize in _probe_models(a, ref, floats, seed, cpu_only, skipped):
+        model = a if make is None else make()
+        if model is None:
+            continue
         try:
-            probes["float64"] = make_session(LoadedModel(wide, a.label + " (float64)"), optimize=False,
-                                             providers=providers, verbose=verbose)
+            sess = make_session(model, optimize=optimize, providers=providers, verbose=verbose)
         except ModelRunError as e:  # e.g. ORT's CPU Conv has no float64 kernel
-            skipped["float64"] = str(e).split(": ", 1)[-1][:200]
-    seen = {p: dict.fromkeys(floats, 0.0) for p in probes}
-    for k, feed in enumerate(feeds):
-        for p, sess in probes.items():
-            given = feed if p != "float64" else {
+            skipped[probe] = str(e).split(": ", 1)[-1][:200]
+            continue
+        seen[probe] = dict.fromkeys(floats, 0.0)
+        for k in probed:
+            feed = feeds[k]
+            given = feed if probe != "float64" else {
                 n: v.astype(np.float64) if v.dtype == np.float32 else v for n, v in feed.items()}
-            out = run_session(sess, a, given, list(floats), k)
+            out = run_session(sess, model, given, list(floats), k)
             for n in floats:
                 x, y = ref[n][k].astype(np.float64), np.asarray(out[n], np.float64)
-                fin = np.isfinite(x) & np.isfinite(y)
-                if fin.any():
-                    seen[p][n] = max(seen[p][n], float(np.abs(x - y)[fin].max()))
-    noise, floor = {}, {}
+                if x.shape != y.shape:
+                    continue
+                with np.errstate(invalid="ignore", over="ignore"):
+                    d = np.where(np.isfinite(x) & np.isfinite(y), np.abs(x - y), 0.0)
+                diffs[n][k] = np.maximum(diffs[n][k], d)
+                if d.size:
+                    seen[probe][n] = max(seen[probe][n], float(d.max()))
+            del out
+        del sess, model
+    per_batch, floor = {}, {}
     for n in floats:
-        eps = float(np.finfo(ref[n][0].dtype).eps)
-        mags = [float(np.abs(r[np.isfinite(r)]).max()) for r in ref[n] if np.isfinite(r).any()]
-        floor[n] = eps * max(mags, default=0.0)
-        noise[n] = max([floor[n], *(seen[p][n] for p in probes)])
-    return noise, {"probes": seen, "floor": floor, "skipped": skipped}
+        per_batch[n], floor[n] = element_noise(ref[n], diffs[n], source)
+    return Noise(per_batch, floor, {"probes": seen, "floor": floor, "skipped": skipped,
+                                    "rule": "per element", "probed_batches": probed})

@@ -19,14 +19,15 @@ def tiny_for(dtype: np.dtype) -> float:
     return float(np.finfo(dtype).tiny) if np.dtype(dtype).kind == "f" else float(np.finfo(np.float64).tiny)
 
 
-def elementwise(a: np.ndarray, b: np.ndarray, tol: Tolerance):
+def elementwise(a: np.ndarray, b: np.ndarray, tol: Tolerance, atol: np.ndarray | None = None):
     """Per element: ``|a-b|``, relative difference, failed mask, non-finite masks, atol needed.
 
     Computed in float64 (integer outputs compare ``a != b`` exactly, whatever their size).
     ``diff``/``rel``/``need`` are 0 wherever either side is non-finite: those elements are
     counted apart (``nonfinite``: NaN/Inf in either model; ``mismatch``: not the same
     non-finite value in both). Every non-finite element fails unless ``tol.allow_nan``; then
-    only mismatches fail.
+    only mismatches fail. ``atol`` (calibrated tolerance: ``K x`` the noise of each element,
+    broadcasting against ``a``) replaces ``tol.atol`` element by element.
     """
     a = np.asarray(a)
     b = np.asarray(b)
@@ -41,7 +42,7 @@ def elementwise(a: np.ndarray, b: np.ndarray, tol: Tolerance):
         absa = np.abs(a64)
         rel = np.where(finite, diff / np.maximum(absa, tiny_for(a.dtype)), 0.0)
         over_rtol = diff > tol.rtol * absa
-        failed = finite & (diff > tol.atol) & over_rtol
+        failed = finite & (diff > (tol.atol if atol is None else atol)) & over_rtol
         if a.dtype.kind in "iub" and tol.atol == 0 and tol.rtol == 0:
             failed = np.asarray(a != b)  # exact, also beyond float64's 2**53
         failed = failed | (mismatch if tol.allow_nan else nonfinite)
@@ -50,7 +51,8 @@ def elementwise(a: np.ndarray, b: np.ndarray, tol: Tolerance):
 
 
 def compare_output(
-    name: str, pairs: Sequence[tuple[np.ndarray, np.ndarray]], tol: Tolerance, noise: float | None = None
+    name: str, pairs: Sequence[tuple[np.ndarray, np.ndarray]], tol: Tolerance, noise: float | None = None,
+    element_noise: Sequence[np.ndarray] | None = None, k: float | None = None,
 ) -> OutputDiff:
     """Compare reference arrays ``a`` against candidate arrays ``b``, one pair per batch.
 
@@ -59,7 +61,9 @@ def compare_output(
     largest ``|a-b|`` (a failing NaN/Inf first, in batch then C order); when nothing fails,
     the element with the largest ``|a-b|``. ``min_atol_to_pass`` is the smallest ``atol``
     that, with ``tol.rtol``, passes every finite element (``inf`` when a NaN/Inf fails).
-    ``noise`` (calibrated tolerance) is recorded with ``max_abs / noise``.
+    ``noise`` (calibrated tolerance) is the output's noise floor; with ``element_noise`` (per pair,
+    broadcasting against its arrays) and ``k`` an element fails iff ``|a-b| > k x`` its own noise,
+    and ``noise_ratio`` is the largest ``|a-b| / noise`` of an element (the ``K`` it would need).
     """
     diffs = []
     max_rel = min_atol = 0.0
@@ -67,9 +71,17 @@ def compare_output(
     nan_a = nan_b = inf_a = inf_b = 0
     nonfinite_at: list[tuple[int, tuple[int, ...]]] = []
     best = None  # (rank, diff, batch, flat index): rank 2 failing non-finite, 1 failing, 0 passing
+    ratio = 0.0
+    factor = k
     for k, (a, b) in enumerate(pairs):
         a, b = np.asarray(a), np.asarray(b)
-        diff, rel, failed, nonfinite, mismatch, need = elementwise(a, b, tol)
+        en = None if element_noise is None else np.asarray(element_noise[k])
+        diff, rel, failed, nonfinite, mismatch, need = elementwise(
+            a, b, tol, None if en is None else factor * en)
+        if en is not None and diff.size:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.where(diff > 0, diff / np.maximum(en, 1e-300), 0.0)
+            ratio = max(ratio, float(r.max()))
         n_failed += int(failed.sum())
         n_mismatch += int(mismatch.sum())
         if a.dtype.kind == "f":
@@ -100,11 +112,14 @@ def compare_output(
     n_fin = int(alld.size)
     n = sum(int(np.asarray(a).size) for a, _ in pairs)
     a0 = np.asarray(pairs[0][0]) if pairs else np.zeros(0, np.float32)
+    worst_noise = None
     if best is None:
         wk, widx, av, bv = 0, (), 0.0, 0.0
     else:
         _, _, wk, i, wa, wb = best
         widx, av, bv = _idx(i, wa.shape), _scalar(wa.flat[i]), _scalar(wb.flat[i])
+        if element_noise is not None:
+            worst_noise = float(np.broadcast_to(np.asarray(element_noise[wk]), wa.shape).flat[i])
     nonfinite_fail = (n_mismatch if tol.allow_nan else nan_a + nan_b + inf_a + inf_b) > 0
     max_abs = float(alld.max()) if n_fin else 0.0
     return OutputDiff(
@@ -131,6 +146,8 @@ def compare_output(
         atol=tol.atol,
         rule=tol.kind,
         noise=noise,
+        ratio=ratio if element_noise is not None else None,
+        worst_noise=worst_noise,
         ok=n_failed == 0,
     )
 

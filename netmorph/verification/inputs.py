@@ -8,10 +8,13 @@ Random batches are made to reach the function:
   once** across the batches (extra batches are added when the requested ones are too small),
   so a change to any one embedding row shows; larger tables are sampled uniformly.
 * **float inputs** are N(0, 1), or uniform in ``--range LO:HI``; **bool inputs** fair coins.
-* **shapes**: a symbolic/unknown dim 0 is ``batch_size``; every other symbolic/unknown dim takes
+* **shapes**: every symbolic/unknown dim takes two sizes in alternate batches, unless
+  ``--dim NAME=SIZE`` binds it: dim 0 is ``batch_size`` in even batches and ``batch_size + 1`` in
+  odd ones (so a child that only runs at one batch size fails); every other one takes
   ``DIM_SIZES[k % 2]`` in batch ``k`` (8, then 1), the same size for every dim of that batch so
-  inputs sharing a length agree, unless ``--dim NAME=SIZE`` binds it. With two or more batches
-  each such dim is exercised at two sizes.
+  inputs sharing a length agree. With two or more batches each such dim is exercised at two
+  sizes. Where the reference cannot run at these sizes, :func:`size_candidates` gives the others
+  tried (its limit, not the candidate's).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import onnx
 from ..ir import TensorType
 from .errors import InputsError, OptionsError
 from .interface import Interface
+from .limits import MAX_COVER_BATCHES, max_input_bytes
 from .models import ModelSource, load_model
 from .options import VerifyOptions
 from .ranges import IntRange, infer_int_ranges
@@ -47,6 +51,10 @@ COVER_ROWS = 1024
 DIM_SIZES = (8, 1)
 """Sizes of unbound symbolic dims (other than dim 0) in even / odd batches."""
 
+FALLBACK_DIM_SIZES = ((32, 16), (64, 32), (224, 160))
+"""Sizes of the other symbolic dims tried, in order, when the reference fails at ``DIM_SIZES``
+(an image model whose strides need a larger side)."""
+
 
 @dataclass(frozen=True)
 class InputPlan:
@@ -55,15 +63,21 @@ class InputPlan:
     ranges: dict[str, IntRange | tuple[float, float]]
     batch_dims: list[dict[str, int]]
     coverage_batches: int
+    note: str = ""
+    capped: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         r: dict[str, Any] = {}
         for n, v in self.ranges.items():
             if isinstance(v, IntRange):
-                r[n] = {"lo": v.lo, "hi": v.hi, "source": v.source, "covered": v.size <= COVER_ROWS}
+                covered = v.size <= COVER_ROWS and n not in self.capped
+                r[n] = {"lo": v.lo, "hi": v.hi, "source": v.source, "covered": covered}
             else:
                 r[n] = {"lo": v[0], "hi": v[1], "source": "--range"}
-        return {"ranges": r, "batch_dims": self.batch_dims, "coverage_batches": self.coverage_batches}
+        d = {"ranges": r, "batch_dims": self.batch_dims, "coverage_batches": self.coverage_batches}
+        if self.note:
+            d["note"] = self.note
+        return d
 
 
 def _dtype(name: str, t: TensorType | None) -> np.dtype:
@@ -110,15 +124,34 @@ def batch_shape(name: str, t: TensorType | None, batch_size: int, dims: Mapping[
         elif isinstance(d, str) and d in dims:
             shape.append(dims[d])
         else:
-            shape.append(batch_size if i == 0 else dims.get("?", other))
+            shape.append(dims.get("?0", batch_size) if i == 0 else dims.get("?", other))
     return tuple(shape)
 
 
-def plan_inputs(model: onnx.ModelProto, iface: Interface, opts: VerifyOptions) -> InputPlan:
+def size_candidates(iface: Interface, opts: VerifyOptions) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """``(dim 0 sizes, other dims' sizes)`` to try in order: the default first, then (where the
+    reference fails there) one batch size, and larger sizes for the other symbolic dims."""
+    batch_names, other_names = symbolic_dims(iface)
+    bs = opts.batch_size
+    free0 = any(t is not None and t.shape and not isinstance(t.shape[0], int) and t.shape[0] not in opts.dims
+                for t in iface.inputs.values())
+    free = bool(other_names - set(opts.dims)) or any(
+        not isinstance(d, int | str) or d == ""
+        for t in iface.inputs.values() if t and t.shape for d in t.shape[1:])
+    zeros = [(bs, bs + 1), (bs, bs)] if free0 else [(bs, bs)]
+    others = [DIM_SIZES, *FALLBACK_DIM_SIZES] if free else [DIM_SIZES]
+    return [(z, o) for o in others for z in zeros]
+
+
+def plan_inputs(model: onnx.ModelProto, iface: Interface, opts: VerifyOptions,
+                sizes: tuple[tuple[int, int], tuple[int, int]] | None = None) -> InputPlan:
     """Ranges for every input and the dim sizes of each of ``opts.batches`` batches.
 
-    Raises :class:`OptionsError` for a ``--dim``/``--range`` naming nothing in the model.
+    ``sizes``: ``(dim 0 sizes, other dims' sizes)`` in even / odd batches (default: the first of
+    :func:`size_candidates`). Raises :class:`OptionsError` for a ``--dim``/``--range`` naming
+    nothing in the model.
     """
+    zero, other = sizes or ((opts.batch_size, opts.batch_size + 1), DIM_SIZES)
     batch_names, other_names = symbolic_dims(iface)
     unnamed = any(not isinstance(d, int | str) or d == "" for t in iface.inputs.values() if t and t.shape
                   for d in t.shape[1:])
@@ -145,19 +178,26 @@ def plan_inputs(model: onnx.ModelProto, iface: Interface, opts: VerifyOptions) -
                 raise OptionsError(f"--range {n}={lo:g}:{hi:g} holds no integer")
         elif kind in "iu":
             ranges[n] = inferred.get(n, IntRange(0, SMALL_INT_HIGH - 1, "default"))
-    sizes = [{d: opts.dims.get(d, opts.batch_size) for d in batch_names}
-             | {d: opts.dims.get(d, DIM_SIZES[k % 2]) for d in other_names}
-             | ({"?": DIM_SIZES[k % 2]} if unnamed else {}) for k in range(opts.batches)]
-    # coverage: extra batches (at the large size) until every covered range fits
-    extra = 0
+    unnamed0 = any(t is not None and t.shape and not isinstance(t.shape[0], int) and not t.shape[0]
+                   for t in iface.inputs.values())
+    sizes = [{d: opts.dims.get(d, zero[k % 2]) for d in batch_names}
+             | {d: opts.dims.get(d, other[k % 2]) for d in other_names}
+             | ({"?": other[k % 2]} if unnamed else {})
+             | ({"?0": zero[k % 2]} if unnamed0 else {}) for k in range(opts.batches)]
+    # coverage: extra batches (at the large size) until every covered range fits, at most
+    # MAX_COVER_BATCHES (a larger table with tiny batches is sampled, and says so)
+    extra, capped = 0, set()
     for n, r in ranges.items():
         if isinstance(r, IntRange) and r.size <= COVER_ROWS:
             per = [int(np.prod(batch_shape(n, iface.inputs[n], opts.batch_size, sizes[k])))
                    for k in range(opts.batches)]
             have, big = sum(per), max(per[0], 1)
-            extra = max(extra, math.ceil(max(r.size - have, 0) / big))
+            need = math.ceil(max(r.size - have, 0) / big)
+            if need > MAX_COVER_BATCHES:
+                capped.add(n)
+            extra = max(extra, min(need, MAX_COVER_BATCHES))
     sizes += [sizes[0]] * extra
-    return InputPlan(ranges, sizes, extra)
+    return InputPlan(ranges, sizes, extra, capped=frozenset(capped))
 
 
 def _values(r: IntRange | tuple[float, float] | None, dtype: np.dtype, total: int,
@@ -179,10 +219,11 @@ def _values(r: IntRange | tuple[float, float] | None, dtype: np.dtype, total: in
     return vals.astype(dtype)
 
 
-def random_batches(iface: Interface, opts: VerifyOptions, model: onnx.ModelProto | None = None
+def random_batches(iface: Interface, opts: VerifyOptions, model: onnx.ModelProto | None = None,
+                   sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
                    ) -> tuple[list[Batch], InputPlan]:
     """Seeded random feeds for ``iface`` following ``opts`` (deterministic for a given seed)."""
-    plan = plan_inputs(model if model is not None else onnx.ModelProto(), iface, opts)
+    plan = plan_inputs(model if model is not None else onnx.ModelProto(), iface, opts, sizes)
     rng = np.random.default_rng(opts.seed)
     shapes = [{n: batch_shape(n, t, opts.batch_size, dims) for n, t in iface.inputs.items()}
               for dims in plan.batch_dims]
@@ -224,6 +265,18 @@ def load_npz(path: str | os.PathLike) -> Batch:
 
 
 def _read_npz(p: Path) -> list[Batch]:
+    from ..data.npz import check_declared_sizes
+    from ..errors import NetmorphError
+
+    try:
+        with zipfile.ZipFile(p) as zf:
+            names = tuple(i.filename.removesuffix(".npy") for i in zf.infolist())
+        check_declared_sizes(p, names, limit=max_input_bytes(), limit_name="NETMORPH_MAX_VERIFY_INPUT_BYTES")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputsError(f"{p}: not a readable .npz file ({msg})") from None
+    except NetmorphError as e:
+        raise InputsError(str(e)) from None
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -274,6 +327,9 @@ def _check_batch(batch: Mapping[str, np.ndarray], iface: Interface, where: str) 
     out: Batch = {}
     for name, t in iface.inputs.items():
         arr = np.asarray(batch[name])
+        if arr.size == 0:
+            raise InputsError(f"{where}: input {name!r} has shape {tuple(arr.shape)}, no elements: "
+                              "nothing would be compared")
         if t is not None and t.elem_type:
             want = t.dtype
             if arr.dtype != want:

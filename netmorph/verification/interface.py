@@ -69,7 +69,9 @@ def check_same_interface(a: Interface, b: Interface, label_a: str, label_b: str)
 def renamed(b: Interface, name_map: dict[str, str], a: Interface, label_a: str, label_b: str) -> Interface:
     """``b``'s interface under ``a``'s names: ``name_map`` maps a's name -> b's (``--map``).
 
-    Raises :class:`InterfaceMismatchError` when a mapped name is not in its model.
+    Raises :class:`InterfaceMismatchError` when a mapped name is not in its model, or when ``b``
+    has an input/output of its own under the name another of its names is mapped to (``--map
+    logits=out2`` while ``b`` has a ``logits`` too): that one would be hidden, never compared.
     """
     if not name_map:
         return b
@@ -80,5 +82,10 @@ def renamed(b: Interface, name_map: dict[str, str], a: Interface, label_a: str, 
         if bn not in b_names:
             raise InterfaceMismatchError(f"--map {an}={bn}: {label_b} has no input or output {bn!r}")
     back = {bn: an for an, bn in name_map.items()}
+    for an, bn in name_map.items():
+        if an != bn and an in b_names and an not in back:
+            raise InterfaceMismatchError(
+                f"--map {an}={bn}: {label_b} has its own {an!r} too, which would be hidden; map that one "
+                f"to a name of {label_a} as well, or rename it")
     return Interface({back.get(n, n): t for n, t in b.inputs.items()},
                      {back.get(n, n): t for n, t in b.outputs.items()})

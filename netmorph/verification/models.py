@@ -1,4 +1,9 @@
-"""Turning what the user hands us (Graph, ModelProto or file path) into ONNX bytes for ORT."""
+"""Turning what the user hands us (Graph, ModelProto or file path) into a model ORT can load.
+
+A model read from a file is handed to ONNX Runtime by its **path** (ORT reads the file and its
+external data itself, after :func:`~netmorph.onnx_io.read_model_proto` has checked them), so no
+serialised copy of the model is made and models with external data over 2 GiB load; a model
+given in memory is handed over as bytes."""
 
 from __future__ import annotations
 
@@ -21,9 +26,14 @@ class LoadedModel:
 
     proto: onnx.ModelProto
     label: str
+    path: Path | None = None
+
+    def ort_source(self) -> str | bytes:
+        """What ``onnxruntime.InferenceSession`` is given: the file's path, else the bytes."""
+        return str(self.path) if self.path is not None else self.serialized()
 
     def serialized(self) -> bytes:
-        """The model as bytes (ORT is always handed bytes, never a path)."""
+        """The model as bytes (for a model given in memory)."""
         try:
             return self.proto.SerializeToString()
         except ValueError as e:  # protobuf refuses messages over 2 GiB
@@ -43,7 +53,7 @@ def load_model(source: ModelSource, role: str) -> LoadedModel:
         return LoadedModel(source, f"model {role} (ModelProto {name!r})")
     if isinstance(source, str | os.PathLike):
         try:
-            return LoadedModel(read_model_proto(source), str(Path(source)))
+            return LoadedModel(read_model_proto(source), str(Path(source)), Path(source))
         except OSError as e:
             raise OnnxFormatError(f"{Path(source)}: cannot read ({e.strerror or e})") from None
     raise TypeError(

@@ -32,7 +32,8 @@ class VerifyOptions:
     ----------
     seed, batches, batch_size
         Random inputs: ``batches`` seeded batches (more are added to cover embedding tables, see
-        :mod:`~netmorph.verification.inputs`); a symbolic dim 0 is ``batch_size``.
+        :mod:`~netmorph.verification.inputs`); a symbolic dim 0 is ``batch_size`` in even batches
+        and ``batch_size + 1`` in odd ones.
     dims
         Symbolic dim name -> size, in every batch. Unbound symbolic dims other than dim 0 take
         two sizes (``DIM_SIZES``) in alternating batches.
@@ -42,15 +43,19 @@ class VerifyOptions:
     rtol, atol, output_rtol, output_atol
         Global tolerances, and per output name overrides.
     tolerance
-        ``"fixed"`` (rtol/atol) or ``"calibrated"`` / ``"calibrated:K"``: an element fails iff
-        ``|a-b| > K * noise`` of its output (see :mod:`~netmorph.verification.calibrate`).
-        Per-output ``output_atol``/``output_rtol`` still win for the outputs they name.
+        ``"calibrated"`` (default) / ``"calibrated:K"``: an element fails iff ``|a-b| > K * noise``
+        of that element (see :mod:`~netmorph.verification.calibrate`); or ``"fixed"`` (rtol/atol,
+        Polygraphy's rule). Per-output ``output_atol``/``output_rtol`` still win for the outputs
+        they name.
     allow_nan
         Matching NaN/Inf positions count as equal (default: any NaN/Inf fails).
     providers
         ONNX Runtime providers; ``None`` = CUDA when usable, else CPU.
     optimize_b
-        Run ``b`` with ORT's graph optimisations.
+        Run ``b`` with ORT's graph optimisations only (default: as written, then optimised).
+    check_optimized_b
+        Also run ``b`` with ORT's default graph optimisations, the way users run it, and require
+        both runs to pass (default ``True``).
     name_map
         Model ``a``'s input/output name -> model ``b``'s, for names that differ.
     verbose
@@ -66,10 +71,11 @@ class VerifyOptions:
     atol: float = 1e-5
     output_rtol: Mapping[str, float] = field(default_factory=dict)
     output_atol: Mapping[str, float] = field(default_factory=dict)
-    tolerance: str = "fixed"
+    tolerance: str = "calibrated"
     allow_nan: bool = False
     providers: Sequence[Any] | None = None
     optimize_b: bool = False
+    check_optimized_b: bool = True
     name_map: Mapping[str, str] = field(default_factory=dict)
     verbose: bool = False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -76,10 +77,17 @@ class OutputDiff:
     atol: float = 0.0
     rule: str = "fixed"
     noise: float | None = None
+    ratio: float | None = None
+    worst_noise: float | None = None
+    worst_run: str = ""
 
     @property
     def noise_ratio(self) -> float | None:
-        """``max_abs / noise`` under calibrated tolerance (``None`` otherwise)."""
+        """Under calibrated tolerance the largest ``|a-b| / noise`` of an element (each element
+        against its own noise), or ``max_abs / noise`` when that was not recorded; ``None``
+        otherwise."""
+        if self.ratio is not None:
+            return self.ratio
         if self.noise is None:
             return None
         return self.max_abs / self.noise if self.noise > 0 else (0.0 if self.max_abs == 0 else math.inf)
@@ -103,7 +111,8 @@ class OutputDiff:
         return {k: _num(v) for k, v in d.items()}
 
     def where(self) -> str:
-        return f"{_fmt_idx(self.worst_index)} of batch {self.worst_batch}"
+        run = f" ({self.worst_run})" if self.worst_run else ""
+        return f"{_fmt_idx(self.worst_index)} of batch {self.worst_batch}{run}"
 
     def nonfinite_text(self) -> str:
         """``NaN a 3 / b 3, Inf a 0 / b 1, at (0, 2) of batch 0, (1, 4) of batch 0 …`` (or empty)."""
@@ -128,7 +137,10 @@ class VerifyReport:
     when none fails: the output with the largest ``max_abs``); ``worst_index`` is where in it.
     ``provider`` is the execution provider model ``a`` ran on. ``tolerance`` is ``fixed`` or
     ``calibrated:K``; ``plan`` says how random inputs were made (ranges per input, dim sizes per
-    batch, coverage batches); ``calibration`` what each probe measured.
+    batch, coverage batches); ``calibration`` what each probe measured. ``outputs`` compare ``b``
+    as written; ``optimised_outputs`` ``b`` with ONNX Runtime's default graph optimisations (both
+    must pass); ``b_failure`` says why ``b`` failed where ``a`` runs (it cannot run, or gives
+    another output shape). ``rule_source`` says why the rule in ``tolerance`` decided.
     """
 
     outputs: list[OutputDiff]
@@ -147,18 +159,23 @@ class VerifyReport:
     allow_nan: bool = False
     plan: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    rule_source: str = ""
+    b_runs: list[str] = field(default_factory=list)
+    b_failure: str | None = None
+    optimised_outputs: list[OutputDiff] = field(default_factory=list)
 
     # -- the verdict ----------------------------------------------------------------------
     @property
     def ok(self) -> bool:
-        return all(o.ok for o in self.outputs)
+        return (self.b_failure is None and all(o.ok for o in self.outputs)
+                and all(o.ok for o in self.optimised_outputs))
 
     @property
     def worst(self) -> OutputDiff | None:
         failed = self.failed_outputs
         if failed:  # a NaN/Inf failure first, then the largest excess over its own tolerance
-            return max(failed,
-                       key=lambda o: (o.min_atol_to_pass == math.inf, o.max_abs / max(o.atol, 1e-300)))
+            return max(failed, key=lambda o: (o.min_atol_to_pass == math.inf, o.noise_ratio if o.noise_ratio
+                                              is not None else o.max_abs / max(o.atol, 1e-300)))
         return max(self.outputs, key=lambda o: o.max_abs, default=None)
 
     @property
@@ -186,6 +203,11 @@ class VerifyReport:
     # -- presentation ---------------------------------------------------------------------
     def failure_line(self) -> str:
         """One line on the worst failing output, naming a failing element (empty when it passed)."""
+        if self.b_failure is not None:
+            return self.b_failure
+        if all(o.ok for o in self.outputs) and not all(o.ok for o in self.optimised_outputs):
+            opt = dataclasses.replace(self, outputs=self.optimised_outputs, optimised_outputs=[])
+            return "B with ONNX Runtime's graph optimisations: " + opt.failure_line()
         w = self.worst
         if self.ok or w is None:
             return ""
@@ -200,9 +222,10 @@ class VerifyReport:
         if w.rule == "exact":
             rule = f"differs at {w.where()} {vals}, compared exactly ({w.dtype})"
         elif w.rule == "calibrated":
-            rule = (f"abs {_g(abs(w.a_value - w.b_value))} at {w.where()} {vals} > atol {_g(w.atol)} "
-                    f"= {self.tolerance[11:] or 'K'} x noise {_g(w.noise or 0.0)} "
-                    f"(ratio {_g(w.noise_ratio or 0)})")
+            k = self.tolerance[11:] or "K"
+            noise = w.worst_noise if w.worst_noise is not None else (w.noise or 0.0)
+            rule = (f"abs {_g(abs(w.a_value - w.b_value))} at {w.where()} {vals} > {k} x noise {_g(noise)} "
+                    f"of that element (ratio {_g(w.noise_ratio or 0)}; rule calibrated)")
         else:
             rule = (f"abs {_g(abs(w.a_value - w.b_value))} at {w.where()} {vals} > atol {w.atol:g} "
                     f"and > rtol {w.rtol:g} x |a|")
@@ -212,8 +235,10 @@ class VerifyReport:
     def summary(self) -> str:
         """One line: the verdict, the largest errors, the tolerance and where it ran."""
         verdict = "equivalent" if self.ok else "NOT equivalent"
-        tol = (f"calibrated K={self.tolerance[11:]}" if self.tolerance.startswith("calibrated")
-               else f"rtol {self.rtol:g}, atol {self.atol:g}")
+        tol = (f"calibrated rule, K={self.tolerance[11:]}" if self.tolerance.startswith("calibrated")
+               else f"fixed rule, rtol {self.rtol:g}, atol {self.atol:g}")
+        if self.rule_source:
+            tol += f" ({self.rule_source})"
         nf = sum(o.has_nonfinite for o in self.outputs)
         nan = f", NaN/Inf in {nf} output(s)" if nf else ""
         return (
@@ -266,11 +291,16 @@ class VerifyReport:
             "provider": self.provider,
             "optimized_b": self.optimized_b,
             "tolerance": self.tolerance,
+            "rule": "calibrated" if self.tolerance.startswith("calibrated") else "fixed",
+            "rule_source": self.rule_source,
+            "b_runs": list(self.b_runs),
+            "b_failure": self.b_failure,
             "allow_nan": self.allow_nan,
             "failure": self.failure_line() or None,
             "plan": self.plan,
             "calibration": self.calibration,
             "outputs": [o.to_dict() for o in self.outputs],
+            "optimised_outputs": [o.to_dict() for o in self.optimised_outputs],
             **self.extra,
         }
 

@@ -69,7 +69,7 @@ def set_logging(verbose: bool) -> None:
 
 def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any] | None = None,
                  verbose: bool = False):
-    """An ``InferenceSession`` on ``model``'s bytes.
+    """An ``InferenceSession`` on ``model`` (its file path, else its bytes).
 
     ``optimize=False`` disables every graph optimisation (``ORT_DISABLE_ALL``), so ORT runs
     the graph as written; ``True`` uses ORT's default (``ORT_ENABLE_ALL``).
@@ -85,7 +85,7 @@ def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any]
     so.log_severity_level = 2 if verbose else 4  # fallbacks are reported through get_providers()
     chosen = list(providers) if providers is not None else default_providers()
     try:
-        data = model.serialized()
+        data = model.ort_source()
     except ValueError as e:
         raise ModelRunError(str(e)) from None
     try:

@@ -1,0 +1,79 @@
+"""Reference outputs and calibration noise remembered within one process.
+
+A ``PassManager`` verifies child ``k`` against parent ``k`` and then uses child ``k`` as parent
+``k + 1``; an approximate pass verifies two children against the same parent. Both would run the
+same model on the same batches again (and recompute its calibration). The cache keys what was
+computed by the model's **content** (a digest of every node and tensor, so a model changed in
+place is a different model) and of the batches, and keeps the last :data:`ENTRIES` models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+ENTRIES = 3
+"""Models remembered (each holds its outputs over all batches, bounded by the output limit)."""
+
+
+@dataclass
+class Remembered:
+    ref: dict[str, list[np.ndarray]]
+    provider: str
+    noise: Any = None
+    reused: bool = False
+
+
+_CACHE: OrderedDict[tuple, Remembered] = OrderedDict()
+
+
+def model_digest(model: onnx.ModelProto) -> str:
+    """A digest of ``model``'s nodes, inputs, outputs and tensors (one tensor copied at a time)."""
+    h = hashlib.blake2b(digest_size=20)
+    g = model.graph
+    for part in (*g.node, *g.input, *g.output, *g.initializer, *g.sparse_initializer):
+        h.update(part.SerializeToString())
+    for op in model.opset_import:
+        h.update(f"{op.domain}:{op.version};".encode())
+    return h.hexdigest()
+
+
+def feeds_digest(feeds: Sequence[dict[str, np.ndarray]]) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for feed in feeds:
+        for name in sorted(feed):
+            v = np.ascontiguousarray(feed[name])
+            h.update(f"{name}:{v.dtype.str}:{v.shape};".encode())
+            h.update(memoryview(v).cast("B"))
+    return h.hexdigest()
+
+
+def key(model_key: str, feeds_key: str, opts: Any) -> tuple:
+    providers = None if opts.providers is None else tuple(
+        p if isinstance(p, str) else p[0] for p in opts.providers)
+    return model_key, feeds_key, providers, opts.seed
+
+
+def get(k: tuple) -> Remembered | None:
+    hit = _CACHE.get(k)
+    if hit is not None:
+        _CACHE.move_to_end(k)
+    return hit
+
+
+def put(k: tuple, value: Remembered) -> None:
+    _CACHE[k] = value
+    _CACHE.move_to_end(k)
+    while len(_CACHE) > ENTRIES:
+        _CACHE.popitem(last=False)
+
+
+def clear() -> None:
+    """Forget everything (tests; or to release the memory)."""
+    _CACHE.clear()

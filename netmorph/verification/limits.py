@@ -1,0 +1,24 @@
+"""Size limits of a verification: what one check may read, hold and run (see docs/verify.md).
+
+Bytes limits can be raised through environment variables for genuinely large models; every
+limit is checked *before* the memory is allocated (declared sizes of ``.npz`` members, declared
+output shapes) or as soon as a run shows it (outputs of a symbolic size).
+"""
+
+from __future__ import annotations
+
+from ..limits import _env_bytes
+
+MAX_COVER_BATCHES = 64
+"""Most coverage batches added to reach every value of an embedding table; past it the table is
+sampled (the plan's ``covered`` says so)."""
+
+
+def max_input_bytes() -> int:
+    """Largest total of the arrays of ``--inputs`` (declared sizes, checked before decompressing)."""
+    return _env_bytes("NETMORPH_MAX_VERIFY_INPUT_BYTES", 1 << 30)
+
+
+def max_output_bytes() -> int:
+    """Largest total of one model's outputs over all batches (they are held for the comparison)."""
+    return _env_bytes("NETMORPH_MAX_VERIFY_OUTPUT_BYTES", 1 << 30)
