@@ -1,4 +1,4 @@
-"""Morph passes and the ``PassManager`` (one pass per module).
+"""Morph passes and the ``PassManager`` (one pass per module, registered by discovery).
 
 >>> from netmorph.passes import PassManager, get_pass
 >>> child, reports = PassManager().run(graph, [get_pass("deepen")])
@@ -13,9 +13,11 @@ from .grow_kernel import GrowKernel
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .manager import PassManager
-from .registry import PASSES, get_pass, list_passes, register
+from .registry import PASSES, discover, get_pass, list_passes, register
 from .restore_bn import RestoreBN
 from .widen import Widen, WidenLevel
+
+discover()
 
 __all__ = [
     "PASSES", "Contract", "ConvSolve", "ConvSplit", "Deepen", "DeepenLevel", "DuplicateBlock", "GrowKernel",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import PreconditionError
-from ..ir import Graph
+from ..ir import Graph, Value
 from .base import Option, Pass, PassContext
 from .layers import channels_of, find_value, identity_bn_node, insert_chain_after
 
@@ -17,16 +16,13 @@ class InsertIdentityBN(Pass):
 
     name = "insert-identity-bn"
     summary = "Insert an identity BatchNorm (gamma 1, beta 0, mean 0, var 1-eps) after a value."
-    option_specs = (Option("value", str, None, "the NCHW value to follow (required)"),)
+    option_specs = (Option("value", str, None, "the NCHW value to follow", required=True),)
 
-    def requires(self, graph: Graph) -> None:
-        if not self.options["value"]:
-            raise PreconditionError(f"{self.name}: say which value to follow (--value NAME)")
+    def requires(self, graph: Graph) -> tuple[Value, int]:
         v = find_value(graph, self.options["value"])
-        channels_of(v, self.name)
+        return v, channels_of(v, self.name)
 
-    def call(self, graph: Graph, ctx: PassContext) -> None:
-        v = graph.value(self.options["value"])
-        node = identity_bn_node(graph, v, channels_of(v, self.name), name=f"{v.name}.bn_id",
-                                dtype=v.type.dtype)
+    def call(self, graph: Graph, ctx: PassContext, plan: tuple[Value, int]) -> None:
+        v, channels = plan
+        node = identity_bn_node(graph, v, channels, name=f"{v.name}.bn_id", dtype=v.type.dtype)
         insert_chain_after(graph, v, [node], node.output)

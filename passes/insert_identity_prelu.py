@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import PreconditionError
-from ..ir import Graph
+from ..ir import Graph, Value
 from .base import Option, Pass, PassContext
 from .layers import channels_of, find_value, identity_prelu_node, insert_chain_after
 
@@ -13,15 +12,13 @@ class InsertIdentityPReLU(Pass):
 
     name = "insert-identity-prelu"
     summary = "Insert an identity PReLU (slope 1, shape (C,1,1)) after a value."
-    option_specs = (Option("value", str, None, "the NCHW value to follow (required)"),)
+    option_specs = (Option("value", str, None, "the NCHW value to follow", required=True),)
 
-    def requires(self, graph: Graph) -> None:
-        if not self.options["value"]:
-            raise PreconditionError(f"{self.name}: say which value to follow (--value NAME)")
-        channels_of(find_value(graph, self.options["value"]), self.name)
+    def requires(self, graph: Graph) -> tuple[Value, int]:
+        v = find_value(graph, self.options["value"])
+        return v, channels_of(v, self.name)
 
-    def call(self, graph: Graph, ctx: PassContext) -> None:
-        v = graph.value(self.options["value"])
-        node = identity_prelu_node(graph, v, channels_of(v, self.name), name=f"{v.name}.prelu_id",
-                                   dtype=v.type.dtype)
+    def call(self, graph: Graph, ctx: PassContext, plan: tuple[Value, int]) -> None:
+        v, channels = plan
+        node = identity_prelu_node(graph, v, channels, name=f"{v.name}.prelu_id", dtype=v.type.dtype)
         insert_chain_after(graph, v, [node], node.output)
