@@ -35,7 +35,8 @@ def _help(decls: list[tuple[str, Any]]) -> str:
     """One help text per option: each distinct declaration's help, with the passes that declare it."""
     by_help: dict[str, list[str]] = {}
     for pass_name, o in decls:
-        extra = [f"default {o.default}"] if o.default is not None else []
+        d = o.default
+        extra = [] if d is None else [f"default {d:g}" if isinstance(d, float) else f"default {d}"]
         if o.bounds():
             extra.append(o.bounds())
         text = o.help + (f" ({', '.join(extra)})" if extra else "")
@@ -124,25 +125,13 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
     declares, and an option no chosen pass declares is refused."""
     from netmorph.errors import PreconditionError
     from netmorph.limits import MAX_REPEAT, check_int
-    from netmorph.passes import PASSES, get_pass
+    from netmorph.passes.registry import make_passes, passes
 
-    for n in names:
-        if n not in PASSES:
+    for n in names:  # an unknown name first, before any option is judged
+        if n not in passes():
             raise PreconditionError(f"no pass named {n!r} (see `netmorph passes`)")
     repeat = check_int("--repeat", repeat, None, MAX_REPEAT)  # below 1: refused after the names
-    given = {k: v for k, v in given.items() if v is not None}
-    used: set[str] = set()
-    built = []
-    for n in names:
-        opts = {k: v for k, v in given.items() if PASSES[n].option(k) is not None}
-        used |= set(opts)
-        built.append(get_pass(n, **opts))
-    unused = sorted(set(given) - used)
-    if unused:
-        flag = "--" + unused[0].replace("_", "-")
-        takes = sorted({o.flag for n in names for o in PASSES[n].option_specs})
-        raise PreconditionError(f"option {flag} does not apply to pass(es) {', '.join(names)} "
-                                f"(they take: {' '.join(takes) or 'no options'})")
+    built = make_passes(list(names), given, flags=True)
     if repeat < 1:
         raise PreconditionError(f"--repeat must be at least 1 (got {repeat})")
     return built * repeat

@@ -118,8 +118,15 @@ MAX_LAYERS = 4096
 """Layers ``transformer-deepen --layers`` inserts."""
 
 
-def max_growth_bytes() -> int:
-    """Most parameter bytes one pass may add to a model (default 512 MiB), estimated from the pass's
-    plan before any array of the child is allocated. ``NETMORPH_MAX_GROWTH_BYTES`` raises or lowers
-    it (the CLI, pipelines and the Python API alike)."""
-    return _env_bytes("NETMORPH_MAX_GROWTH_BYTES", 512 << 20)
+GROWTH_BYTES = 256 << 20
+GROWTH_RATIO = 4
+
+
+def max_growth_bytes(parent_bytes: int) -> int:
+    """Most parameter bytes one pass may add to a model of ``parent_bytes`` (estimated from the pass's
+    plan before any array of the child is allocated): 256 MiB, or four times the parent's own bytes
+    when that is more (so ``widen --factor 2`` and ``deepen`` always fit). ``NETMORPH_MAX_GROWTH_BYTES``
+    replaces the rule by a fixed number of bytes (the CLI, pipelines and the Python API alike)."""
+    if os.environ.get("NETMORPH_MAX_GROWTH_BYTES", "").strip():
+        return _env_bytes("NETMORPH_MAX_GROWTH_BYTES", GROWTH_BYTES)
+    return max(GROWTH_BYTES, GROWTH_RATIO * int(parent_bytes))

@@ -21,13 +21,14 @@ import numpy as np
 from ..errors import PreconditionError
 from ..ir import Graph
 from ..ir.infer import infer_types
+from ..limits import LimitError, check_float, check_int
 from ..morphs.lineage import Lineage, ParamLineage
 
 ProgressFn = Callable[[str, int, int, str], None]
 """``progress(pass_name, done, total, item)``: called before and after each solved conv."""
 
 __all__ = [
-    "Contract", "ConvSolve", "Option", "Pass", "PassContext", "PassReport", "PreconditionError",
+    "Contract", "ConvSolve", "Option", "OptionError", "Pass", "PassContext", "PassReport", "PreconditionError",
     "ProgressFn", "check_child_bytes", "parameter_bytes",
 ]
 
@@ -62,6 +63,11 @@ class Contract:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "rtol": self.rtol, "atol": self.atol}
+
+
+class OptionError(PreconditionError, LimitError):
+    """A pass option is unknown, of the wrong type, out of its bounds, empty or not among its choices
+    (both a :class:`PreconditionError` and a :class:`~netmorph.limits.LimitError`)."""
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,12 @@ class Option:
         string option (``level = 2`` in TOML). Raises :class:`PreconditionError` /
         :class:`~netmorph.limits.LimitError` naming ``where`` and the option.
         """
-        from ..limits import check_float, check_int
+        try:
+            return self._parse(value, where)
+        except LimitError as e:
+            raise OptionError(str(e)) from None
 
+    def _parse(self, value: Any, where: str) -> Any:
         if value is None:
             return None
         label = f"{where}: option {self.name}"
@@ -128,9 +138,9 @@ class Option:
             if isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)
             if not isinstance(value, str):
-                raise PreconditionError(f"{label} must be a string, got {value!r}")
+                raise OptionError(f"{label} must be a string, got {value!r}")
             if not value.strip():
-                raise PreconditionError(f"{label} is empty (give a value or leave the option out)")
+                raise OptionError(f"{label} is empty (give a value or leave the option out)")
         elif self.type in (int, float):
             if isinstance(value, str):
                 text = value.strip()
@@ -138,23 +148,23 @@ class Option:
                     value = int(text) if self.type is int and text.lstrip("+-").isdigit() else float(text)
                 except ValueError:
                     kind = "an integer" if self.type is int else "a number"
-                    raise PreconditionError(f"{label} must be {kind}, got {value!r}") from None
+                    raise OptionError(f"{label} must be {kind}, got {value!r}") from None
             if self.type is int:
                 value = check_int(label, value, None if self.low is None else int(self.low),
                                   None if self.high is None else int(self.high))
                 if self.low_open and self.low is not None and value <= self.low:
-                    raise PreconditionError(f"{label} must be > {self.low:g}, got {value}")
+                    raise OptionError(f"{label} must be > {self.low:g}, got {value}")
             else:
                 value = check_float(label, value, self.low, self.high, low_open=self.low_open)
         if self.choices is not None and value not in self.choices:
-            raise PreconditionError(f"{label}={value!r} is not one of {', '.join(map(str, self.choices))}")
+            raise OptionError(f"{label}={value!r} is not one of {', '.join(map(str, self.choices))}")
         return value
 
     def to_dict(self) -> dict[str, Any]:
         """The declaration as plain data (``netmorph passes --json``)."""
         return {"name": self.name, "flag": self.flag, "type": self.type.__name__, "default": self.default,
                 "help": self.help, "choices": list(self.choices) if self.choices else None,
-                "min": self.low, "max": self.high, "min_exclusive": self.low_open,
+                "min": self.low, "max": self.high, "min_exclusive": self.low_open, "range": self.bounds(),
                 "required": self.required, "aliases": ["--" + a.replace("_", "-") for a in self.aliases]}
 
 
@@ -333,16 +343,14 @@ class Pass:
         unknown = sorted(set(options) - set(specs))
         if unknown:
             known = ", ".join(specs) or "none"
-            raise PreconditionError(
-                f"pass {self.name!r} has no option {unknown[0]!r} (its options: {known})"
-            )
+            raise OptionError(f"pass {self.name!r} has no option {unknown[0]!r} (its options: {known})")
         given = {k: specs[k].parse(v, self.name) for k, v in options.items() if v is not None}
         unset: set[str] = set()  # options of a one_of group where another one was given
         for group in self.exclusive_groups():
             chosen = [k for k in group if k in given]
             if len(chosen) > 1:
                 flags = " or ".join(specs[k].flag for k in group)
-                raise PreconditionError(f"{self.name}: give one of {flags}, not both")
+                raise OptionError(f"{self.name}: give one of {flags}, not both")
             if chosen:
                 unset |= set(group) - set(chosen)
         self.given: frozenset[str] = frozenset(given)
@@ -354,7 +362,7 @@ class Pass:
             else:
                 self.options[spec.name] = None if spec.name in unset else spec.default
             if spec.required and self.options[spec.name] is None:
-                raise PreconditionError(f"{self.name}: option {spec.name} is required ({spec.flag}: {spec.help})")
+                raise OptionError(f"{self.name}: option {spec.name} is required ({spec.flag}: {spec.help})")
 
     @classmethod
     def exclusive_groups(cls) -> list[tuple[str, ...]]:
@@ -462,9 +470,9 @@ def check_child_bytes(name: str, estimate: int | None, parent: int) -> None:
     :func:`netmorph.limits.max_growth_bytes`."""
     if estimate is None:
         return
-    from ..limits import LimitError, max_growth_bytes
+    from ..limits import max_growth_bytes
 
-    limit = max_growth_bytes()
+    limit = max_growth_bytes(parent)
     if estimate - parent > limit:
         raise LimitError(
             f"{name}: the child would hold about {_size(estimate)} of parameters ({_size(estimate - parent)} "

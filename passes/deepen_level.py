@@ -156,6 +156,7 @@ class DeepenLevel(Pass):
     def call(self, graph: Graph, ctx: PassContext, plan: LevelPlan) -> None:
         if plan.transformer is not None:
             p, tplan = plan.transformer
+            ctx.note(morph=self.name, reading="transformer", as_pass=p.describe())
             p.call(graph, ctx, tplan)
             return
         if plan.generic is not None:

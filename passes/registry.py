@@ -66,6 +66,36 @@ def get_pass(name: str, **options: Any) -> Pass:
     return cls(**options)
 
 
+def make_passes(items: Any, options: dict[str, Any], *, flags: bool = False) -> list[Pass]:
+    """Pass instances for ``items`` (names, or :class:`Pass` objects kept as they are): each named
+    pass takes the ``options`` it declares; an option none of them declares is refused (``flags``:
+    name it as a CLI flag)."""
+    items = [items] if isinstance(items, str | Pass) else list(items)
+    for p in items:
+        if isinstance(p, str) and p not in passes():
+            raise PreconditionError(f"no pass named {p!r} (see `netmorph passes`)")
+    options = {k: v for k, v in options.items() if v is not None}
+    used: set[str] = set()
+    built = []
+    for p in items:
+        if isinstance(p, Pass):
+            built.append(p)
+            continue
+        cls = PASSES[p]
+        mine = {k: v for k, v in options.items() if cls.option(k) is not None}
+        used |= set(mine)
+        built.append(cls(**mine))
+    unused = sorted(set(options) - used)
+    if unused:
+        names = [p if isinstance(p, str) else p.name for p in items]
+        takes = sorted({o.flag if flags else o.name for p in items if isinstance(p, str)
+                        for o in PASSES[p].option_specs})
+        what = "--" + unused[0].replace("_", "-") if flags else repr(unused[0])
+        raise PreconditionError(f"option {what} does not apply to pass(es) {', '.join(names)} "
+                                f"(they take: {' '.join(takes) or 'no options'})")
+    return built
+
+
 def all_options() -> dict[str, list[tuple[str, Option]]]:
     """Option name -> ``[(pass name, declaration), …]`` over every pass (the CLI's flags)."""
     out: dict[str, list[tuple[str, Option]]] = {}
