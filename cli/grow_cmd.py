@@ -50,7 +50,8 @@ def pass_option_flags(fn: Any) -> Any:
     for name, decls in reversed(list(_declared().items())):
         if name in GROW_OPTIONS:
             raise ValueError(f"pass option {name!r} ({decls[0][0]}) collides with a grow option")
-        flags = [decls[0][1].flag, *dict.fromkeys("--" + a.replace("_", "-") for _, o in decls for a in o.aliases)]
+        aliases = dict.fromkeys("--" + a.replace("_", "-") for _, o in decls for a in o.aliases)
+        flags = [decls[0][1].flag, *aliases]
         fn = click.option(*flags, name, default=None, metavar=_metavar(decls), help=_help(decls))(fn)
     return fn
 
@@ -123,9 +124,10 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> list[Any]:
     """Pass instances for ``names`` (each ``repeat`` times); each pass takes the given options it
     declares, and an option no chosen pass declares is refused."""
+    from netmorph.passes.registry import make_passes, passes
+
     from netmorph.errors import PreconditionError
     from netmorph.limits import MAX_REPEAT, check_int
-    from netmorph.passes.registry import make_passes, passes
 
     for n in names:  # an unknown name first, before any option is judged
         if n not in passes():

@@ -51,7 +51,8 @@ def _refuse_overwriting(json_path: str, others: dict[str, str | None]) -> None:
 @click.option("--optimize-b", is_flag=True, default=False,
               help="Run B with ONNX Runtime's graph optimisations (A always runs unoptimised).")
 @click.option("--report", "--json", "json_path", type=click.Path(), default=None,
-              help="Write the full report as JSON here, atomically, on every exit (0, 1 and 2); --json: the same.")
+              help="Write the full report as JSON here, atomically, on every exit (0, 1 and 2); "
+                   "--json: the same.")
 @handle_errors
 def verify(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optimize_b, json_path, **shared):
     """Check that model B computes the same function as the reference A.

@@ -28,8 +28,8 @@ ProgressFn = Callable[[str, int, int, str], None]
 """``progress(pass_name, done, total, item)``: called before and after each solved conv."""
 
 __all__ = [
-    "Contract", "ConvSolve", "Option", "OptionError", "Pass", "PassContext", "PassReport", "PreconditionError",
-    "ProgressFn", "check_child_bytes", "parameter_bytes",
+    "Contract", "ConvSolve", "Option", "OptionError", "Pass", "PassContext", "PassReport",
+    "PreconditionError", "ProgressFn", "check_child_bytes", "parameter_bytes",
 ]
 
 
@@ -329,8 +329,9 @@ class Pass:
 
     ``option_specs`` declares every option once (:class:`Option`); ``one_of`` names options that
     exclude each other (``("node", "level")``, or several such groups: give at most one of a group;
-    when none is given the declared defaults apply, e.g. ``level="all"``). Unknown options, values of the wrong type,
-    out of their bounds or not among their choices are refused when the pass is made.
+    when none is given the declared defaults apply, e.g. ``level="all"``). Unknown options, values
+    of the wrong type, out of their bounds or not among their choices are refused when the pass is
+    made.
     """
 
     name: ClassVar[str] = ""

@@ -265,7 +265,8 @@ def generic_growth_bytes(plan: DeepenPlan, options: dict[str, Any]) -> int:
     for n, _ in plan.identity_convs:
         w = n.param(1)
         if w is not None:
-            total += int(w.nbytes * w.shape[0] / max(w.shape[1] * int(n.attr("group", 1)), 1)) + 12 * w.shape[0]
+            cin = max(w.shape[1] * int(n.attr("group", 1)), 1)
+            total += int(w.nbytes * w.shape[0] / cin) + 12 * w.shape[0]
     return total
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ..errors import PreconditionError
 from ..ir import Graph, Node
-from ..morphs.kernel import grown_pads, pad_kernel
 from ..limits import MAX_KERNEL
+from ..morphs.kernel import grown_pads, pad_kernel
 from .base import Option, Pass, PassContext, parameter_bytes
 from .layers import find_node
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import PreconditionError
 from ..ir import Graph
-from ..morphs.transformer import fresh_units, zero_rows
 from ..limits import MAX_HEADS
+from ..morphs.transformer import fresh_units, zero_rows
 from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_surgery import (
     apply_targets,

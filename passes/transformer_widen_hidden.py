@@ -21,10 +21,10 @@ import numpy as np
 
 from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
+from ..limits import MAX_FACTOR
 from ..morphs.lineage import ParamLineage
 from ..morphs.transformer import gather, head_index, tile_index
 from ..structure.transformer import TransformerStructure, as_linear
-from ..limits import MAX_FACTOR
 from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_add_heads import attention_projections
 from .transformer_surgery import _resolved, forget_types, rescale_shape_constants, set_param, transformer_of

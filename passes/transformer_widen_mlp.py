@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from ..errors import PreconditionError
 from ..ir import Graph
-from ..morphs.widen import MAPPING_MODES, channel_mapping, divisors, widen_consumer, widen_producer
 from ..limits import MAX_FACTOR
+from ..morphs.widen import MAPPING_MODES, channel_mapping, divisors, widen_consumer, widen_producer
 from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_surgery import (
     between,

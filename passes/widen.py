@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import PreconditionError
 from ..ir import Graph, Node
+from ..limits import MAX_FACTOR, MAX_WIDTH
 from ..morphs.lineage import ParamLineage
 from ..morphs.widen import (
     MAPPING_MODES,
@@ -35,7 +36,6 @@ from ..morphs.widen import (
 from ..structure.channels import Member
 from ..structure.constants import constant_array
 from .base import Contract, Option, Pass, PassContext
-from ..limits import MAX_FACTOR, MAX_WIDTH
 from .conv_split import APPROX_ATOL, APPROX_RTOL
 from .layers import find_node
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from hostile_util import invoke
 from netmorph.passes import PASSES, PassManager, get_pass, list_passes
-from netmorph.pipeline.spec import PipelineError, Stage
 
 import netmorph
 from netmorph.errors import NetmorphError
+from netmorph.pipeline.spec import PipelineError, Stage
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +49,14 @@ def test_cli_flags_come_from_the_declaration(plain, tmp_path):
     assert res.exit_code == 0, res.output
     assert sum(n.op_type == "Conv" for n in netmorph.load(out).nodes) == 7
     v = ["--value", "level1.block2.relu1"]
-    for args, msg in [([*v, "--kernel", "4"], "needs an odd kernel"), ([*v, "--kernel", "33"], "kernel must be <= 31"),
-                      (["--value", ""], "option value is empty"), ([], "option value is required"),
-                      ([*v, "--factor", "2"], "option --factor does not apply to pass(es) insert-identity-conv")]:
+    cases = [([*v, "--kernel", "4"], "needs an odd kernel"), ([*v, "--kernel", "33"], "kernel must be <= 31"),
+             (["--value", ""], "option value is empty"), ([], "option value is required"),
+             ([*v, "--factor", "2"], "option --factor does not apply to pass(es) insert-identity-conv")]
+    for args, msg in cases:
         bad = tmp_path / "bad.onnx"
         res = invoke("grow", plain, "--pass", "insert-identity-conv", *args, "-o", bad)
-        assert res.exit_code == 2 and msg in res.output and len(res.output.strip().splitlines()) == 1, res.output
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 2 and msg in res.output and len(lines) == 1, res.output
         assert not bad.exists()
 
 

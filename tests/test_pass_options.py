@@ -10,13 +10,13 @@ import pytest
 from hostile_util import MiB, invoke, run_cli
 from netmorph.cli.grow_cmd import grow as grow_command
 from netmorph.passes import PASSES, PassManager, get_pass
-from netmorph.pipeline.spec import PipelineError, Stage
 from transformer_models import exported, inputs
 
 import netmorph
 from netmorph import onnx_io
 from netmorph.errors import NetmorphError, PreconditionError
 from netmorph.limits import LimitError
+from netmorph.pipeline.spec import PipelineError, Stage
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,8 @@ def test_netmorph_passes_shows_the_declarations():
     res = invoke("passes")
     assert res.exit_code == 0
     text = res.output
-    assert "  --factor X: new width = ceil(factor x old), rounded to whole groups (default 2; > 1, <= 64)" in text
+    assert ("  --factor X: new width = ceil(factor x old), rounded to whole groups (default 2; > 1, <= 64)"
+            in text)
     assert "  --kernel INT: the new kernel size (default: --from + 2) (1..31)" in text
     assert "  --value TEXT: the NCHW value to follow (required)" in text
     assert "  give at most one of --node / --level" in text
@@ -172,9 +173,11 @@ def test_transformer_size_options_are_refused_before_allocating(tmp_path):
 def test_growth_limit_is_overridable(models, tmp_path):
     """``NETMORPH_MAX_GROWTH_BYTES`` replaces the default rule (here: lowered below a deepen)."""
     out = tmp_path / "o.onnx"
-    res = invoke("grow", models["plain"], "--pass", "deepen", "-o", out, env={"NETMORPH_MAX_GROWTH_BYTES": "1000"})
+    res = invoke("grow", models["plain"], "--pass", "deepen", "-o", out,
+                 env={"NETMORPH_MAX_GROWTH_BYTES": "1000"})
     assert "above the limit of 1000 bytes added by one pass" in one_line(res) and not out.exists()
-    res = invoke("grow", models["plain"], "--pass", "deepen", "-o", out, env={"NETMORPH_MAX_GROWTH_BYTES": "1e9"})
+    res = invoke("grow", models["plain"], "--pass", "deepen", "-o", out,
+                 env={"NETMORPH_MAX_GROWTH_BYTES": "1e9"})
     assert res.exit_code == 0 and out.exists(), res.output
 
 
@@ -190,7 +193,8 @@ def test_level_defaults_to_all_for_every_pass_with_a_target(models, tmp_path):
 
 def test_restore_bn_noop_keeps_a_chain_going_and_says_so(models, tmp_path):
     out, rep = tmp_path / "o.onnx", tmp_path / "o.json"
-    res = invoke("grow", models["plain"], "--pass", "restore-bn", "--pass", "deepen", "-o", out, "--json", rep)
+    res = invoke("grow", models["plain"], "--pass", "restore-bn", "--pass", "deepen", "-o", out,
+                 "--json", rep)
     assert res.exit_code == 0, res.output
     assert ("note: step 1 (restore-bn): nothing to restore: every conv is already followed by a BatchNorm"
             in res.output)

@@ -99,7 +99,8 @@ def test_pass_on_model(kind, exporter, name, opts):
     rep = _grow_and_check(kind, exporter, name, opts)
     if name == "deepen":
         # deepen dispatched to the transformer construction, and says so
-        assert rep.details[0] == {"morph": "deepen", "reading": "transformer", "as_pass": "transformer-deepen()"}
+        assert rep.details[0] == {"morph": "deepen", "reading": "transformer",
+                                  "as_pass": "transformer-deepen()"}
 
 
 @pytest.mark.parametrize("kind,exporter", [("gpt", "dynamo"), ("vit", "torchscript"), ("bert", "dynamo"),
