@@ -5,7 +5,7 @@
 """
 
 from ..errors import PreconditionError
-from .base import Contract, ConvSolve, Option, Pass, PassContext, PassReport
+from .base import Contract, ConvSolve, Option, OptionError, Pass, PassContext, PassReport
 from .conv_split import ConvSplit
 from .deepen_level import Deepen, DeepenLevel
 from .duplicate_block import DuplicateBlock
@@ -13,7 +13,7 @@ from .grow_kernel import GrowKernel
 from .insert_identity_bn import InsertIdentityBN
 from .insert_identity_prelu import InsertIdentityPReLU
 from .manager import PassManager
-from .registry import PASSES, discover, get_pass, list_passes, register
+from .registry import PASSES, discover, get_pass, list_passes, make_passes, register
 from .restore_bn import RestoreBN
 from .widen import Widen, WidenLevel
 
@@ -21,7 +21,7 @@ discover()
 
 __all__ = [
     "PASSES", "Contract", "ConvSolve", "ConvSplit", "Deepen", "DeepenLevel", "DuplicateBlock", "GrowKernel",
-    "InsertIdentityBN", "InsertIdentityPReLU", "Option", "Pass", "PassContext", "PassManager",
+    "InsertIdentityBN", "InsertIdentityPReLU", "Option", "OptionError", "Pass", "PassContext", "PassManager",
     "PassReport", "PreconditionError", "RestoreBN", "Widen", "WidenLevel", "get_pass", "list_passes",
-    "register",
+    "make_passes", "register",
 ]

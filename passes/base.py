@@ -365,6 +365,14 @@ class Pass:
             if spec.required and self.options[spec.name] is None:
                 raise OptionError(f"{self.name}: option {spec.name} is required ({spec.flag}: {spec.help})")
 
+    def check_options(self) -> None:
+        """Check :attr:`options` against the declarations again (a caller may have changed them)."""
+        specs = {o.name: o for o in self.option_specs}
+        for k, v in self.options.items():
+            if k not in specs:
+                raise OptionError(f"pass {self.name!r} has no option {k!r}")
+            specs[k].parse(v, self.name)
+
     @classmethod
     def exclusive_groups(cls) -> list[tuple[str, ...]]:
         """``one_of`` as a list of groups (one group may be given flat: ``("node", "level")``)."""

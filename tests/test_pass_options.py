@@ -262,3 +262,10 @@ def test_a_pass_object_keeps_no_state(models, name, model):
     assert vars(p) == before
     assert [n.name for n in a.nodes] == [n.name for n in b.nodes]
     assert all(np.array_equal(x.const.array, b.value(x.name).const.array) for x in a.parameters)
+
+
+def test_manager_checks_options_changed_after_the_pass_was_made(models):
+    p = get_pass("widen")
+    p.options["factor"] = 1e6
+    with pytest.raises(LimitError, match="option factor must be <= 64"):
+        PassManager().run(netmorph.load(models["plain"]), [p])
