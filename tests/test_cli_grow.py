@@ -123,7 +123,7 @@ def test_passes_lists_contracts_and_options():
     for name in ("conv-split", "insert-identity-bn", "insert-identity-prelu", "duplicate-block", "restore-bn",
                  "deepen-level", "deepen"):
         assert f"\n{name}: " in "\n" + res.output
-    assert "contract: exact" in res.output and "--solver STR [exact|optgd|lsq]" in res.output
+    assert "contract: exact" in res.output and "--solver exact|optgd|lsq: kernel solver" in res.output
     rows = json.loads(invoke("passes", "--json").output)
     assert {r["name"] for r in rows} >= {"conv-split", "deepen"}
 
