@@ -13,10 +13,58 @@ from netmorph.progress import Progress
 from .errors import EXIT_FAILED, fail, handle_errors
 from .verify_options import INPUT_OPTIONS, input_options, input_policy
 
-# CLI option -> pass option name (only options a chosen pass declares are handed to it)
-PASS_OPTIONS = ("level", "node", "value", "block", "cmid", "k1", "k2", "mid_bn", "residual_ratio", "solver",
-                "max_iter", "mode", "init", "factor", "width", "noise", "mapping", "kernel", "from_kernel",
-                "heads", "heads_mode", "after", "layers")
+GROW_OPTIONS = ("model", "pass_names", "repeat", "seed", "rtol", "atol", "inputs", "no_verify", "output",
+                "report_path")
+"""Parameters of ``grow`` itself; every other flag is a pass option, generated from the declarations."""
+
+
+def _declared() -> dict[str, list[tuple[str, Any]]]:
+    from netmorph.passes.registry import all_options
+
+    return all_options()
+
+
+def _metavar(decls: list[tuple[str, Any]]) -> str:
+    choices = [c for _, o in decls for c in (o.choices or ())]
+    if choices:
+        return "|".join(dict.fromkeys(map(str, choices)))
+    return {"int": "INT", "float": "X", "str": "TEXT"}[decls[0][1].type.__name__]
+
+
+def _help(decls: list[tuple[str, Any]]) -> str:
+    """One help text per option: each distinct declaration's help, with the passes that declare it."""
+    by_help: dict[str, list[str]] = {}
+    for pass_name, o in decls:
+        d = o.default
+        extra = [] if d is None else [f"default {d:g}" if isinstance(d, float) else f"default {d}"]
+        if o.bounds():
+            extra.append(o.bounds())
+        text = o.help + (f" ({', '.join(extra)})" if extra else "")
+        by_help.setdefault(text, []).append(pass_name)
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in by_help.items())
+
+
+def pass_option_flags(fn: Any) -> Any:
+    """Give ``fn`` one click option per pass option any registered pass declares (values stay text:
+    each pass's declaration converts and checks them, so the CLI, TOML and the API agree)."""
+    for name, decls in reversed(list(_declared().items())):
+        if name in GROW_OPTIONS:
+            raise ValueError(f"pass option {name!r} ({decls[0][0]}) collides with a grow option")
+        aliases = dict.fromkeys("--" + a.replace("_", "-") for _, o in decls for a in o.aliases)
+        flags = [decls[0][1].flag, *aliases]
+        fn = click.option(*flags, name, default=None, metavar=_metavar(decls), help=_help(decls))(fn)
+    return fn
+
+
+class GrowCommand(click.Command):
+    """``grow`` with an unknown flag refused in one line (not click's usage block)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            fail(f"{e.option_name} is not an option of grow or of any pass (see `netmorph passes`)")
+            raise
 
 
 class _Progress:
@@ -63,75 +111,39 @@ def summary_table(reports: list[Any]) -> str:
                      for x in [head, *rows])
 
 
+def unchanged_notes(reports: list[Any]) -> list[str]:
+    """``note: step K (PASS): …`` for each pass that left the model as it was (and said why)."""
+    return [f"note: step {i} ({r.pass_name}): {d['unchanged']}"
+            for i, r in enumerate(reports, 1) for d in r.details if d.get("unchanged")]
+
+
 def _write_json_atomic(path: Path, data: Any) -> None:
     atomic_write_json(path, data, default=str)
 
 
 def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> list[Any]:
-    """Pass instances for ``names`` (each ``repeat`` times) with the options each declares."""
-    from netmorph.passes import PASSES, get_pass
+    """Pass instances for ``names`` (each ``repeat`` times); each pass takes the given options it
+    declares, and an option no chosen pass declares is refused."""
+    from netmorph.passes.registry import make_passes, passes
 
     from netmorph.errors import PreconditionError
+    from netmorph.limits import MAX_REPEAT, check_int
 
-    for n in names:
-        if n not in PASSES:
+    for n in names:  # an unknown name first, before any option is judged
+        if n not in passes():
             raise PreconditionError(f"no pass named {n!r} (see `netmorph passes`)")
-    from netmorph.limits import MAX_REPEAT, check_int, check_pass_options
-
-    given = check_pass_options(given, "option")
     repeat = check_int("--repeat", repeat, None, MAX_REPEAT)  # below 1: refused after the names
-    used = set()
-    built = []
-    for n in names:
-        declared = {o.name for o in PASSES[n].option_specs}
-        opts = {k: v for k, v in given.items() if v is not None and k in declared}
-        used |= set(opts)
-        built.append(get_pass(n, **opts))
-    unused = sorted(k for k, v in given.items() if v is not None and k not in used)
-    if unused:
-        flag = "--" + unused[0].replace("_", "-")
-        raise PreconditionError(f"option {flag} does not apply to pass(es) {', '.join(names)}")
+    built = make_passes(list(names), given, flags=True)
     if repeat < 1:
         raise PreconditionError(f"--repeat must be at least 1 (got {repeat})")
     return built * repeat
 
 
-@click.command("grow")
+@click.command("grow", cls=GrowCommand)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--pass", "pass_names", multiple=True, required=True,
               help="Pass to apply (repeatable; see `netmorph passes`).")
-@click.option("--level", help="Level index, or 'all'.")
-@click.option("--node", help="Node to act on (conv-split).")
-@click.option("--value", help="Value to insert after (insert-identity-*).")
-@click.option("--block", help="Block to follow (duplicate-block).")
-@click.option("--cmid", type=int, help="Channels between F1 and F2 (default: Cout).")
-@click.option("--k1", type=int, help="F1 kernel size.")
-@click.option("--k2", type=int, help="F2 kernel size.")
-@click.option("--mid-bn", type=click.Choice(["auto", "always", "never"]),
-              help="Identity BN between F1 and F2 (auto: only where a BN follows the conv).")
-@click.option("--residual-ratio", type=float, help="ResNet residual ratio r (default: from the model).")
-@click.option("--mode", type=click.Choice(["auto", "paper", "generic"]),
-              help="deepen: the paper's DynamicNet reading, the generic stage reading, or auto.")
-@click.option("--init", type=click.Choice(["copy", "fresh"]),
-              help="deepen (generic): weights of an inserted unit copy (its branch output is zeroed).")
-@click.option("--factor", type=float,
-              help="widen: new width = ceil(factor x old) (default 2); widen-mlp, widen-hidden: factor.")
-@click.option("--width", type=int, help="widen: new width of the group.")
-@click.option("--noise", type=float, help="widen: symmetry-breaking noise (contract becomes approx).")
-@click.option("--mapping", type=click.Choice(["random", "round-robin"]),
-              help="widen: which channels the new ones copy.")
-@click.option("--kernel", type=int, help="grow-kernel: the new kernel size.")
-@click.option("--from", "--from-kernel", "from_kernel", type=int,
-              help="grow-kernel --level: grow convs of this kernel size.")
 @click.option("--repeat", type=int, default=1, show_default=True, help="Apply the pass list N times.")
-@click.option("--solver", type=click.Choice(["exact", "optgd", "lsq"]), default=None,
-              help="Kernel solver (default exact: contract exact; optgd / lsq are approximate).")
-@click.option("--max-iter", type=int, help="Iteration cap of optgd / lsq.")
-@click.option("--heads", type=int, help="Transformers: heads to add (add-heads).")
-@click.option("--heads-mode", type=click.Choice(["count", "size"]),
-              help="Transformers: widen-hidden grows the head count or the head size.")
-@click.option("--after", help="Transformers: layers to insert identity layers after (transformer-deepen).")
-@click.option("--layers", type=int, help="Transformers: identity layers to insert (transformer-deepen).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Solver and input seed.")
 @click.option("--rtol", type=float, help="Verification rtol (overrides the pass contract).")
 @click.option("--atol", type=float, help="Verification atol (overrides the pass contract).")
@@ -141,8 +153,9 @@ def build_passes(names: tuple[str, ...], given: dict[str, Any], repeat: int) -> 
 @click.option("--no-verify", is_flag=True, help="Skip verification in ONNX Runtime (prints a warning).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the child model.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False),
-              help="Write the pass reports as JSON.")
+@click.option("--report", "--json", "report_path", type=click.Path(dir_okay=False),
+              help="Write the pass reports as JSON (--json: the same).")
+@pass_option_flags
 @handle_errors
 def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol: float | None,
          atol: float | None, inputs: str | None, no_verify: bool, output: str, report_path: str | None,
@@ -160,7 +173,7 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
     from netmorph.limits import MAX_SEED, check_int, check_optional_float
     from netmorph.verification import VerifyOptions
 
-    given = {k: opts.get(k) for k in PASS_OPTIONS}
+    given = {k: opts.get(k) for k in _declared()}
     passes = build_passes(pass_names, given, repeat)
     rtol, atol = check_optional_float("--rtol", rtol), check_optional_float("--atol", atol)
     seed = check_int("--seed", seed, 0, MAX_SEED)
@@ -192,5 +205,7 @@ def grow(model: Path, pass_names: tuple[str, ...], repeat: int, seed: int, rtol:
             "passes": [r.to_dict() for r in reports],
         })
     click.echo(summary_table(reports))
+    for line in unchanged_notes(reports):
+        click.echo(line)
     click.echo(f"wrote {output}")
 

@@ -45,8 +45,9 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 @click.option("--optimize-b", is_flag=True, default=False,
               help="Run B only with ONNX Runtime's graph optimisations (default: as written, then "
                    "optimised; A always runs unoptimised).")
-@click.option("--json", "json_path", type=click.Path(), default=None,
-              help="Write the full report as JSON here, atomically, on every exit (0, 1 and 2).")
+@click.option("--report", "--json", "json_path", type=click.Path(), default=None,
+              help="Write the full report as JSON here, atomically, on every exit (0, 1 and 2); "
+                   "--json: the same.")
 @handle_errors
 def verify(a, b, inputs, rtol, atol, tolerance, allow_nan, name_map, seed, optimize_b, json_path, **shared):
     """Check that model B computes the same function as the reference A.

@@ -107,27 +107,26 @@ def check_optional_float(name: str, value: Any, low: float = 0.0) -> float | Non
     return None if value is None else check_float(name, value, low)
 
 
+# -- pass options (the bounds of the declarations in netmorph/passes; checked when a pass is made) ----
 MAX_KERNEL = 31
-_PASS_INT_OPTIONS = {"cmid": (1, MAX_WIDTH), "k1": (1, MAX_KERNEL), "k2": (1, MAX_KERNEL),
-                     "max_iter": (1, MAX_ITER), "repeat": (1, MAX_REPEAT)}
-_PASS_FLOAT_OPTIONS = {"residual_ratio": (0.0, 1.0, True), "approx_rtol": (0.0, None, False),
-                       "approx_atol": (0.0, None, False)}
+"""Kernel sizes a pass may create: ``--kernel``, ``--from``, ``--k1``, ``--k2``."""
+MAX_FACTOR = 64.0
+"""Width factors (``widen``, ``widen-mlp``, ``widen-hidden --factor``); the child's size is checked too."""
+MAX_HEADS = 4096
+"""Heads ``add-heads`` adds to one attention."""
+MAX_LAYERS = 4096
+"""Layers ``transformer-deepen --layers`` inserts."""
 
 
-def check_pass_options(options: dict[str, Any], where: str = "pass option") -> dict[str, Any]:
-    """Range-check the numeric options morph passes share (``cmid``, ``k1``, ``max_iter`` …).
+GROWTH_BYTES = 256 << 20
+GROWTH_RATIO = 4
 
-    Names and choices are checked by the pass registry; this adds finiteness, integrality and the
-    documented size limits, before any pass allocates a kernel. Other options pass through.
-    """
-    out = dict(options)
-    for key, value in options.items():
-        if value is None:
-            continue
-        if key in _PASS_INT_OPTIONS:
-            low, high = _PASS_INT_OPTIONS[key]
-            out[key] = check_int(f"{where} {key}", value, low, high)
-        elif key in _PASS_FLOAT_OPTIONS:
-            low, high, low_open = _PASS_FLOAT_OPTIONS[key]
-            out[key] = check_float(f"{where} {key}", value, low, high, low_open=low_open)
-    return out
+
+def max_growth_bytes(parent_bytes: int) -> int:
+    """Most parameter bytes one pass may add to a model of ``parent_bytes`` (estimated from the pass's
+    plan before any array of the child is allocated): 256 MiB, or four times the parent's own bytes
+    when that is more (so ``widen --factor 2`` and ``deepen`` always fit). ``NETMORPH_MAX_GROWTH_BYTES``
+    replaces the rule by a fixed number of bytes (the CLI, pipelines and the Python API alike)."""
+    if os.environ.get("NETMORPH_MAX_GROWTH_BYTES", "").strip():
+        return _env_bytes("NETMORPH_MAX_GROWTH_BYTES", GROWTH_BYTES)
+    return max(GROWTH_BYTES, GROWTH_RATIO * int(parent_bytes))

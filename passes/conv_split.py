@@ -11,7 +11,8 @@ from typing import Any
 
 from ..errors import PreconditionError, VerificationError
 from ..ir import Graph, Node, TensorType
-from .base import Contract, Option, Pass, PassContext
+from ..limits import MAX_ITER, MAX_KERNEL, MAX_WIDTH
+from .base import Contract, Option, Pass, PassContext, parameter_bytes
 from .layers import (
     conv_geometry,
     conv_node,
@@ -33,17 +34,17 @@ MID_BN = Option(
 )
 
 SPLIT_OPTIONS = (
-    Option("cmid", int, None, "channels between F1 and F2 (default: the conv's Cout)"),
-    Option("k1", int, None, "F1 kernel size (default 3 for a 3x3 conv, 1 for 1x1)"),
-    Option("k2", int, None, "F2 kernel size (default 3 for a 3x3 conv, 1 for 1x1)"),
+    Option("cmid", int, None, "channels between F1 and F2 (default: the conv's Cout)", low=1, high=MAX_WIDTH),
+    Option("k1", int, None, "F1 kernel size (default 3 for a 3x3 conv, 1 for 1x1)", low=1, high=MAX_KERNEL),
+    Option("k2", int, None, "F2 kernel size (default 3 for a 3x3 conv, 1 for 1x1)", low=1, high=MAX_KERNEL),
 )
 """Shape options of a conv split (conv-split, and deepen-level on a PlainNet)."""
 
 SOLVER_OPTIONS = (
     Option("solver", str, "exact", "kernel solver: exact (contract exact), optgd or lsq (approx)", SOLVERS),
-    Option("max_iter", int, 1000, "iteration cap of optgd / lsq"),
-    Option("approx_rtol", float, APPROX_RTOL, "output bound of the approximate contract (relative)"),
-    Option("approx_atol", float, APPROX_ATOL, "output bound of the approximate contract (absolute)"),
+    Option("max_iter", int, 1000, "iteration cap of optgd / lsq", low=1, high=MAX_ITER),
+    Option("approx_rtol", float, APPROX_RTOL, "output bound of the approximate contract (relative)", low=0.0),
+    Option("approx_atol", float, APPROX_ATOL, "output bound of the approximate contract (absolute)", low=0.0),
 )
 
 
@@ -75,6 +76,15 @@ def check_splittable(node: Node, options: dict[str, Any]) -> None:
     cmid = options.get("cmid")
     if cmid is not None and int(cmid) < 1:
         raise PreconditionError(f"conv {node.name!r}: cmid must be positive (got {cmid})")
+
+
+def split_extra_bytes(node: Node, options: dict[str, Any]) -> int:
+    """Bytes a split of conv ``node`` adds (F1, F2 and the identity BN / PReLU, minus G)."""
+    geo = conv_geometry(node)
+    k1, k2 = factor_sizes(geo.kernel, options.get("k1"), options.get("k2"), f"conv {node.name!r}")
+    cmid = int(options.get("cmid") or geo.cout)
+    per = cmid * geo.cin * k1 * k1 + geo.cout * cmid * k2 * k2 + 5 * cmid - geo.weight.size
+    return per * geo.weight.dtype.itemsize
 
 
 def _wants_mid_bn(node: Node, mode: str) -> bool:
@@ -142,11 +152,12 @@ class ConvSplit(Pass):
     summary = "Split a conv G into F1 -> identity BN -> identity PReLU -> F2 (PlainNet morph, Eq. 5)."
     option_specs = (
         Option("node", str, None, "the conv node to split"),
-        Option("level", str, None, "split every template conv of level I (or 'all')"),
+        Option("level", str, "all", "split every template conv of level I (or 'all')"),
         *SPLIT_OPTIONS,
         MID_BN,
         *SOLVER_OPTIONS,
     )
+    one_of = ("node", "level")
 
     @property
     def contract(self) -> Contract:
@@ -166,12 +177,17 @@ class ConvSplit(Pass):
             raise PreconditionError(f"{self.name}: level {level} has no template convs to split")
         return [find_node(graph, c) for c in names]
 
-    def requires(self, graph: Graph) -> None:
-        for n in self._targets(graph):
-            check_splittable(n, self.options)
-
-    def call(self, graph: Graph, ctx: PassContext) -> None:
+    def requires(self, graph: Graph) -> list[Node]:
         targets = self._targets(graph)
+        for n in targets:
+            check_splittable(n, self.options)
+        return targets
+
+    def child_bytes(self, graph: Graph, plan: list[Node]) -> int:
+        return parameter_bytes(graph) + sum(split_extra_bytes(n, self.options) for n in plan)
+
+    def call(self, graph: Graph, ctx: PassContext, plan: list[Node]) -> None:
+        targets = plan
         ctx.expect_solves(len(targets))
         for n in targets:
             split_conv(graph, ctx, n, self.options)

@@ -16,14 +16,23 @@ or when ``--residual-ratio`` is given, and the generic one otherwise.
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PreconditionError, StructureError
 from ..ir import Graph
-from .base import Contract, Option, Pass, PassContext
-from .conv_split import MID_BN, SOLVER_OPTIONS, SPLIT_OPTIONS, check_splittable, solver_contract, split_conv
-from .deepen_generic import apply_deepen, plan_deepen
+from ..limits import MAX_LAYERS
+from .base import Contract, Option, Pass, PassContext, parameter_bytes
+from .conv_split import (
+    MID_BN,
+    SOLVER_OPTIONS,
+    SPLIT_OPTIONS,
+    check_splittable,
+    solver_contract,
+    split_conv,
+    split_extra_bytes,
+)
+from .deepen_generic import DeepenPlan, apply_deepen, plan_deepen
 from .duplicate_block import (
     _fresh_block_name,
     check_insertable,
@@ -41,15 +50,30 @@ def _expected_blocks(family: str, n: int) -> int:
     return 2 * n - 1 if family == "plain" else 2 * n
 
 
+@dataclass
+class LevelPlan:
+    """What ``deepen-level`` / ``deepen`` will do: the paper's reading (``structure``, ``levels``,
+    blocks ``expected`` per level afterwards), the generic one (``generic``), or a transformer's
+    (``transformer``: the transformer-deepen pass and its plan)."""
+
+    mode: str
+    structure: Any = None
+    levels: list[Any] = field(default_factory=list)
+    expected: dict[int, int] = field(default_factory=dict)
+    generic: DeepenPlan | None = None
+    transformer: tuple[Pass, Any] | None = None
+
+
 class DeepenLevel(Pass):
     """Deepen one level (``level``) or all of them: PlainNet n -> 2n−1, ResNet n -> 2n."""
 
     name = "deepen-level"
     summary = "Deepen a level: PlainNet n -> 2n-1 blocks (split template convs), ResNet n -> 2n."
     option_specs = (
-        Option("level", str, None, "the level to deepen, or 'all'"),
+        Option("level", str, None, "the level to deepen, or 'all'", required=True),
         *SPLIT_OPTIONS,  # PlainNet
-        Option("residual_ratio", float, None, "ResNet: r (default: read from the structure)"),
+        Option("residual_ratio", float, None, "ResNet: r (default: read from the structure)", low=0.0,
+               high=1.0),
         MID_BN,
         *SOLVER_OPTIONS,
         Option("mode", str, "auto", "paper (DynamicNet levels), generic (stages of any CNN), or auto",
@@ -57,13 +81,6 @@ class DeepenLevel(Pass):
         Option("init", str, "copy", "generic: weights of an inserted unit copy: copied or fresh "
                "(He-normal); its branch output is zeroed either way", ("copy", "fresh")),
     )
-    _level_default: str | None = None
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self._expected: dict[int, int] = {}  # level index -> block count, set by call for ensures
-        if self.options.get("level") is None:
-            self.options["level"] = self._level_default
 
     @property
     def contract(self) -> Contract:
@@ -72,40 +89,51 @@ class DeepenLevel(Pass):
     def exact_variant(self) -> Pass:
         return type(self)(**{**self.options, "solver": "exact"})
 
-    def _mode(self, graph: Graph) -> str:
-        """``paper`` or ``generic`` for this graph (see the module docstring)."""
-        if self.options["level"] is None:
-            raise PreconditionError(f"{self.name}: say which level to deepen (--level I|all)")
+    def _mode(self, graph: Graph) -> tuple[str, Any]:
+        """``(paper or generic, the recognised DynamicNet or None)`` for this graph (see the module
+        docstring)."""
         mode = self.options.get("mode") or "auto"
         if mode != "auto":
-            return mode
+            return mode, None
         if self.options["residual_ratio"] is not None:
-            return "paper"
+            return "paper", None
         try:  # the whole graph decides (a bad --level is then the paper path's error to give)
             st = recognise(graph)
             if st.family not in ("plain", "resnet"):
-                return "generic"
+                return "generic", None
             self._check_paper(graph, st, st.levels)
         except (PreconditionError, StructureError):
-            return "generic"
-        return "paper"
+            return "generic", None
+        return "paper", st
 
-    def _plan(self, graph: Graph) -> tuple[Any, list[Any]]:
-        if self.options["level"] is None:
-            raise PreconditionError(f"{self.name}: say which level to deepen (--level I|all)")
-        st = recognise(graph)
+    def _plan(self, graph: Graph, st: Any = None) -> tuple[Any, list[Any]]:
+        st = recognise(graph) if st is None else st
         if st.family not in ("plain", "resnet"):
             raise PreconditionError(f"{self.name}: unknown DynamicNet family {st.family!r}")
         return st, select_levels(st, self.options["level"], self.name)
 
-    def requires(self, graph: Graph) -> None:
-        self._expected = {}
-        self._generic = None
-        if self._mode(graph) == "generic":
-            self._generic = plan_deepen(graph, self.options["level"], self.options, self.name)
-            return
-        st, levels = self._plan(graph)
+    def requires(self, graph: Graph) -> LevelPlan:
+        mode, st = self._mode(graph)
+        if mode == "generic":
+            return LevelPlan("generic", generic=plan_deepen(graph, self.options["level"], self.options,
+                                                           self.name))
+        st, levels = self._plan(graph, st)
         self._check_paper(graph, st, levels)
+        expected = {lv.index: _expected_blocks(st.family, len(lv.blocks)) for lv in levels}
+        return LevelPlan("paper", structure=st, levels=levels, expected=expected)
+
+    def child_bytes(self, graph: Graph, plan: LevelPlan) -> int | None:
+        """The parent's bytes plus each split (sized by ``--cmid``), unit copy, fresh unit, identity
+        conv or identity block the plan inserts."""
+        if plan.transformer is not None:
+            return None  # one copy per layer at most: never more than the parent again
+        if plan.generic is not None:
+            return parameter_bytes(graph) + generic_growth_bytes(plan.generic, self.options)
+        if plan.structure.family == "plain":
+            splits = [graph.node(c) for lv in plan.levels for c in template_convs(lv)]
+            return parameter_bytes(graph) + sum(split_extra_bytes(n, self.options) for n in splits)
+        outs = [find_value(graph, _name(b.output)) for lv in plan.levels for b in lv.blocks]
+        return parameter_bytes(graph) + sum(4 * (18 * c * c + 9 * c) for c in (_channels(v) for v in outs))
 
     def _check_paper(self, graph: Graph, st: Any, levels: list[Any]) -> None:
         for lv in levels:
@@ -125,16 +153,16 @@ class DeepenLevel(Pass):
                             f"{self.name}: block {b.name!r} has {len(b.convs)} convs, not the paper's two"
                         )
 
-    def call(self, graph: Graph, ctx: PassContext) -> None:
-        t0 = time.perf_counter()
-        if self._mode(graph) == "generic":
-            plan = plan_deepen(graph, self.options["level"], self.options, self.name)
-            ctx.timings["recognise"] = time.perf_counter() - t0
-            self._generic = plan
-            apply_deepen(graph, ctx, plan, self.options)
+    def call(self, graph: Graph, ctx: PassContext, plan: LevelPlan) -> None:
+        if plan.transformer is not None:
+            p, tplan = plan.transformer
+            ctx.note(morph=self.name, reading="transformer", as_pass=p.describe())
+            p.call(graph, ctx, tplan)
             return
-        st, levels = self._plan(graph)
-        self._expected = {lv.index: _expected_blocks(st.family, len(lv.blocks)) for lv in levels}
+        if plan.generic is not None:
+            apply_deepen(graph, ctx, plan.generic, self.options)
+            return
+        st, levels = plan.structure, plan.levels
         if st.family == "plain":
             convs = [c for lv in levels for c in template_convs(lv)]
             ctx.expect_solves(len(convs))
@@ -149,24 +177,24 @@ class DeepenLevel(Pass):
                                   name=_fresh_block_name(graph, b.name),
                                   bn=wants_bn(graph, b, self.options["mid_bn"] or "auto"))
 
-    def ensures(self, graph: Graph) -> None:
-        plan = getattr(self, "_generic", None)
-        if plan is not None:
+    def ensures(self, graph: Graph, plan: LevelPlan) -> None:
+        if plan.transformer is not None:
+            p, tplan = plan.transformer
+            p.ensures(graph, tplan)
+            return
+        if plan.generic is not None:
             from .deepen_generic import anatomy_of
 
             have = sum(u.kind == "residual" for u in anatomy_of(graph, self.name).units)
-            if have != plan.residual_after:
+            if have != plan.generic.residual_after:
                 raise StructureError(
                     f"{self.name}: after deepening, the graph has {have} residual units, expected "
-                    f"{plan.residual_after}"
+                    f"{plan.generic.residual_after}"
                 )
-            return
-        expected = self._expected
-        if not expected:
             return
         st = recognise(graph)
         for lv in st.levels:
-            want = expected.get(lv.index)
+            want = plan.expected.get(lv.index)
             if want is not None and len(lv.blocks) != want:
                 raise StructureError(
                     f"{self.name}: after deepening, level {lv.index} has {len(lv.blocks)} blocks, "
@@ -174,20 +202,72 @@ class DeepenLevel(Pass):
                 )
 
 
+TRANSFORMER_OPTIONS = {"level": "after", "layers": "layers"}
+"""``deepen`` option -> the ``transformer-deepen`` option it becomes on a transformer."""
+
+
 class Deepen(DeepenLevel):
-    """``deepen-level`` applied to every level."""
+    """``deepen-level`` applied to every level; on a transformer, ``transformer-deepen``."""
 
     name = "deepen"
     summary = ("Deepen every level (PlainNet n -> 2n-1 blocks, ResNet n -> 2n): one growth step; on a "
-               "transformer, transformer-deepen (L -> 2L identity layers).")
-    _level_default = "all"
+               "transformer, transformer-deepen (L -> 2L identity layers; --level 0,2 after those).")
+    option_specs = (
+        DeepenLevel.option_specs[0].replace(default="all", required=False,
+                                            help="the level to deepen, or 'all'; on a transformer the "
+                                                 "layers to insert after (a comma list)"),
+        *DeepenLevel.option_specs[1:],
+        Option("layers", int, None, "transformer: insert this many layers, after evenly spaced layers",
+               low=1, high=MAX_LAYERS),
+    )
 
-    def apply(self, graph, seed=0, progress=None):
-        from .transformer_deepen import TransformerDeepen, is_transformer  # transformers (issue 10)
+    def requires(self, graph: Graph) -> LevelPlan:
+        from ..errors import NetmorphError
+        from ..structure.transformer import recognise_transformer
+        from .transformer_deepen import TransformerDeepen
 
-        if is_transformer(graph):
-            return TransformerDeepen().apply(graph, seed, progress)
-        return super().apply(graph, seed, progress)
+        try:
+            st = recognise_transformer(graph)
+        except NetmorphError:
+            st = None
+        if st is None:
+            if "layers" in self.given:
+                raise PreconditionError(f"{self.name}: option --layers applies to transformers only")
+            return super().requires(graph)
+        wrong = sorted(self.given - set(TRANSFORMER_OPTIONS))
+        if wrong:
+            flags = ", ".join(self.option(k).flag for k in wrong)
+            raise PreconditionError(f"{self.name}: {flags} does not apply to a transformer (deepen takes "
+                                    "--level and --layers there)")
+        p = TransformerDeepen(**{TRANSFORMER_OPTIONS[k]: self.options[k] for k in self.given})
+        return LevelPlan("transformer", transformer=(p, p.plan_of(st)))
+
+
+def _channels(v: Any) -> int:
+    shape = v.type.shape if v.type is not None else None
+    return int(shape[1]) if shape and len(shape) > 1 and isinstance(shape[1], int) else 0
+
+
+def _param_bytes(nodes: list[Any]) -> int:
+    seen = {id(v): v for n in nodes for v in n.inputs if v is not None and v.const is not None}
+    return sum(int(v.const.array.nbytes) for v in seen.values())
+
+
+def generic_growth_bytes(plan: DeepenPlan, options: dict[str, Any]) -> int:
+    """Parameter bytes a generic deepening adds: the copied units, fresh units (about 2.5·C² weights),
+    splits and identity convs (float32 assumed where the unit has no weights of its own)."""
+    total = sum(_param_bytes(list(t.nodes)) for _, t in plan.copies)
+    for u in plan.fresh:
+        c = _channels(u.output)
+        m = max(c // 4, 1)
+        total += 4 * (9 * m * c + c * m + c + 4 * m)
+    total += sum(split_extra_bytes(n, options) for n in plan.splits)
+    for n, _ in plan.identity_convs:
+        w = n.param(1)
+        if w is not None:
+            cin = max(w.shape[1] * int(n.attr("group", 1)), 1)
+            total += int(w.nbytes * w.shape[0] / cin) + 12 * w.shape[0]
+    return total
 
 
 def _name(v: Any) -> str:

@@ -136,12 +136,14 @@ class DuplicateBlock(Pass):
     summary = "Insert an identity residual block (branch (1-r)·Id, shortcut r·Id) after a block."
     option_specs = (
         Option("block", str, None, "the block to follow (a name from `netmorph inspect`)"),
-        Option("level", str, None, "follow every block of level I (or 'all')"),
-        Option("residual_ratio", float, None, "r (default: read from the recognised structure)"),
+        Option("level", str, "all", "follow every block of level I (or 'all')"),
+        Option("residual_ratio", float, None, "r (default: read from the recognised structure)", low=0.0,
+               high=1.0),
         Option("mid_bn", str, "auto", "identity BNs after the new convs: auto = only if the block "
                "followed has BatchNorms (BN-folded exports have none), always, never",
                ("auto", "always", "never")),
     )
+    one_of = ("block", "level")
 
     def _targets(self, graph: Graph) -> list[tuple[str, Value, float, bool]]:
         block, level = self.options["block"], self.options["level"]
@@ -166,14 +168,16 @@ class DuplicateBlock(Pass):
                         wants_bn(graph, b, self.options["mid_bn"] or "auto")))
         return out
 
-    def requires(self, graph: Graph) -> None:
-        for name, v, r, _ in self._targets(graph):
+    def requires(self, graph: Graph) -> list[tuple[str, Value, float, bool]]:
+        targets = self._targets(graph)
+        for name, v, r, _ in targets:
             if not 0.0 <= r <= 1.0:
                 raise PreconditionError(f"{self.name}: residual ratio r={r} is outside [0, 1]")
             check_insertable(graph, v, f"{self.name} after block {name!r}")
+        return targets
 
-    def call(self, graph: Graph, ctx: PassContext) -> None:
-        targets = self._targets(graph)
+    def call(self, graph: Graph, ctx: PassContext, plan: list[tuple[str, Value, float, bool]]) -> None:
+        targets = plan
         ctx.expect_solves(len(targets))
         for name, v, r, bn in targets:
             insert_identity_block(graph, ctx, v, r=r, name=_fresh_block_name(graph, name), bn=bn)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from ..errors import PreconditionError
 from ..ir import Graph, Node
+from ..limits import MAX_KERNEL
 from ..morphs.kernel import grown_pads, pad_kernel
-from .base import Option, Pass, PassContext
+from .base import Option, Pass, PassContext, parameter_bytes
 from .layers import find_node
 
 
@@ -43,15 +44,17 @@ class GrowKernel(Pass):
     name = "grow-kernel"
     summary = "Grow KxK convs to (K+2j)x(K+2j) by zero-padding kernel and padding (exact)."
     option_specs = (
-        Option("kernel", int, None, "the new kernel size (default: --from + 2)"),
-        Option("from_kernel", int, 3, "with --level: grow the convs of this kernel size"),
+        Option("kernel", int, None, "the new kernel size (default: --from + 2)", low=1, high=MAX_KERNEL),
+        Option("from_kernel", int, 3, "with --level: grow the convs of this kernel size", low=1,
+               high=MAX_KERNEL, aliases=("from",)),
         Option("node", str, None, "the conv to grow"),
-        Option("level", str, None, "grow every matching conv of stage I's units (or 'all')"),
+        Option("level", str, "all", "grow every matching conv of stage I's units (or 'all')"),
     )
+    one_of = ("node", "level")
 
     def _new_kernel(self) -> int:
         k = self.options.get("kernel")
-        return int(k) if k is not None else int(self.options.get("from_kernel") or 3) + 2
+        return int(k) if k is not None else int(self.options["from_kernel"]) + 2
 
     def _targets(self, graph: Graph) -> list[Node]:
         node, level = self.options.get("node"), self.options.get("level")
@@ -61,7 +64,7 @@ class GrowKernel(Pass):
             return [find_node(graph, node)]
         from .deepen_generic import anatomy_of, select_stages
 
-        k0 = int(self.options.get("from_kernel") or 3)
+        k0 = int(self.options["from_kernel"])
         an = anatomy_of(graph, self.name)
         out = []
         stages = select_stages(an, level, self.name)
@@ -75,13 +78,21 @@ class GrowKernel(Pass):
             raise PreconditionError(f"{self.name}: {names} has no {k0}x{k0} conv to grow")
         return out
 
-    def requires(self, graph: Graph) -> None:
-        for n in self._targets(graph):
+    def requires(self, graph: Graph) -> list[Node]:
+        targets = self._targets(graph)
+        for n in targets:
             check_growable(n, self._new_kernel())
+        return targets
 
-    def call(self, graph: Graph, ctx: PassContext) -> None:
+    def child_bytes(self, graph: Graph, plan: list[Node]) -> int:
         k = self._new_kernel()
-        for n in self._targets(graph):
+        grown = {id(n.inputs[1]): n.param(1) for n in plan}
+        return parameter_bytes(graph) + sum(int(w.nbytes * (k * k / (w.shape[2] * w.shape[3]) - 1))
+                                            for w in grown.values())
+
+    def call(self, graph: Graph, ctx: PassContext, plan: list[Node]) -> None:
+        k = self._new_kernel()
+        for n in plan:
             kh, kw = check_growable(n, k)
             w = n.param(1)
             v = n.inputs[1]

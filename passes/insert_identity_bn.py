@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..errors import PreconditionError
-from ..ir import Graph
-from .base import Option, Pass, PassContext
-from .layers import channels_of, find_value, identity_bn_node, insert_chain_after
+from ..ir import Graph, Node, Value
+from .base import PassContext
+from .insert_after import InsertAfterValue
+from .layers import identity_bn_node
 
 
-class InsertIdentityBN(Pass):
+class InsertIdentityBN(InsertAfterValue):
     """Insert ``BatchNormalization`` (gamma 1, beta 0, mean 0, var 1-eps) after ``value``.
 
     It is exactly the identity in inference. In training mode a BatchNorm normalises by the
@@ -17,16 +17,6 @@ class InsertIdentityBN(Pass):
 
     name = "insert-identity-bn"
     summary = "Insert an identity BatchNorm (gamma 1, beta 0, mean 0, var 1-eps) after a value."
-    option_specs = (Option("value", str, None, "the NCHW value to follow (required)"),)
 
-    def requires(self, graph: Graph) -> None:
-        if not self.options["value"]:
-            raise PreconditionError(f"{self.name}: say which value to follow (--value NAME)")
-        v = find_value(graph, self.options["value"])
-        channels_of(v, self.name)
-
-    def call(self, graph: Graph, ctx: PassContext) -> None:
-        v = graph.value(self.options["value"])
-        node = identity_bn_node(graph, v, channels_of(v, self.name), name=f"{v.name}.bn_id",
-                                dtype=v.type.dtype)
-        insert_chain_after(graph, v, [node], node.output)
+    def node(self, graph: Graph, ctx: PassContext, value: Value, channels: int) -> Node:
+        return identity_bn_node(graph, value, channels, name=f"{value.name}.bn_id", dtype=value.type.dtype)

@@ -120,6 +120,10 @@ class PassManager:
 
     def run(self, graph: Graph, passes: Sequence[Pass]) -> tuple[Graph, list[PassReport]]:
         """Apply ``passes`` in order to ``graph`` (untouched); returns ``(child, reports)``."""
+        for p in passes:  # every option within its declaration before any pass allocates
+            if not isinstance(p, Pass):
+                raise TypeError(f"PassManager.run takes Pass objects (get_pass(name, ...)), not {p!r}")
+            p.check_options()
         current = graph.clone()
         infer_types(current)
         current.check()  # a malformed input is bad input (IRError), not a failed morph

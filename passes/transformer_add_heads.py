@@ -9,14 +9,13 @@ targets, split sizes, ``batch x heads`` products) follows.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ..errors import PreconditionError
 from ..ir import Graph
+from ..limits import MAX_HEADS
 from ..morphs.transformer import fresh_units, zero_rows
-from .base import Option, Pass, PassContext
+from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_surgery import (
     apply_targets,
     between,
@@ -49,7 +48,7 @@ class AddHeads(Pass):
     name = "add-heads"
     summary = "Transformer: add attention heads (fresh Q/K/V, zero rows in the output projection)."
     option_specs = (
-        Option("heads", int, 1, "heads to add to each attention"),
+        Option("heads", int, 1, "heads to add to each attention", low=1, high=MAX_HEADS),
         Option("level", str, None, "comma list of layer indices (default: every layer)"),
     )
 
@@ -75,13 +74,18 @@ class AddHeads(Pass):
             work.append((i, att, ins, fused, nodes))
         return st, hn, work
 
-    def requires(self, graph: Graph) -> None:
-        self._plan(graph)
+    def requires(self, graph: Graph):
+        return self._plan(graph)
 
-    def call(self, graph: Graph, ctx: PassContext) -> None:
-        t0 = time.perf_counter()
-        st, hn, work = self._plan(graph)
-        ctx.timings["recognise"] = time.perf_counter() - t0
+    def child_bytes(self, graph: Graph, plan) -> int:
+        """Each attention's Q/K/V and output projection grow by ``heads / H``."""
+        _, hn, work = plan
+        extra = sum(p.weight.const.array.nbytes * hn / att.heads
+                    for _, att, ins, _, _ in work for p in (*ins, att.out_proj))
+        return parameter_bytes(graph) + int(extra)
+
+    def call(self, graph: Graph, ctx: PassContext, plan) -> None:
+        st, hn, work = plan
         targets = {id(att): plan_targets(graph, st.flow, [n for n in nodes if n.op_type == "Reshape"],
                                          att.out_proj.in_features, f"{self.name}: layer {i}")
                    for i, att, _, _, nodes in work}

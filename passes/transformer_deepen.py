@@ -9,28 +9,13 @@ so the copy is gated, ``h + g ⊙ (layer(h) − h)`` with a trainable per-unit `
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-from ..errors import NetmorphError, PreconditionError, StructureError
+from ..errors import PreconditionError, StructureError
 from ..ir import Graph
+from ..limits import MAX_LAYERS
 from ..morphs.transformer import zero_gate, zero_like
-from ..structure.transformer import recognise_transformer
+from ..structure.transformer import TransformerStructure
 from .base import Option, Pass, PassContext
 from .transformer_surgery import clone_layer, parse_layers, rewire, set_param, transformer_of
-
-
-def is_transformer(graph: Graph) -> bool:
-    """Whether ``graph`` is recognised as a transformer (``deepen`` dispatches on it)."""
-    from ..ir.infer import infer_types
-
-    try:
-        g = graph.clone()
-        infer_types(g)
-        recognise_transformer(g)
-    except NetmorphError:
-        return False
-    return True
 
 
 class TransformerDeepen(Pass):
@@ -41,12 +26,10 @@ class TransformerDeepen(Pass):
                "gated copies h + g*(layer(h) - h), g = 0).")
     option_specs = (
         Option("after", str, None, "comma list of layer indices to insert after (default: every layer)"),
-        Option("layers", int, None, "insert this many layers, after evenly spaced layers"),
+        Option("layers", int, None, "insert this many layers, after evenly spaced layers", low=1,
+               high=MAX_LAYERS),
     )
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self._expected: int | None = None
+    one_of = ("after", "layers")
 
     def _targets(self, count: int) -> list[int]:
         if self.options["layers"] is not None:
@@ -57,16 +40,15 @@ class TransformerDeepen(Pass):
             return sorted({(i * count) // k + (count // k) - 1 for i in range(k)})
         return parse_layers(self.options["after"], count, self.name)
 
-    def requires(self, graph: Graph) -> None:
-        st = transformer_of(graph, self.name)
-        self._targets(len(st.layers))
+    def requires(self, graph: Graph) -> tuple[TransformerStructure, list[int]]:
+        return self.plan_of(transformer_of(graph, self.name))
 
-    def call(self, graph: Graph, ctx: PassContext) -> None:
-        t0 = time.perf_counter()
-        st = transformer_of(graph, self.name)
-        ctx.timings["recognise"] = time.perf_counter() - t0
-        targets = self._targets(len(st.layers))
-        self._expected = len(st.layers) + len(targets)
+    def plan_of(self, st: TransformerStructure) -> tuple[TransformerStructure, list[int]]:
+        """The plan on a recognised transformer: ``(structure, layers to insert after)``."""
+        return st, self._targets(len(st.layers))
+
+    def call(self, graph: Graph, ctx: PassContext, plan: tuple[TransformerStructure, list[int]]) -> None:
+        st, targets = plan
         for k, i in enumerate(reversed(targets)):  # from the end: earlier layers' objects stay valid
             layer = st.layers[i]
             suffix = f"_grown{len(st.layers) + k}"
@@ -99,10 +81,9 @@ class TransformerDeepen(Pass):
             graph.insert_after(out.producer, sub, mul, add)
             rewire(graph, old_uses, add.outputs[0], h)
 
-    def ensures(self, graph: Graph) -> None:
-        if self._expected is None:
-            return
+    def ensures(self, graph: Graph, plan: tuple[TransformerStructure, list[int]]) -> None:
+        expected = len(plan[0].layers) + len(plan[1])
         st = transformer_of(graph, self.name)
-        if len(st.layers) != self._expected:
+        if len(st.layers) != expected:
             raise StructureError(f"{self.name}: after deepening the model has {len(st.layers)} layers, "
-                                 f"expected {self._expected}")
+                                 f"expected {expected}")

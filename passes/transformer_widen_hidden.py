@@ -17,16 +17,15 @@ from the head size at run time, the ``1/sqrt`` correction).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
+from ..limits import MAX_FACTOR
 from ..morphs.lineage import ParamLineage
 from ..morphs.transformer import gather, head_index, tile_index
 from ..structure.transformer import TransformerStructure, as_linear
-from .base import Option, Pass, PassContext
+from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_add_heads import attention_projections
 from .transformer_surgery import _resolved, forget_types, rescale_shape_constants, set_param, transformer_of
 
@@ -115,7 +114,8 @@ class WidenHidden(Pass):
     summary = ("Transformer: hidden width d -> n*d HyperCloning-style ([h, h]; W.repeat(n, n)/n; heads "
                "repeated or widened).")
     option_specs = (
-        Option("factor", float, 2.0, "integer factor n of the hidden width"),
+        Option("factor", float, 2.0, "integer factor n of the hidden width", low=1.0, high=MAX_FACTOR,
+               low_open=True),
         Option("heads_mode", str, "count", "grow the head count or the head size", ("count", "size")),
     )
 
@@ -145,9 +145,16 @@ class WidenHidden(Pass):
                 f"(try --heads-mode {'size' if mode == 'count' else 'count'})")
         return n, st, mode, widths, moving
 
-    def requires(self, graph: Graph) -> None:
-        n, st, mode, _, _ = self._plan(graph)
-        self._sites(graph, st, n, mode)
+    def requires(self, graph: Graph):
+        n, st, mode, widths, moving = self._plan(graph)
+        return n, st, mode, widths, moving, self._sites(graph, st, n, mode)
+
+    def child_bytes(self, graph: Graph, plan) -> int:
+        """Every parameter the clone repeats grows ``n`` times along each repeated axis."""
+        n, sites = plan[0], plan[5]
+        new = sum(p.const.array.nbytes * n ** len(rules) for _, _, p, rules, _, _ in sites)
+        old = {id(p): p.const.array.nbytes for _, _, p, _, _, _ in sites}
+        return parameter_bytes(graph) + int(new) - sum(old.values())
 
     def _sites(self, graph: Graph, st: TransformerStructure, n: int, mode: str) -> list[tuple]:
         """``(node, slot, param, [(axis, index, divide), …], scale, lineage)`` for every parameter."""
@@ -240,11 +247,8 @@ class WidenHidden(Pass):
                           scale if scale is not None and (scale != 1).any() else None, 0))
         return sites
 
-    def call(self, graph: Graph, ctx: PassContext) -> None:
-        t0 = time.perf_counter()
-        n, st, mode, widths, moving = self._plan(graph)
-        ctx.timings["recognise"] = time.perf_counter() - t0
-        sites = self._sites(graph, st, n, mode)
+    def call(self, graph: Graph, ctx: PassContext, plan) -> None:
+        n, st, mode, widths, moving, sites = plan
         flow = st.flow
         data = list(flow.data_nodes)
         for node, slot, p, rules, scale, scale_axis in sites:

@@ -9,12 +9,11 @@ elementwise ops with scalar constants, or reshapes (whose width entry is retarge
 
 from __future__ import annotations
 
-import time
-
 from ..errors import PreconditionError
 from ..ir import Graph
+from ..limits import MAX_FACTOR
 from ..morphs.widen import MAPPING_MODES, channel_mapping, divisors, widen_consumer, widen_producer
-from .base import Option, Pass, PassContext
+from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_surgery import (
     between,
     forget_types,
@@ -39,7 +38,7 @@ class WidenMLP(Pass):
     name = "widen-mlp"
     summary = "Transformer: Net2Wider on the MLP hidden units (copy up-proj columns, divide down-proj rows)."
     option_specs = (
-        Option("factor", float, 2.0, "new MLP width / old (> 1)"),
+        Option("factor", float, 2.0, "new MLP width / old (> 1)", low=1.0, high=MAX_FACTOR, low_open=True),
         Option("level", str, None, "comma list of layer indices (default: every layer)"),
         Option("mapping", str, "random", "which units the new ones copy", MAPPING_MODES),
     )
@@ -76,13 +75,17 @@ class WidenMLP(Pass):
             work.append((i, lay, inner, reshapes, m, new))
         return st, work
 
-    def requires(self, graph: Graph) -> None:
-        self._plan(graph)
+    def requires(self, graph: Graph):
+        return self._plan(graph)
 
-    def call(self, graph: Graph, ctx: PassContext) -> None:
-        t0 = time.perf_counter()
-        _, work = self._plan(graph)
-        ctx.timings["recognise"] = time.perf_counter() - t0
+    def child_bytes(self, graph: Graph, plan) -> int:
+        """The up- and down-projections of each widened MLP grow by ``new / m``."""
+        extra = sum(p.weight.const.array.nbytes * (new - m) / m
+                    for _, lay, _, _, m, new in plan[1] for p in (lay.up, lay.down))
+        return parameter_bytes(graph) + int(extra)
+
+    def call(self, graph: Graph, ctx: PassContext, plan) -> None:
+        _, work = plan
         for i, lay, inner, reshapes, m, new in work:
             up, down = lay.up, lay.down
             mapping = channel_mapping(m, new, mode=self.options["mapping"], rng=ctx.rng)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import PreconditionError
 from ..ir import Graph, Node
+from ..limits import MAX_FACTOR, MAX_WIDTH
 from ..morphs.lineage import ParamLineage
 from ..morphs.widen import (
     MAPPING_MODES,
@@ -62,20 +63,16 @@ class Widen(Pass):
     name = "widen"
     summary = "Net2WiderNet on channel groups (exact): copy channels, fold consumers by replication."
     option_specs = (
-        Option("factor", float, 2.0, "new width = ceil(factor x old), rounded to whole groups"),
-        Option("width", int, None, "new width (instead of --factor)"),
-        Option("level", str, None, "widen every channel group produced in stage I (or 'all')"),
+        Option("factor", float, 2.0, "new width = ceil(factor x old), rounded to whole groups", low=1.0,
+               high=MAX_FACTOR, low_open=True),
+        Option("width", int, None, "new width (instead of --factor)", low=1, high=MAX_WIDTH),
+        Option("level", str, "all", "widen every channel group produced in stage I (or 'all')"),
         Option("node", str, None, "widen the group of this conv's / linear's output"),
-        Option("noise", float, 0.0, "symmetry-breaking noise on copied rows (contract: approx)"),
+        Option("noise", float, 0.0, "symmetry-breaking noise on copied rows (contract: approx)", low=0.0),
         Option("mapping", str, "random", "which channels the new ones copy: random or round-robin",
                MAPPING_MODES),
     )
-    _level_default: str | None = "all"
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        if self.options.get("level") is None and self.options.get("node") is None:
-            self.options["level"] = self._level_default
+    one_of = (("node", "level"), ("factor", "width"))
 
     @property
     def contract(self) -> Contract:
@@ -87,17 +84,15 @@ class Widen(Pass):
         return type(self)(**{**self.options, "noise": 0.0})
 
     # -- what to widen ----------------------------------------------------------------------
-    def _groups(self, graph: Graph, ctx: PassContext | None) -> list[Any]:
+    def _groups(self, graph: Graph) -> tuple[list[Any], list[str]]:
         from ..structure import ActivationView
         from ..structure.channels import PRODUCER_OPS, find_channel_group, producer_axis
         from .deepen_generic import anatomy_of, select_stages
 
         node, level = self.options.get("node"), self.options.get("level")
-        if node is not None and level is not None and self._level_default is None:
-            raise PreconditionError(f"{self.name}: give one of --node NAME or --level I|all")
         view = ActivationView(graph)
         if node is not None:
-            return [find_channel_group(graph, find_node(graph, node), view)]
+            return [find_channel_group(graph, find_node(graph, node), view)], []
         if level is None:
             raise PreconditionError(f"{self.name}: say which stage to widen (--level I|all)")
         an = anatomy_of(graph, self.name)
@@ -118,14 +113,26 @@ class Widen(Pass):
         if not groups:
             why = "; ".join(skipped[:3]) or "no conv or linear produces a group there"
             raise PreconditionError(f"{self.name}: no channel group of stage {level} can be widened ({why})")
-        if ctx is not None:
-            for s in skipped:
-                ctx.note(morph="widen", skipped=s)
-        return groups
+        return groups, skipped
 
-    def requires(self, graph: Graph) -> None:
-        for g in self._groups(graph, None):
+    def requires(self, graph: Graph) -> tuple[list[Any], list[str]]:
+        groups, skipped = self._groups(graph)
+        for g in groups:
             self._plan(g)
+        return groups, skipped
+
+    def child_bytes(self, graph: Graph, plan: tuple[list[Any], list[str]]) -> int:
+        """Every parameter a widened group's nodes read grows by new / old (twice for a conv between
+        two widened groups)."""
+        scale: dict[int, float] = {}
+        for g in plan[0]:
+            ratio = self._plan(g)[0] / g.width
+            nodes = [n for n, _ in g.producers] + [n for n, _, _ in g.consumers] + list(g.through) + \
+                list(g.boundaries)
+            for p in {id(p): p for n in nodes for p in _params_of(n)}.values():
+                scale[id(p)] = scale.get(id(p), 1.0) * ratio
+        return int(sum(v.const.array.nbytes * scale.get(id(v), 1.0) for v in graph.parameters
+                       if v.const is not None))
 
     def _plan(self, g: Any) -> tuple[int, str]:
         where = f"{self.name} of the group of {g.producers[0][0].name!r}"
@@ -143,10 +150,10 @@ class Widen(Pass):
         return new, mode
 
     # -- surgery ------------------------------------------------------------------------------
-    def call(self, graph: Graph, ctx: PassContext) -> None:
-        t0 = time.perf_counter()
-        groups = self._groups(graph, ctx)
-        ctx.timings["recognise"] = time.perf_counter() - t0
+    def call(self, graph: Graph, ctx: PassContext, plan: tuple[list[Any], list[str]]) -> None:
+        groups, skipped = plan
+        for s in skipped:
+            ctx.note(morph="widen", skipped=s)
         from ..structure import ActivationView
         from ..structure.channels import find_channel_group
 
@@ -158,7 +165,7 @@ class Widen(Pass):
             if i:  # an earlier group may have changed the widths around this one (a shared Concat)
                 t1 = time.perf_counter()
                 g = find_channel_group(graph, g.producers[0][0], view)
-                ctx.timings["recognise"] += time.perf_counter() - t1
+                ctx.timings["recognise"] = ctx.timings.get("recognise", 0.0) + time.perf_counter() - t1
             new, mode = self._plan(g)
             widen_group(graph, ctx, g, new, mode=mode, noise=float(self.options.get("noise") or 0.0),
                         done=done, view=view)
@@ -169,7 +176,21 @@ class WidenLevel(Widen):
 
     name = "widen-level"
     summary = "Net2WiderNet on every channel group produced in one stage (exact)."
-    _level_default = None
+    option_specs = tuple(o.replace(default=None, required=True) if o.name == "level" else o
+                         for o in Widen.option_specs if o.name != "node")
+    one_of = (("factor", "width"),)
+
+
+def _params_of(n: Node) -> list[Any]:
+    """The constant inputs of ``n`` (through an ``Identity`` or ``Transpose`` of a parameter)."""
+    out = []
+    for v in n.inputs:
+        if v is not None and v.const is None and v.producer is not None and \
+                v.producer.op_type in ("Identity", "Transpose") and v.producer.inputs:
+            v = v.producer.inputs[0]
+        if v is not None and v.const is not None:
+            out.append(v)
+    return out
 
 
 def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str = "random",

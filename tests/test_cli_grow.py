@@ -45,7 +45,7 @@ def one_line_error(res, code=2) -> str:
         ("plain", ["--pass", "deepen-level", "--level", "two"], "level must be an integer or 'all'"),
         ("plain", ["--pass", "fly"], "no pass named 'fly'"),
         ("plain", ["--pass", "restore-bn", "--node", "x"], "option --node does not apply"),
-        ("plain", ["--pass", "insert-identity-bn"], "say which value"),
+        ("plain", ["--pass", "insert-identity-bn"], "option value is required (--value"),
         ("plain", ["--pass", "duplicate-block", "--block", "level1.block2"], "is the ResNet morph"),
         ("resnet", ["--pass", "duplicate-block", "--block", "level9.block1"], "no block named"),
         ("plain", ["--pass", "deepen", "--repeat", "0"], "--repeat must be at least 1"),
@@ -123,7 +123,7 @@ def test_passes_lists_contracts_and_options():
     for name in ("conv-split", "insert-identity-bn", "insert-identity-prelu", "duplicate-block", "restore-bn",
                  "deepen-level", "deepen"):
         assert f"\n{name}: " in "\n" + res.output
-    assert "contract: exact" in res.output and "--solver STR [exact|optgd|lsq]" in res.output
+    assert "contract: exact" in res.output and "--solver exact|optgd|lsq: kernel solver" in res.output
     rows = json.loads(invoke("passes", "--json").output)
     assert {r["name"] for r in rows} >= {"conv-split", "deepen"}
 

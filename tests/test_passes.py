@@ -41,11 +41,13 @@ def test_restore_bn_puts_bn_after_every_bare_conv():
     conv = child.node("conv")
     assert [n.op_type for n in conv.output.consumers()] == ["BatchNormalization"]
     assert max_diff(g, child, (2, 4, 9, 9)) <= 1e-6
-    with pytest.raises(PreconditionError, match="already followed by a BatchNorm"):
-        get_pass("restore-bn").apply(child)
+    again, rep = get_pass("restore-bn").apply(child)  # a no-op, said in the report: chains go on
+    assert len(again.nodes) == len(child.nodes) and not rep.nodes_added
+    assert rep.details == [{"morph": "restore-bn",
+                            "unchanged": "nothing to restore: every conv is already followed by a BatchNorm"}]
 
 
-def test_restore_bn_on_a_model_without_convs_says_so():
+def test_restore_bn_on_a_model_without_convs_is_a_noop_that_says_so():
     g = netmorph.Graph("mlp")
     x = g.add_input("x", netmorph.TensorType.float32("N", 4))
     w = g.add_parameter("w", np.ones((4, 3), np.float32))
@@ -53,8 +55,8 @@ def test_restore_bn_on_a_model_without_convs_says_so():
     g.insert_before(None, mm)
     g.outputs.append(mm.output)
     netmorph.ir.infer_types(g)
-    with pytest.raises(PreconditionError, match="has no Conv node"):
-        get_pass("restore-bn").apply(g)
+    child, rep = get_pass("restore-bn").apply(g)
+    assert not rep.nodes_added and "the model has no Conv node" in rep.details[0]["unchanged"]
 
 
 def test_pass_never_mutates_its_input(plain7):
@@ -128,7 +130,7 @@ def test_conv_split_cmid_and_mid_bn(plain7):
         ({"cin": 4, "cout": 4, "group": 4}, {"node": "conv"}, r"depthwise conv \(group=4\)"),
         ({}, {"node": "conv", "k1": 2}, "must be odd"),
         ({"k": 5}, {"node": "conv", "k1": 1, "k2": 3}, "does not fit"),
-        ({}, {}, "exactly one of --node"),
+        ({}, {"node": "conv", "level": "all"}, "give one of --node or --level, not both"),
     ],
 )
 def test_conv_split_refuses_clearly(graph_kw, pass_kw, msg):

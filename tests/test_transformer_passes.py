@@ -97,7 +97,9 @@ def _grow_and_check(kind, exporter, name, opts):
 def test_pass_on_model(kind, exporter, name, opts):
     rep = _grow_and_check(kind, exporter, name, opts)
     if name == "deepen":
-        assert rep.pass_name == "transformer-deepen"  # deepen dispatched to the transformer construction
+        # deepen dispatched to the transformer construction, and says so
+        assert rep.details[0] == {"morph": "deepen", "reading": "transformer",
+                                  "as_pass": "transformer-deepen()"}
 
 
 @pytest.mark.parametrize("kind,exporter", [("gpt", "dynamo"), ("vit", "torchscript"), ("bert", "dynamo"),
@@ -136,7 +138,7 @@ def test_refusals_name_the_reason():
     g = onnx_io.load(exported("gpt", "dynamo"))
     with pytest.raises(PreconditionError, match="integer >= 2"):
         get_pass("widen-hidden", factor=1.5).apply(g)
-    with pytest.raises(PreconditionError, match="does not widen"):
+    with pytest.raises(PreconditionError, match="option factor must be > 1"):
         get_pass("widen-mlp", factor=1.0).apply(g)
     with pytest.raises(PreconditionError, match="layer 5 does not exist"):
         get_pass("transformer-deepen", after="5").apply(g)

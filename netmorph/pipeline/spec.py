@@ -189,7 +189,8 @@ class Stage:
     solver
         Kernel solver of the pass (``exact``, ``optgd``, ``lsq``); ``None``: the pass's default.
     options
-        Further pass options (``level``, ``cmid``, ``max_iter`` …).
+        Further pass options (``level``, ``cmid``, ``max_iter`` …): the keys and values the pass
+        declares (``netmorph passes``), checked when the stage is made.
     lr_policy
         Learning-rate policy of this stage; ``None``: the pipeline's (see :mod:`~.lr_policy`).
     """
@@ -207,8 +208,23 @@ class Stage:
         _int(self.epochs, "stage epochs", high=MAX_EPOCHS)
         if self.grow is None and (self.solver is not None or self.options):
             raise PipelineError("a stage without 'grow' cannot have 'solver' or 'options'")
+        if self.grow is not None:
+            self.make_pass()  # names, types, bounds and choices: the pass's own declaration
         if self.lr_policy is not None:
             _policy(self.lr_policy, "stage lr_policy")
+
+    def make_pass(self) -> Any:
+        """The stage's pass with its options (``solver`` included), checked by the pass's declaration
+        (:class:`netmorph.passes.Option`); a :class:`PipelineError` naming the pass otherwise."""
+        from ..passes import get_pass
+
+        options = dict(self.options)
+        if self.solver is not None:
+            options["solver"] = self.solver
+        try:
+            return get_pass(self.grow, **options)
+        except NetmorphError as e:
+            raise PipelineError(f"{self.grow}: {str(e).splitlines()[0]}") from None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"epochs": self.epochs}

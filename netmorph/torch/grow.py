@@ -84,12 +84,13 @@ class Grown:
 
 
 def _passes(passes: Any, options: dict[str, Any]) -> list[Any]:
-    from ..passes import Pass, get_pass
+    from ..passes import Pass
+    from ..passes.registry import make_passes
 
     items = [passes] if isinstance(passes, (str, Pass)) else list(passes)
     if options and not any(isinstance(p, str) for p in items):
         raise TypeError(f"pass options {sorted(options)} given but every pass is already a Pass object")
-    return [get_pass(p, **options) if isinstance(p, str) else p for p in items]
+    return make_passes(items, options)  # each named pass takes the options it declares
 
 
 def run_passes(graph: Graph, passes: Sequence[Any], *, verify: bool, seed: int) -> tuple[list[Step], list]:
