@@ -107,6 +107,10 @@ class DataFlow:
             )
         return used[0]
 
+    @staticmethod
+    def _one_output(node: Node) -> bool:
+        return sum(1 for o in node.outputs if o.uses() or o.is_graph_output) == 1
+
     def _dag(self) -> nx.DiGraph:
         """Vertices are ``id(node)`` (names may be empty or repeated in foreign files)."""
         dag = nx.DiGraph()
@@ -134,6 +138,9 @@ class DataFlow:
         while chain[-1] != _SOURCE:
             chain.append(idom[chain[-1]])
         chain.reverse()  # source, d1, d2, ..., sink
+        # a node with several used outputs (Split, a CSP stage's two halves) is no cut value: it
+        # opens the region its outputs meet again in
+        chain = [d for d in chain if d == _SOURCE or d == chain[-1] or self._one_output(by_id[d])]
         on_chain = set(chain)
         groups: dict = {d: [] for d in chain[:-1]}
         for n in self.data_nodes:
