@@ -89,7 +89,13 @@ class Widen(Pass):
     # -- what to widen ----------------------------------------------------------------------
     def _groups(self, graph: Graph, ctx: PassContext | None) -> list[Any]:
         from ..structure import ActivationView
-        from ..structure.channels import PRODUCER_OPS, SLICING_OPS, find_channel_group, producer_axis
+        from ..structure.channels import (
+            PRODUCER_OPS,
+            SLICING_OPS,
+            PieceBoundary,
+            find_channel_group,
+            producer_axis,
+        )
         from .deepen_generic import anatomy_of, select_stages
 
         node, level = self.options.get("node"), self.options.get("level")
@@ -112,6 +118,9 @@ class Widen(Pass):
                             continue
                         try:
                             g = find_channel_group(graph, n, view, output=k)
+                        except PieceBoundary:
+                            covered.add((id(n), k))  # its pieces are groups of their own
+                            continue
                         except PreconditionError as e:
                             if n.op_type not in SLICING_OPS:  # a piece that is no group: nothing to say
                                 skipped.append(f"{n.name}: {e}")

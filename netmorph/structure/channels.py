@@ -46,6 +46,10 @@ PRODUCER_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 SLICING_OPS = frozenset({"Split", "Slice"})
 
 
+class PieceBoundary(PreconditionError):
+    """The group is cut by a ``Split`` / ``Slice``: each piece is found as a group of its own."""
+
+
 @dataclass
 class Member:
     """A value of the group, its channel ``axis``, and ``inner`` columns per channel (Flatten).
@@ -507,7 +511,8 @@ class _Closure:
         for (a, b), o in zip(pieces, outs, strict=False):
             inside = [x for x in occ if a <= x and x + w <= b]
             if any(x < b and x + w > a for x in occ if x not in inside):
-                self.fail(n, f"a split or slice [{a}, {b}) that cuts through the group")
+                raise PieceBoundary(f"the {w}-channel group stops at {n.name!r} ({n.op_type}): a split or "
+                                    f"slice [{a}, {b}) cuts through it (each piece is a group of its own)")
             if not inside or not (o.uses() or o.is_graph_output):
                 continue
             self._cur = None
