@@ -215,8 +215,14 @@ def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str =
         raise PreconditionError(
             f"LayerNormalization {ln!r}: the mapping it must follow copies channels unequally"
         )
+    elif gs > 1 and not _block_structured(mapping, gs):
+        raise PreconditionError(
+            f"the group of {g.producers[0][0].name!r} grows by whole groups of {gs} channels, but the "
+            "mapping it must follow copies single channels"
+        )
     done = set() if done is None else done
     done.update(id(n) for n, _ in g.producers)
+    done.update(id(m.value) for m in g.members)
     unsliced = Member(None, 0)  # the group is the whole channel axis
     for n, axis in g.producers:
         if n.op_type == "Conv" and int(n.attr("group", 1)) > 1:
@@ -258,7 +264,42 @@ def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str =
              mapping=mode, consumers=len(g.consumers), values=len(g.members))
     for b in g.boundaries:
         _widen_boundary(graph, ctx, b, mapping, done, view)
+    for c in g.sources:
+        _widen_source(graph, ctx, c, mapping, done, view)
     return mapping
+
+
+def _block_structured(mapping: np.ndarray, size: int) -> bool:
+    """Whether ``mapping`` copies whole blocks of ``size`` channels."""
+    m = np.asarray(mapping, dtype=np.int64).reshape(-1, size)
+    return bool((m[:, :1] % size == 0).all() and (m - m[:, :1] == np.arange(size)).all())
+
+
+def _widen_source(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndarray, done: set,
+                  view: Any) -> None:
+    """Grow a grouped conv that writes a widened group (per group: ``a`` inputs, ``b`` outputs) by
+    whole groups, then its input group with the mapping that implies."""
+    from ..structure import ActivationView
+    from ..structure.channels import group_of_value
+
+    if id(conv) in done:
+        return
+    done.add(id(conv))
+    w = constant_array(conv.inputs[1])
+    a, groups = w.shape[1], int(conv.attr("group", 1))
+    b = w.shape[0] // groups
+    by_group = np.asarray(mapping, dtype=np.int64).reshape(-1, b)[:, 0] // b
+    view = view or ActivationView(graph)
+    src = conv.inputs[0]
+    before = None if id(src) in done else group_of_value(view, src)  # before the conv changes
+    _set(graph, ctx, conv, 1, widen_producer(w, mapping, 0), "gather", axis=0, index=mapping)
+    if len(conv.inputs) > 2 and conv.inputs[2] is not None:
+        bias = constant_array(conv.inputs[2])
+        _set(graph, ctx, conv, 2, widen_producer(bias, mapping, 0), "gather", axis=0, index=mapping)
+    conv.set_attr("group", len(by_group))
+    if before is not None:
+        cols = group_mapping(by_group, a)
+        widen_group(graph, ctx, before, len(cols), mapping=cols, done=done, view=view)
 
 
 def _widen_boundary(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndarray, done: set,
@@ -268,6 +309,9 @@ def _widen_boundary(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndar
     from ..structure import ActivationView
     from ..structure.channels import find_channel_group
 
+    if id(conv) in done:
+        return  # grown already, as the source of the group after it
+    done.add(id(conv))
     w = constant_array(conv.inputs[1])
     a, groups = w.shape[1], int(conv.attr("group", 1))
     b = w.shape[0] // groups
@@ -361,8 +405,16 @@ def _widen_pieces(graph: Graph, ctx: PassContext, n: Node, member: Any, old: int
             _set(graph, ctx, n, 1, np.asarray(grown, dtype=dt), "new")
         elif n.attr("split") is not None:
             n.set_attr("split", grown)
-        elif len(set(grown)) > 1:
-            raise PreconditionError(f"Split {n.name!r}: equal pieces would grow unequally")
+        elif len(set(grown)) > 1 and int(graph.opset_imports.get("", 13)) < 13:
+            n.set_attr("split", grown)
+        elif len(set(grown)) > 1:  # num_outputs (opset 18) or implicit equal pieces: say the sizes
+            sv = graph.add_parameter(f"{n.name}.split", np.asarray(grown, dtype=np.int64))
+            ctx.derive(sv.name, "new", note="widened constant")
+            if len(n.inputs) > 1:
+                n.set_input(1, sv)
+            else:
+                n.append_input(sv)
+            n.attributes.pop("num_outputs", None)
         return
     total = member.channels(old)
     for i in (1, 2):

@@ -92,7 +92,8 @@ def repvgg():
 
 
 def fastvit():
-    return timm().create_model("fastvit_t8", layers=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), num_classes=10)
+    return timm().create_model("fastvit_t8", layers=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128),
+                               num_classes=10)
 
 
 def shufflenet_v2():

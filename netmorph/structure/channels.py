@@ -121,6 +121,9 @@ class ChannelGroup:
     boundaries: list[Node] = field(default_factory=list)
     """Grouped convs with different input and output channels per group that read the group: each
     grows by whole groups, and its output (another group) follows with a derived mapping."""
+    sources: list[Node] = field(default_factory=list)
+    """Grouped convs with different input and output channels per group that write the group: each
+    grows by whole groups, and its input (another group) follows with a derived mapping."""
     slices: dict[int, Member] = field(default_factory=dict)
     """``id(node) -> Member`` it reads or writes (a slice of a concatenation has its own index)."""
     origin: tuple[Node, int] | None = None
@@ -220,12 +223,19 @@ def find_channel_group(graph: Graph, producer: Node, view: ActivationView | None
 
 def group_of_piece(view: ActivationView, node: Node, output: int = 0) -> ChannelGroup:
     """The group of output ``output`` of a ``Split`` / ``Slice`` over the channel axis (axis 1)."""
-    out = node.outputs[output]
-    width = _dim(out, 1)
-    if not isinstance(width, int) or _rank(out) is None:
-        raise PreconditionError(f"node {node.name!r}: its output channel count is unknown")
-    g = _Closure(view, width).run(None, out, 1)
+    g = group_of_value(view, node.outputs[output])
     g.origin = (node, output)
+    return g
+
+
+def group_of_value(view: ActivationView, v: Value, axis: int = 1) -> ChannelGroup:
+    """The group whose channels are ``v``'s axis ``axis`` (whole), from any value of it."""
+    width = _dim(v, axis)
+    if not isinstance(width, int) or _rank(v) is None:
+        raise PreconditionError(f"value {v.name!r}: its channel count is unknown")
+    g = _Closure(view, width).run(None, v, axis)
+    g.origin = (v.producer, next(i for i, o in enumerate(v.producer.outputs) if o is v)) \
+        if v.producer is not None else None
     return g
 
 
@@ -386,9 +396,16 @@ class _Closure:
                 self.fail(n, "a conv with a computed weight")
             per_in, per_out = w[1].shape[1], w[1].shape[0] // groups
             if per_in != per_out:
-                if backward or groups == 1:
+                if groups == 1 or (backward and m.total is not None):
                     self.fail(n, f"a grouped conv with {per_in} input but {per_out} output channels per "
-                              "group, reached from its output")
+                              "group, producing a slice of the group")
+                if backward:
+                    # a source: it grows by whole groups of its outputs, its input group follows with
+                    # the mapping that implies (FastViT's downsampling convs, 1 input : 2 outputs)
+                    self.g.granularity = int(np.lcm(self.g.granularity, per_out))
+                    self.g.sources.append(n)
+                    self.g.slices[id(n)] = m
+                    return
                 # a boundary: its output is another group, widened with the mapping this one implies
                 self.g.granularity = int(np.lcm(self.g.granularity, per_in))
                 self.g.boundaries.append(n)
