@@ -23,11 +23,10 @@ from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
 from ..morphs.deepen import he_normal, identity_kernel, zeros_like
 from ..structure.constants import constant_array
+from ..structure.ops import GATE_OPS, IDEMPOTENT_OPS, NORM_OPS, ZERO_PRESERVING_OPS
 from .base import PassContext
 from .layers import channels_of, identity_bn_node, identity_prelu_node, insert_chain_after
 
-IDEMPOTENT_OPS = ("Relu", "Clip")
-NORM_OPS = ("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization")
 INIT_MODES = ("copy", "fresh")
 
 
@@ -200,15 +199,6 @@ def zero_branch_output(graph: Graph, ctx: PassContext, v: Value, members: set[in
     return "zeroed " + ", ".join(done)
 
 
-ZERO_PRESERVING = frozenset({
-    "Identity", "Dropout", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Relu", "LeakyRelu",
-    "PRelu", "Tanh", "HardSwish", "Gelu", "Elu", "Selu", "Mish", "Erf", "Neg", "MaxPool", "AveragePool",
-    "Slice", "Split", "Resize", "Upsample", "SpaceToDepth", "DepthToSpace",
-})
-"""Ops whose output is zero when their (first) activation input is (``f(0) = 0``)."""
-GATE_OPS = ("Sigmoid", "HardSigmoid")
-
-
 def plan_zero(v: Value, members: set[int], where: str, _depth: int = 0) -> list[tuple[Node, list[int], str]]:
     """``[(node, input indices to zero, what)]`` that make ``v`` exactly zero (nothing changed yet)."""
     n = v.producer
@@ -231,7 +221,7 @@ def plan_zero(v: Value, members: set[int], where: str, _depth: int = 0) -> list[
         return [(n, consts, "bias"), *back(data[0])]
     if op == "Clip" and data and _clip_keeps_zero(n):
         return back(data[0])
-    if op in ZERO_PRESERVING and data:
+    if op in ZERO_PRESERVING_OPS and data:
         return back(data[0])
     if op == "Div" and data and data[0] == 0:
         return back(0)

@@ -32,18 +32,7 @@ from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
 from .activations import ActivationView, ensure_types
 from .constants import constant_array
-
-UNARY_OPS = frozenset({
-    "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf", "LeakyRelu", "Elu",
-    "Selu", "Softplus", "Mish", "Celu", "Neg", "Abs", "Sqrt", "Exp", "Log", "Identity", "Dropout",
-    "Cast", "Pow", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "ThresholdedRelu",
-})
-BINARY_OPS = frozenset({"Add", "Mul", "Sub", "Div", "Max", "Min"})
-POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"})
-REDUCE_OPS = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum"})
-NORM_CHANNEL_FIRST = frozenset({"BatchNormalization", "InstanceNormalization"})
-PRODUCER_OPS = frozenset({"Conv", "Gemm", "MatMul"})
-SLICING_OPS = frozenset({"Split", "Slice"})
+from .ops import BINARY_OPS, CHANNEL_FIRST_NORMS, POOL_OPS, REDUCE_OPS, SLICING_OPS, UNARY_OPS
 
 
 class PieceBoundary(PreconditionError):
@@ -365,8 +354,8 @@ class _Closure:
         op = n.op_type
         data = self.view.inputs(n)
         out = self.view.output(n) if n.outputs else None
-        if op in UNARY_OPS or op in NORM_CHANNEL_FIRST or op in POOL_OPS or op == "PRelu":
-            if op in NORM_CHANNEL_FIRST and m.axis != 1:
+        if op in UNARY_OPS or op in CHANNEL_FIRST_NORMS or op in POOL_OPS or op == "PRelu":
+            if op in CHANNEL_FIRST_NORMS and m.axis != 1:
                 self.fail(n, "a channel-first norm off the channel axis")
             if op in POOL_OPS and m.axis != 1:
                 self.fail(n, "pooling off the channel axis")

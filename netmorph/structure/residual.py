@@ -27,15 +27,9 @@ import numpy as np
 from ..ir import Graph, Node, Value
 from .activations import ActivationView
 from .constants import constant_array
+from .ops import JOIN_OPS, LAYER_OPS, PRODUCER_OPS, TRANSPARENT_OPS
 
-JOIN_OPS = ("Add",)
-LAYER_OPS = frozenset({
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization",
-    "InstanceNormalization", "GroupNormalization", "RMSNormalization",
-})
-"""Ops that make a branch a real layer (a branch of only elementwise ops is arithmetic, not a unit,
-e.g. the ``x + 0.044715·x³`` inside a tanh-GELU)."""
-PROJECTION_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+PROJECTION_OPS = PRODUCER_OPS
 MAX_SHORTCUT = 6
 
 
@@ -161,8 +155,11 @@ def match_residual(add: Node, view: ActivationView) -> ResidualUnit | str:
     return ResidualUnit(add, x, nodes, other, list(reversed(chain)), kind, r, side)
 
 
-def _weight(chain: list[Node]) -> tuple[int, int]:
-    return (sum(n.op_type in PROJECTION_OPS for n in chain), len(chain))
+def _weight(chain: list[Node]) -> tuple[int, int, int]:
+    """Layers, then the largest kernel, then nodes: the lighter side of a fork is the shortcut."""
+    kernel = max((int(np.prod(n.attr("kernel_shape") or [1])) for n in chain if n.op_type == "Conv"),
+                 default=0)
+    return (sum(n.op_type in PROJECTION_OPS for n in chain), kernel, len(chain))
 
 
 def _shortcut_chain(v: Value, view: ActivationView) -> tuple[list[Node], Value | None]:
@@ -241,7 +238,7 @@ def _escaping(nodes: list[Node], out: Value, add: Node, view: ActivationView) ->
 
 
 def _shortcut_kind(chain: list[Node], view: ActivationView) -> tuple[str, float | None]:
-    core = [n for n in chain if n.op_type not in ("Identity", "Dropout")]
+    core = [n for n in chain if n.op_type not in TRANSPARENT_OPS]
     if not core:
         return "identity", 1.0
     if len(core) == 1 and core[0].op_type == "Mul":
