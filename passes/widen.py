@@ -89,13 +89,8 @@ class Widen(Pass):
     # -- what to widen ----------------------------------------------------------------------
     def _groups(self, graph: Graph, ctx: PassContext | None) -> list[Any]:
         from ..structure import ActivationView
-        from ..structure.channels import (
-            PRODUCER_OPS,
-            SLICING_OPS,
-            PieceBoundary,
-            find_channel_group,
-            producer_axis,
-        )
+        from ..structure.channels import PieceBoundary, find_channel_group, producer_axis
+        from ..structure.ops import PRODUCER_OPS, SLICING_OPS
         from .deepen_generic import anatomy_of, select_stages
 
         node, level = self.options.get("node"), self.options.get("level")

@@ -54,7 +54,12 @@ def seresnext():
 
 
 def ghostnet():
-    return timm().create_model("ghostnet_050", num_classes=10)
+    """Three GhostNet stages (ghost modules, a strided dw unit, an SE unit) at half width."""
+    timm()
+    from timm.models.ghostnet import GhostNet
+
+    cfgs = [[[3, 16, 16, 0, 1]], [[3, 48, 24, 0, 2]], [[5, 72, 40, 0.25, 2]], [[3, 120, 40, 0.25, 1]]]
+    return GhostNet(cfgs, num_classes=10, width=0.5)
 
 
 def _csp(variant: str, **stages):
