@@ -173,7 +173,8 @@ def copy_residual_unit(graph: Graph, ctx: PassContext, unit: Any, y: Value, *, n
         for o, no in zip(n.outputs, m.outputs, strict=True):
             vmap[id(o)] = no
         new.append(m)
-    zeroed = zero_branch_output(graph, ctx, vmap[id(r.branch_output)], {id(m) for m in new}, name)
+    members = {id(m) for m in new}
+    zeroed = "; ".join(zero_branch_output(graph, ctx, vmap[id(t)], members, name) for t in r.branch_outputs)
     out = vmap[id(last)]
     insert_chain_after(graph, y, new, out)
     return new, out, zeroed
