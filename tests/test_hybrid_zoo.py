@@ -2,7 +2,7 @@
 
 Each child is checked as in ``test_cnn_zoo`` (verified by the PassManager, again in ONNX Runtime
 on a fresh batch, node and parameter counts, one SGD step after lowering). The full table, with
-the exporters and refusals, is ``benchmarks/cnn_zoo_table.py --hybrids`` (docs/structure.md).
+the exporters and refusals, is ``python benchmarks/cnn_zoo_table.py --hybrids`` (docs/structure.md).
 """
 
 from __future__ import annotations
