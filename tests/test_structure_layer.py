@@ -84,3 +84,20 @@ def test_parallel_attention_and_mlp_is_one_unit(nested):
     assert len(unit.branch) == 6 and unit.branch[0].op_type == "LayerNormalization"
     generic = match_residual(add, view)  # (x + a) + m without the stream's entry: no fork both start from
     assert nested or isinstance(generic, str) or generic.side_inputs
+
+
+@pytest.mark.parametrize("kind", ["encoder-pre", "gpt"])
+def test_mlp_hidden_group_is_a_channel_group(kind):
+    """A layer's MLP hidden width is the channel group of its up-projection: ``widen`` over it is
+    what a transformer's MLP widening is (up-projection rows, down-projection columns)."""
+    from netmorph.structure.channels import find_channel_group
+    from netmorph.structure.transformer import recognise_transformer
+
+    g = netmorph.load(exported(kind, "torchscript"))
+    st = recognise_transformer(g)
+    for lay in st.layers:
+        grp = find_channel_group(g, lay.up.node)
+        assert grp.width == lay.up.out_features
+        assert [n for n, _ in grp.producers] == [lay.up.node]
+        assert [n for n, _, _ in grp.consumers] == [lay.down.node]
+        assert not grp.needs_equal_replication
