@@ -7,6 +7,7 @@ the parent itself (max |child - parent| / max |parent| on a fresh random batch),
 to torch and takes one SGD step. A refusal is recorded with its one-line reason.
 
     python benchmarks/cnn_zoo_table.py [--small-only] [--torchvision-only] [--arch NAME ...]
+    python benchmarks/cnn_zoo_table.py --hybrids [--exports ts dynamo]   # timm CNNs and hybrids
 
 Prints one JSON object (``rows``: architecture, export, morph, result, error, nodes, params, seconds).
 """
@@ -104,12 +105,30 @@ def main() -> None:
     ap.add_argument("--torchvision-only", action="store_true")
     ap.add_argument("--arch", nargs="*", help="only these architectures")
     ap.add_argument("--morph", nargs="*", choices=list(MORPHS), help="only these morphs")
+    ap.add_argument("--hybrids", action="store_true", help="timm CNNs and hybrids (tests/hybrid_models.py)")
+    ap.add_argument("--exports", nargs="*", default=["ts"], help="with --hybrids: ts and/or dynamo")
     args = ap.parse_args()
     import cnn_models
 
     rows = []
     morphs = args.morph or list(MORPHS)
     with tempfile.TemporaryDirectory() as d:
+        if args.hybrids:
+            import hybrid_models
+            import torch
+
+            for arch, make in hybrid_models.HYBRIDS.items():
+                if args.arch and arch not in args.arch:
+                    continue
+                size = 64 if arch in ("fastvit", "levit") else 32
+                for how in args.exports:
+                    torch.manual_seed(0)
+                    model = hybrid_models.randomised(make())
+                    p = cnn_models.export(model, Path(d) / f"{arch}-{how}.onnx", how, size=size)
+                    for m in morphs:
+                        rows.append(grow_row(arch, how, p, m, size))
+                        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            args.small_only, args.torchvision_only = True, True
         if not args.torchvision_only:
             for arch, make in cnn_models.ARCHS.items():
                 if args.arch and arch not in args.arch:

@@ -86,7 +86,8 @@ class Widen(Pass):
     # -- what to widen ----------------------------------------------------------------------
     def _groups(self, graph: Graph) -> tuple[list[Any], list[str]]:
         from ..structure import ActivationView
-        from ..structure.channels import PRODUCER_OPS, find_channel_group, producer_axis
+        from ..structure.channels import PieceBoundary, find_channel_group, producer_axis
+        from ..structure.ops import PRODUCER_OPS, SLICING_OPS
         from .deepen_generic import anatomy_of, select_stages
 
         node, level = self.options.get("node"), self.options.get("level")
@@ -100,16 +101,24 @@ class Widen(Pass):
         for st in select_stages(an, level, self.name):
             for u in st.units:
                 for n in u.nodes:
-                    if id(n) in covered or n.op_type not in PRODUCER_OPS or producer_axis(n) is None:
-                        continue
-                    try:
-                        g = find_channel_group(graph, n, view)
-                    except PreconditionError as e:
-                        skipped.append(f"{n.name}: {e}")
-                        covered.add(id(n))
-                        continue
-                    covered.update(id(p) for p, _ in g.producers)
-                    groups.append(g)
+                    starts = [0] if n.op_type in PRODUCER_OPS and producer_axis(n) is not None else \
+                        [k for k, o in enumerate(n.outputs) if o.uses()] if n.op_type in SLICING_OPS else []
+                    for k in starts:
+                        if (id(n), k) in covered:
+                            continue
+                        try:
+                            g = find_channel_group(graph, n, view, output=k)
+                        except PieceBoundary:
+                            covered.add((id(n), k))  # its pieces are groups of their own
+                            continue
+                        except PreconditionError as e:
+                            if n.op_type not in SLICING_OPS:  # a piece that is no group: nothing to say
+                                skipped.append(f"{n.name}: {e}")
+                            covered.add((id(n), k))
+                            continue
+                        covered.update((id(p), 0) for p, _ in g.producers)
+                        covered.update((id(s), k) for s, k in _pieces_of(g))
+                        groups.append(g)
         if not groups:
             why = "; ".join(skipped[:3]) or "no conv or linear produces a group there"
             raise PreconditionError(f"{self.name}: no channel group of stage {level} can be widened ({why})")
@@ -160,11 +169,12 @@ class Widen(Pass):
         view = ActivationView(graph)
         done: set = set()
         for i, g in enumerate(groups):
-            if id(g.producers[0][0]) in done:
+            if g.producers and id(g.producers[0][0]) in done:
                 continue  # widened already, after a grouped conv of an earlier group
             if i:  # an earlier group may have changed the widths around this one (a shared Concat)
                 t1 = time.perf_counter()
-                g = find_channel_group(graph, g.producers[0][0], view)
+                node, k = g.origin
+                g = find_channel_group(graph, node, view, output=k)
                 ctx.timings["recognise"] = ctx.timings.get("recognise", 0.0) + time.perf_counter() - t1
             new, mode = self._plan(g)
             widen_group(graph, ctx, g, new, mode=mode, noise=float(self.options.get("noise") or 0.0),
@@ -193,6 +203,14 @@ def _params_of(n: Node) -> list[Any]:
     return out
 
 
+def _pieces_of(g: Any) -> list[tuple[Node, int]]:
+    """``(split, output)`` of every Split / Slice output of group ``g`` (found from one of them, the
+    group is the same)."""
+    ids = {id(m.value) for m in g.members}
+    return [(n, k) for n in g.through if n.op_type in ("Split", "Slice")
+            for k, o in enumerate(n.outputs) if id(o) in ids]
+
+
 def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str = "random",
                 noise: float = 0.0, mapping: np.ndarray | None = None, done: set | None = None,
                 view: Any = None) -> np.ndarray:
@@ -213,8 +231,14 @@ def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str =
         raise PreconditionError(
             f"LayerNormalization {ln!r}: the mapping it must follow copies channels unequally"
         )
+    elif gs > 1 and not _block_structured(mapping, gs):
+        raise PreconditionError(
+            f"the group of {g.producers[0][0].name!r} grows by whole groups of {gs} channels, but the "
+            "mapping it must follow copies single channels"
+        )
     done = set() if done is None else done
     done.update(id(n) for n, _ in g.producers)
+    done.update(id(m.value) for m in g.members)
     unsliced = Member(None, 0)  # the group is the whole channel axis
     for n, axis in g.producers:
         if n.op_type == "Conv" and int(n.attr("group", 1)) > 1:
@@ -250,13 +274,48 @@ def widen_group(graph: Graph, ctx: PassContext, g: Any, new: int, *, mode: str =
     for m in g.members:
         t = m.value.type
         shape = list(t.shape)
-        shape[m.axis] = (m.channels(old) + new - old) * m.inner
+        shape[m.axis] = m.widened(old, new) * m.inner
         m.value.type = t.with_shape(tuple(shape))
     ctx.note(morph="widen", producers=[n.name for n, _ in g.producers], old=old, new=len(mapping),
              mapping=mode, consumers=len(g.consumers), values=len(g.members))
     for b in g.boundaries:
         _widen_boundary(graph, ctx, b, mapping, done, view)
+    for c in g.sources:
+        _widen_source(graph, ctx, c, mapping, done, view)
     return mapping
+
+
+def _block_structured(mapping: np.ndarray, size: int) -> bool:
+    """Whether ``mapping`` copies whole blocks of ``size`` channels."""
+    m = np.asarray(mapping, dtype=np.int64).reshape(-1, size)
+    return bool((m[:, :1] % size == 0).all() and (m - m[:, :1] == np.arange(size)).all())
+
+
+def _widen_source(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndarray, done: set,
+                  view: Any) -> None:
+    """Grow a grouped conv that writes a widened group (per group: ``a`` inputs, ``b`` outputs) by
+    whole groups, then its input group with the mapping that implies."""
+    from ..structure import ActivationView
+    from ..structure.channels import group_of_value
+
+    if id(conv) in done:
+        return
+    done.add(id(conv))
+    w = constant_array(conv.inputs[1])
+    a, groups = w.shape[1], int(conv.attr("group", 1))
+    b = w.shape[0] // groups
+    by_group = np.asarray(mapping, dtype=np.int64).reshape(-1, b)[:, 0] // b
+    view = view or ActivationView(graph)
+    src = conv.inputs[0]
+    before = None if id(src) in done else group_of_value(view, src)  # before the conv changes
+    _set(graph, ctx, conv, 1, widen_producer(w, mapping, 0), "gather", axis=0, index=mapping)
+    if len(conv.inputs) > 2 and conv.inputs[2] is not None:
+        bias = constant_array(conv.inputs[2])
+        _set(graph, ctx, conv, 2, widen_producer(bias, mapping, 0), "gather", axis=0, index=mapping)
+    conv.set_attr("group", len(by_group))
+    if before is not None:
+        cols = group_mapping(by_group, a)
+        widen_group(graph, ctx, before, len(cols), mapping=cols, done=done, view=view)
 
 
 def _widen_boundary(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndarray, done: set,
@@ -266,6 +325,9 @@ def _widen_boundary(graph: Graph, ctx: PassContext, conv: Node, mapping: np.ndar
     from ..structure import ActivationView
     from ..structure.channels import find_channel_group
 
+    if id(conv) in done:
+        return  # grown already, as the source of the group after it
+    done.add(id(conv))
     w = constant_array(conv.inputs[1])
     a, groups = w.shape[1], int(conv.attr("group", 1))
     b = w.shape[0] // groups
@@ -291,6 +353,9 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
     old = g.width
     op = n.op_type
     if op == "Concat":
+        return
+    if op in ("Split", "Slice"):
+        _widen_pieces(graph, ctx, n, member, old, len(mapping))
         return
     if op == "Conv":  # depthwise / grouped, by whole groups
         w = constant_array(n.inputs[1])
@@ -330,6 +395,50 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
         full = member.full_index(mapping, old)
         cols = full if member.inner == 1 else group_mapping(full, member.inner)
         _set(graph, ctx, n, i, widen_per_channel(p, cols, ax), "gather", axis=ax, index=cols)
+
+
+def _widen_pieces(graph: Graph, ctx: PassContext, n: Node, member: Any, old: int, new: int) -> None:
+    """A Split's sizes / a Slice's bounds over a channel axis in which the group grew."""
+    occ = member.offsets if member.total is not None else (0,)
+
+    def moved(x: int) -> int:  # a channel position after widening: every copy of the group before it grew
+        return x + sum(new - old for o in occ if o + old <= x)
+
+    if n.op_type == "Split":
+        sizes = n.attr("split")
+        from_input = sizes is None and len(n.inputs) > 1 and n.inputs[1] is not None
+        if from_input:
+            sizes = constant_array(n.inputs[1]).reshape(-1).tolist()
+        if sizes is None:  # equal pieces: they stay equal only if each grew the same
+            total, k = member.channels(old), len(n.outputs)
+            sizes = [total // k] * k
+        at, grown = 0, []
+        for z in sizes:
+            grown.append(moved(at + int(z)) - moved(at) if at + int(z) > at else 0)
+            at += int(z)
+        if from_input:
+            dt = constant_array(n.inputs[1]).dtype
+            _set(graph, ctx, n, 1, np.asarray(grown, dtype=dt), "new")
+        elif n.attr("split") is not None:
+            n.set_attr("split", grown)
+        elif len(set(grown)) > 1 and int(graph.opset_imports.get("", 13)) < 13:
+            n.set_attr("split", grown)
+        elif len(set(grown)) > 1:  # num_outputs (opset 18) or implicit equal pieces: say the sizes
+            sv = graph.add_parameter(f"{n.name}.split", np.asarray(grown, dtype=np.int64))
+            ctx.derive(sv.name, "new", note="widened constant")
+            if len(n.inputs) > 1:
+                n.set_input(1, sv)
+            else:
+                n.append_input(sv)
+            n.attributes.pop("num_outputs", None)
+        return
+    total = member.channels(old)
+    for i in (1, 2):
+        arr = constant_array(n.inputs[i])
+        x = int(arr.reshape(-1)[0])
+        x = x + total if x < 0 else x
+        if 0 <= x <= total:
+            _set(graph, ctx, n, i, np.asarray([moved(x)], dtype=arr.dtype).reshape(arr.shape), "new")
 
 
 def _set(graph: Graph, ctx: PassContext, n: Node, i: int, arr: np.ndarray, kind: str, **kw: Any) -> None:

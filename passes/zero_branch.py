@@ -23,12 +23,10 @@ from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
 from ..morphs.deepen import he_normal, identity_kernel, zeros_like
 from ..structure.constants import constant_array
+from ..structure.ops import GATE_OPS, IDEMPOTENT_OPS, NORM_OPS, ZERO_PRESERVING_OPS
 from .base import PassContext
 from .layers import channels_of, identity_bn_node, identity_prelu_node, insert_chain_after
 
-IDEMPOTENT_OPS = ("Relu", "Clip")
-PASS_THROUGH_OPS = ("Identity", "Dropout", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
-NORM_OPS = ("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization")
 INIT_MODES = ("copy", "fresh")
 
 
@@ -175,54 +173,90 @@ def copy_residual_unit(graph: Graph, ctx: PassContext, unit: Any, y: Value, *, n
         for o, no in zip(n.outputs, m.outputs, strict=True):
             vmap[id(o)] = no
         new.append(m)
-    zeroed = zero_branch_output(graph, ctx, vmap[id(r.branch_output)], {id(m) for m in new}, name)
+    members = {id(m) for m in new}
+    zeroed = "; ".join(zero_branch_output(graph, ctx, vmap[id(t)], members, name) for t in r.branch_outputs)
     out = vmap[id(last)]
     insert_chain_after(graph, y, new, out)
     return new, out, zeroed
 
 
 def zero_branch_output(graph: Graph, ctx: PassContext, v: Value, members: set[int], where: str) -> str:
-    """Make ``v`` (a branch output) exactly zero by zeroing its last norm / conv / linear / scale.
+    """Make ``v`` (a branch output) exactly zero by zeroing the layers it is computed from last.
 
-    Walks back from ``v`` over reshapes and transposes; a bias ``Add`` on the way is zeroed
-    too. Returns a sentence saying what was zeroed; raises :class:`PreconditionError` when the
-    branch ends in something else (an activation, a join).
+    Walks back from ``v`` (:func:`plan_zero`): through ops that map zero to zero (reshapes,
+    transposes, ``Relu`` / ``GELU`` / ``HardSwish``, pooling, a ``Slice`` or ``Split`` of a zero
+    value), into every input of a ``Concat`` or of an ``Add`` / ``Sub`` of two activations, and
+    into one operand of a ``Mul`` of two (an SE gate ``x·s`` or a SiLU ``x·σ(x)`` is zero when ``x``
+    is: the gate stays finite); a bias ``Add`` on the way is zeroed too. It stops at the last
+    norm (scale and bias), conv / linear (weight and bias) or constant scale (a layer scale).
+    Returns a sentence naming what was zeroed; raises :class:`PreconditionError` when no such
+    layer ends the branch.
     """
-    done: list[str] = []
-    for _ in range(16):
-        n = v.producer
-        if n is None or id(n) not in members:
-            break
-        op = n.op_type
-        data = [i for i, x in enumerate(n.inputs) if x is not None and constant_array(x) is None]
-        consts = [i for i, x in enumerate(n.inputs) if x is not None and constant_array(x) is not None]
-        if op in NORM_OPS:
-            idx = [i for i in (1, 2) if i < len(n.inputs) and n.inputs[i] is not None]
-            _zero_inputs(graph, ctx, n, idx)
-            done.append(f"{op} {n.name!r} (scale and bias)")
-            return "zeroed " + ", ".join(done)
-        if op in ("Conv", "Gemm", "MatMul", "ConvTranspose") and consts:
-            _zero_inputs(graph, ctx, n, consts)
-            what = "weight and bias" if len(consts) > 1 else "weight"
-            done.append(f"{op} {n.name!r} ({what})")
-            return "zeroed " + ", ".join(done)
-        if op == "Mul" and len(data) == 1 and consts:
-            _zero_inputs(graph, ctx, n, consts)
-            done.append(f"scale Mul {n.name!r}")
-            return "zeroed " + ", ".join(done)
-        if op == "Add" and len(data) == 1 and consts:
-            _zero_inputs(graph, ctx, n, consts)
-            done.append(f"bias Add {n.name!r}")
-            v = n.inputs[data[0]]
-            continue
-        if op in PASS_THROUGH_OPS and data:
-            v = n.inputs[data[0]]
-            continue
-        raise PreconditionError(
-            f"{where}: the copied branch ends in {op} {n.name!r}; there is no last norm, conv, linear "
-            "or scale to zero"
-        )
-    raise PreconditionError(f"{where}: found no layer to zero at the end of the branch")
+    plan = plan_zero(v, members, where)
+    done = []
+    for n, idx, what in plan:
+        _zero_inputs(graph, ctx, n, idx)
+        done.append(f"{n.op_type} {n.name!r} ({what})")
+    return "zeroed " + ", ".join(done)
+
+
+def plan_zero(v: Value, members: set[int], where: str, _depth: int = 0) -> list[tuple[Node, list[int], str]]:
+    """``[(node, input indices to zero, what)]`` that make ``v`` exactly zero (nothing changed yet)."""
+    n = v.producer
+    if n is None or id(n) not in members or _depth > 64:
+        raise PreconditionError(f"{where}: found no layer to zero at the end of the branch")
+    op = n.op_type
+    data = [i for i, x in enumerate(n.inputs) if x is not None and constant_array(x) is None]
+    consts = [i for i, x in enumerate(n.inputs) if x is not None and constant_array(x) is not None]
+
+    def back(i: int) -> list[tuple[Node, list[int], str]]:
+        return plan_zero(n.inputs[i], members, where, _depth + 1)
+
+    if op in NORM_OPS:
+        return [(n, [i for i in (1, 2) if i < len(n.inputs) and n.inputs[i] is not None], "scale and bias")]
+    if op in ("Conv", "Gemm", "MatMul", "ConvTranspose") and consts:
+        return [(n, consts, "weight and bias" if len(consts) > 1 else "weight")]
+    if op == "Mul" and len(data) == 1 and consts:
+        return [(n, consts, "scale")]
+    if op == "Add" and len(data) == 1 and consts:
+        return [(n, consts, "bias"), *back(data[0])]
+    if op == "Clip" and data and _clip_keeps_zero(n):
+        return back(data[0])
+    if op in ZERO_PRESERVING_OPS and data:
+        return back(data[0])
+    if op == "Div" and data and data[0] == 0:
+        return back(0)
+    if op in ("Concat", "Add", "Sub") and data:
+        plan: list = []
+        for i in data:
+            for step in back(i):
+                if all(step[0] is not p[0] for p in plan):
+                    plan.append(step)
+        return plan
+    if op == "Mul" and len(data) == 2:
+        # x·gate(…): zero the operand that is not the gate (either works while the other is finite)
+        order = sorted(data, key=lambda i: n.inputs[i].producer is not None
+                       and n.inputs[i].producer.op_type in GATE_OPS)
+        last: PreconditionError | None = None
+        for i in order:
+            try:
+                return back(i)
+            except PreconditionError as e:
+                last = e
+        raise last
+    raise PreconditionError(
+        f"{where}: the copied branch ends in {op} {n.name!r}; there is no last norm, conv, linear "
+        "or scale to zero before it"
+    )
+
+
+def _clip_keeps_zero(n: Node) -> bool:
+    lo = constant_array(n.inputs[1]) if len(n.inputs) > 1 and n.inputs[1] is not None else None
+    hi = constant_array(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] is not None else None
+    lo = n.attr("min") if lo is None and n.attr("min") is not None else lo
+    hi = n.attr("max") if hi is None and n.attr("max") is not None else hi
+    return (lo is None or float(np.asarray(lo).reshape(-1)[0]) <= 0) and \
+        (hi is None or float(np.asarray(hi).reshape(-1)[0]) >= 0)
 
 
 def _zero_inputs(graph: Graph, ctx: PassContext, n: Node, indices: list[int]) -> None:

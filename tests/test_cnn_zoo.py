@@ -131,8 +131,10 @@ def check_child(parent, child, rep, morph, size):
             for name in d["producers"]:
                 n = child.node(name)
                 w = n.param(1) if n.op_type == "Conv" else None
-                if w is not None:
-                    assert w.shape[0] == d["new"], (name, w.shape)
+                if w is not None:  # its rows grew by the group's growth (or more: a Split's other pieces)
+                    was = parent.node(name).param(1).shape[0]
+                    grew = w.shape[0] >= was + d["new"] - d["old"]
+                    assert grew and (was != d["old"] or w.shape[0] == d["new"]), (name, w.shape)
         for name, rec in rep.lineage.records.items():
             assert child.has_value(name), name
             if rec.kind in ("gather", "gather-divide"):  # the optimizer state can follow every weight

@@ -3,8 +3,8 @@
 A value is an *activation* when it is a non-parameter graph input, or when a node computes it
 from an activation (shape queries ``Shape`` / ``Size`` and ``CastLike``'s type operand do not
 count: their outputs are weight plumbing). This view works for any graph (several inputs,
-several outputs: images, token ids, masks), unlike :class:`~netmorph.structure.dataflow.DataFlow`,
-which also cuts a one-input one-output CNN into segments.
+several outputs: images, token ids, masks); :class:`~netmorph.structure.dataflow.DataFlow` is
+this view of a one-input graph that is also cut into segments (dominators).
 
 Built once in O(nodes + edges); every query after that is a dictionary lookup.
 """
@@ -12,9 +12,7 @@ Built once in O(nodes + edges); every query after that is a dictionary lookup.
 from __future__ import annotations
 
 from ..ir import Graph, IRError, Node, Value, infer_types
-
-SHAPE_QUERY_OPS = frozenset({"Shape", "Size"})
-TYPE_ONLY_INPUTS = {"CastLike": frozenset({1})}
+from .ops import SHAPE_QUERY_OPS, TYPE_ONLY_INPUTS
 
 
 class ActivationView:
@@ -23,15 +21,18 @@ class ActivationView:
     Attributes
     ----------
     graph : Graph
+    inputs : list of Value, optional
+        The values activations start from (default: every non-parameter graph input).
     nodes : list of Node
         Nodes that compute an activation, in graph (topological) order.
     position : dict
         ``id(node) -> index`` in ``graph.nodes`` (for ordering and ``earlier`` tests).
     """
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, inputs: list[Value] | None = None):
         self.graph = graph
-        self._data: set[int] = {id(v) for v in graph.inputs if not v.is_parameter}
+        sources = [v for v in graph.inputs if not v.is_parameter] if inputs is None else inputs
+        self._data: set[int] = {id(v) for v in sources}
         self._inputs: dict[int, list[Value]] = {}
         self._readers: dict[int, list[Node]] = {}
         self.position = {id(n): i for i, n in enumerate(graph.nodes)}
@@ -62,6 +63,10 @@ class ActivationView:
     def inputs(self, n: Node) -> list[Value]:
         """The activation inputs of ``n`` (in input order, repeats kept)."""
         return self._inputs.get(id(n), [])
+
+    def other_nodes(self) -> list[Node]:
+        """Nodes that compute no activation (weight plumbing, shape arithmetic), in graph order."""
+        return [n for n in self.graph.nodes if id(n) not in self._inputs]
 
     def readers(self, v: Value) -> list[Node]:
         """The nodes that read activation ``v`` as an activation (each once)."""

@@ -32,44 +32,52 @@ from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
 from .activations import ActivationView, ensure_types
 from .constants import constant_array
+from .ops import BINARY_OPS, CHANNEL_FIRST_NORMS, POOL_OPS, REDUCE_OPS, SLICING_OPS, UNARY_OPS
 
-UNARY_OPS = frozenset({
-    "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf", "LeakyRelu", "Elu",
-    "Selu", "Softplus", "Mish", "Celu", "Neg", "Abs", "Sqrt", "Exp", "Log", "Identity", "Dropout",
-    "Cast", "Pow", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "ThresholdedRelu",
-})
 ONE_CONV_LOOP = "it reads and writes the same channel group (a one-conv residual branch)"
-BINARY_OPS = frozenset({"Add", "Mul", "Sub", "Div", "Max", "Min"})
-POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"})
-REDUCE_OPS = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum"})
-NORM_CHANNEL_FIRST = frozenset({"BatchNormalization", "InstanceNormalization"})
-PRODUCER_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+
+
+class PieceBoundary(PreconditionError):
+    """The group is cut by a ``Split`` / ``Slice``: each piece is found as a group of its own."""
 
 
 @dataclass
 class Member:
     """A value of the group, its channel ``axis``, and ``inner`` columns per channel (Flatten).
 
-    After a ``Concat`` the group is a slice of the value's channels: ``offset`` channels before
-    it, ``total`` channels in all (``None``: the group is the whole axis).
+    After a ``Concat`` (or a ``Split`` / ``Slice`` back from one) the group is a slice of the
+    value's channels: ``offsets`` says where each copy of the group starts (a concatenation of
+    two values of the same group holds it twice: DLA's roots, GhostNet's ``[x, dw(x)]``), ``total``
+    the channels in all (``None``: the group is the whole axis).
     """
 
     value: Value
     axis: int
     inner: int = 1
-    offset: int = 0
+    offsets: tuple[int, ...] = (0,)
     total: int | None = None
+
+    @property
+    def offset(self) -> int:
+        return self.offsets[0]
 
     def full_index(self, mapping: np.ndarray, width: int) -> np.ndarray:
         """The index over the value's whole channel axis (old positions) for a group ``mapping``."""
         if self.total is None:
             return np.asarray(mapping, dtype=np.int64)
-        o = self.offset
-        return np.concatenate([np.arange(o), o + np.asarray(mapping, dtype=np.int64),
-                               np.arange(o + width, self.total)]).astype(np.int64)
+        parts, at = [], 0
+        for o in self.offsets:
+            parts += [np.arange(at, o), o + np.asarray(mapping, dtype=np.int64)]
+            at = o + width
+        parts.append(np.arange(at, self.total))
+        return np.concatenate(parts).astype(np.int64)
 
     def channels(self, width: int) -> int:
         return width if self.total is None else self.total
+
+    def widened(self, old: int, new: int) -> int:
+        """Channels of the value once the group is ``new`` wide."""
+        return self.channels(old) + len(self.offsets) * (new - old)
 
 
 @dataclass
@@ -104,8 +112,13 @@ class ChannelGroup:
     boundaries: list[Node] = field(default_factory=list)
     """Grouped convs with different input and output channels per group that read the group: each
     grows by whole groups, and its output (another group) follows with a derived mapping."""
+    sources: list[Node] = field(default_factory=list)
+    """Grouped convs with different input and output channels per group that write the group: each
+    grows by whole groups, and its input (another group) follows with a derived mapping."""
     slices: dict[int, Member] = field(default_factory=dict)
     """``id(node) -> Member`` it reads or writes (a slice of a concatenation has its own index)."""
+    origin: tuple[Node, int] | None = None
+    """``(node, output)`` the group was found from (:func:`find_channel_group` finds it again)."""
 
     def describe(self) -> str:
         names = ", ".join(n.name for n, _ in self.producers[:3]) + (" …" if len(self.producers) > 3 else "")
@@ -159,22 +172,28 @@ def producer_axis(node: Node) -> int | None:
 
 
 def find_channel_group(graph: Graph, producer: Node, view: ActivationView | None = None, *,
-                       grouped: bool = False) -> ChannelGroup:
+                       grouped: bool = False, output: int = 0) -> ChannelGroup:
     """The channel group of ``producer``'s output; :class:`PreconditionError` says where it stops.
 
     Value types ``graph`` lacks are inferred in place first. ``grouped``: ``producer`` may be a
     grouped conv (the group after a grouped conv with different input and output channels per
-    group, which widens with a mapping derived from the group before it).
+    group, which widens with a mapping derived from the group before it). ``producer`` may be a
+    ``Split`` / ``Slice`` on the channel axis: the group is its output ``output`` (a CSP stage's
+    halves), produced by a slice of the rows of the conv before it.
     """
     if view is None:
         ensure_types(graph)
         view = ActivationView(graph)
+    if producer.op_type in SLICING_OPS:
+        return group_of_piece(view, producer, output)
     if grouped and producer.op_type == "Conv":
         out = producer.outputs[0]
         width = _dim(out, 1)
         if not isinstance(width, int):
             raise PreconditionError(f"node {producer.name!r}: its output channel count is unknown")
-        return _Closure(view, width).run(producer, out, 1, axis0=True)
+        g = _Closure(view, width).run(producer, out, 1, axis0=True)
+        g.origin = (producer, 0)
+        return g
     if producer_axis(producer) is None:
         raise PreconditionError(
             f"node {producer.name!r} ({producer.op_type}) does not produce a channel group (a conv of "
@@ -188,7 +207,27 @@ def find_channel_group(graph: Graph, producer: Node, view: ActivationView | None
     width = _dim(out, axis)
     if not isinstance(width, int):
         raise PreconditionError(f"node {producer.name!r}: its output channel count is unknown ({out.type})")
-    return _Closure(view, width).run(producer, out, axis)
+    g = _Closure(view, width).run(producer, out, axis)
+    g.origin = (producer, 0)
+    return g
+
+
+def group_of_piece(view: ActivationView, node: Node, output: int = 0) -> ChannelGroup:
+    """The group of output ``output`` of a ``Split`` / ``Slice`` over the channel axis (axis 1)."""
+    g = group_of_value(view, node.outputs[output])
+    g.origin = (node, output)
+    return g
+
+
+def group_of_value(view: ActivationView, v: Value, axis: int = 1) -> ChannelGroup:
+    """The group whose channels are ``v``'s axis ``axis`` (whole), from any value of it."""
+    width = _dim(v, axis)
+    if not isinstance(width, int) or _rank(v) is None:
+        raise PreconditionError(f"value {v.name!r}: its channel count is unknown")
+    g = _Closure(view, width).run(None, v, axis)
+    g.origin = (v.producer, next(i for i, o in enumerate(v.producer.outputs) if o is v)) \
+        if v.producer is not None else None
+    return g
 
 
 class _Closure:
@@ -196,37 +235,58 @@ class _Closure:
         self.view = view
         self.g = ChannelGroup(width)
         self.seen_values: dict[int, Member] = {}
-        self.seen_nodes: set[int] = set()
+        # a node is visited once from its output side and once from its input side: a conv that reads
+        # and writes the same group (RepVGG's 1x1 and kxk branches on the stream) is both a consumer
+        # and a producer; an op that keeps channels aligned is tied once
+        self.seen_back: set[int] = set()
+        self.seen_fwd: set[int] = set()
+        self.tied: set[int] = set()
         self.queue: list[Member] = []
         self._cur: Member | None = None
-        self.slice_of: dict[int, Member] = {}
+        self.pending: list[Node] = []  # concatenations reached, read when the rest is closed
+        self.concats: dict[int, tuple[Node, tuple[bool, ...]]] = {}
 
     def fail(self, node: Node, why: str) -> None:
         raise PreconditionError(
             f"the {self.g.width}-channel group stops at {node.name!r} ({node.op_type}): {why}"
         )
 
-    def add(self, v: Value, axis: int, inner: int = 1, *, offset: int | None = None,
+    def add(self, v: Value, axis: int, inner: int = 1, *, offsets: tuple[int, ...] | None = None,
             total: int | None = -1) -> None:
         cur = self._cur
-        if offset is None:
-            offset = 0 if cur is None else cur.offset
+        if offsets is None:
+            offsets = (0,) if cur is None else cur.offsets
         if total == -1:
             total = None if cur is None else cur.total
         if id(v) in self.seen_values:
             m = self.seen_values[id(v)]
-            if (m.axis, m.inner, m.offset, m.total) != (axis, inner, offset, total):
+            if (m.axis, m.inner, m.offsets, m.total) != (axis, inner, tuple(offsets), total):
                 raise PreconditionError(f"value {v.name!r} carries the group on two different axes or slices")
             return
-        m = Member(v, axis, inner, offset, total)
+        m = Member(v, axis, inner, tuple(offsets), total)
         self.seen_values[id(v)] = m
         self.g.members.append(m)
         self.queue.append(m)
 
-    def run(self, producer: Node, out: Value, axis: int, axis0: bool = False) -> ChannelGroup:
-        self.seen_nodes.add(id(producer))
-        self.g.producers.append((producer, 0 if axis0 else producer_axis(producer)))
+    def run(self, producer: Node | None, out: Value, axis: int, axis0: bool = False) -> ChannelGroup:
+        if producer is not None:
+            self.seen_back.add(id(producer))
+            self.g.producers.append((producer, 0 if axis0 else producer_axis(producer)))
         self.add(out, axis)
+        self._close()
+        # a concatenation is read once the rest of the group is known: which of its inputs are
+        # members (two of them in DLA's roots) decides where the group lies in its output
+        while self.pending:
+            n = self.pending.pop(0)
+            self._concat(n)
+            self._close()
+        for n, inputs in self.concats.values():
+            now = tuple(id(v) in self.seen_values for v in n.inputs if v is not None)
+            if now != inputs:
+                self.fail(n, "a concatenation whose inputs joined the group after it was read")
+        return self.g
+
+    def _close(self) -> None:
         while self.queue:
             m = self.queue.pop()
             self._cur = m
@@ -241,18 +301,17 @@ class _Closure:
                 raise PreconditionError(
                     f"the {self.g.width}-channel group reaches the graph input {v.name!r}"
                 )
-            if id(p) not in self.seen_nodes:
-                self.seen_nodes.add(id(p))
+            if id(p) not in self.seen_back:
+                self.seen_back.add(id(p))
                 self.backward(p, m)
             elif any(c is p for c, *_ in self.g.consumers):
                 self.fail(p, ONE_CONV_LOOP)
             for r in self.view.readers(v):
-                if id(r) not in self.seen_nodes:
-                    self.seen_nodes.add(id(r))
+                if id(r) not in self.seen_fwd:
+                    self.seen_fwd.add(id(r))
                     self.forward(r, m)
                 elif any(q is r for q, _ in self.g.producers):
                     self.fail(r, ONE_CONV_LOOP)
-        return self.g
 
     # -- the producer side of a member ------------------------------------------------------
     def backward(self, p: Node, m: Member) -> None:
@@ -295,11 +354,14 @@ class _Closure:
 
     # -- ops that keep channels aligned -----------------------------------------------------
     def through(self, n: Node, m: Member, *, backward: bool) -> None:
+        if id(n) in self.tied:
+            return  # tied from its other side already (the first visit ties every operand)
+        self.tied.add(id(n))
         op = n.op_type
         data = self.view.inputs(n)
         out = self.view.output(n) if n.outputs else None
-        if op in UNARY_OPS or op in NORM_CHANNEL_FIRST or op in POOL_OPS or op == "PRelu":
-            if op in NORM_CHANNEL_FIRST and m.axis != 1:
+        if op in UNARY_OPS or op in CHANNEL_FIRST_NORMS or op in POOL_OPS or op == "PRelu":
+            if op in CHANNEL_FIRST_NORMS and m.axis != 1:
                 self.fail(n, "a channel-first norm off the channel axis")
             if op in POOL_OPS and m.axis != 1:
                 self.fail(n, "pooling off the channel axis")
@@ -307,9 +369,12 @@ class _Closure:
             return
         sliced = m.total is not None
         if op == "Concat" and not backward:
-            self._concat(n, m, data, out)
+            self.pending.append(n)
             return
-        if sliced and op in ("LayerNormalization", "Conv", "Concat"):
+        if op in ("Split", "Slice") and m.inner == 1:
+            self._split(n, m, backward)
+            return
+        if sliced and op in ("LayerNormalization", "Conv"):
             self.fail(n, f"a {op} of a group that is a slice of a concatenation")
         if op == "LayerNormalization":
             r = _rank(m.value)
@@ -326,9 +391,16 @@ class _Closure:
                 self.fail(n, "a conv with a computed weight")
             per_in, per_out = w[1].shape[1], w[1].shape[0] // groups
             if per_in != per_out:
-                if backward or groups == 1:
+                if groups == 1 or (backward and m.total is not None):
                     self.fail(n, f"a grouped conv with {per_in} input but {per_out} output channels per "
-                              "group, reached from its output")
+                              "group, producing a slice of the group")
+                if backward:
+                    # a source: it grows by whole groups of its outputs, its input group follows with
+                    # the mapping that implies (FastViT's downsampling convs, 1 input : 2 outputs)
+                    self.g.granularity = int(np.lcm(self.g.granularity, per_out))
+                    self.g.sources.append(n)
+                    self.g.slices[id(n)] = m
+                    return
                 # a boundary: its output is another group, widened with the mapping this one implies
                 self.g.granularity = int(np.lcm(self.g.granularity, per_in))
                 self.g.boundaries.append(n)
@@ -365,24 +437,102 @@ class _Closure:
             return m.axis
         return m.axis - (rm - rv)
 
-    def _concat(self, n: Node, m: Member, data: list[Value], out: Value | None) -> None:
-        """The group becomes a slice of the concatenation's output channels."""
-        r = _rank(m.value)
-        ax = int(n.attr("axis", 1)) % r if r else None
+    def _concat(self, n: Node) -> None:
+        """The group becomes a slice (or several) of the concatenation's output channels."""
         ins = [v for v in n.inputs if v is not None]
-        if ax != m.axis or m.inner != 1 or out is None or sum(v is m.value for v in ins) != 1:
-            self.fail(n, "a concatenation off the channel axis, or of the group with itself")
+        mem = [self.seen_values.get(id(v)) for v in ins]
+        ms = [m for m in mem if m is not None]
+        out = self.view.output(n)
+        r = _rank(ms[0].value)
+        ax = int(n.attr("axis", 1)) % r if r else None
+        if ax is None or out is None or any(m.axis != ax or m.inner != 1 for m in ms) or \
+                len({id(v) for v in ins}) != len(ins):
+            self.fail(n, "a concatenation off the channel axis, or of one value twice")
         widths = [_dim(v, ax) for v in ins]
         if not all(isinstance(w, int) for w in widths):
             self.fail(n, "a concatenation of inputs with unknown channel counts")
-        k = next(i for i, v in enumerate(ins) if v is m.value)
-        for v in ins:
-            if v is not m.value and id(v) in self.seen_values:
-                self.fail(n, "a concatenation of two values of the same group")
-        own = m.channels(self.g.width)
+        offsets: list[int] = []
+        at = 0
+        for w, m in zip(widths, mem, strict=True):
+            if m is not None:
+                offsets += [at + o for o in m.offsets]
+            at += w
+        self.concats[id(n)] = (n, tuple(m is not None for m in mem))
         self.g.through.append(n)
-        self.g.slices[id(n)] = m
-        self.add(out, ax, 1, offset=sum(widths[:k]) + m.offset, total=sum(widths) - own + own)
+        self._cur = None
+        self.add(out, ax, 1, offsets=tuple(offsets), total=at)
+
+    def _pieces(self, n: Node, m: Member) -> list[tuple[int, int]] | None:
+        """``[(start, end)]`` of each output of a ``Split`` / ``Slice`` on the member's axis, or
+        ``None`` when they are not constants on that axis."""
+        src = n.inputs[0]
+        r = _rank(src)
+        total = _dim(src, m.axis)
+        if r is None or not isinstance(total, int):
+            return None
+        if n.op_type == "Split":
+            if int(n.attr("axis", 0)) % r != m.axis:
+                return None
+            sizes = n.attr("split")
+            if sizes is None and len(n.inputs) > 1 and n.inputs[1] is not None:
+                arr = constant_array(n.inputs[1])
+                sizes = None if arr is None else arr.reshape(-1).tolist()
+            if sizes is None:
+                k = len(n.outputs)
+                if total % k:
+                    return None
+                sizes = [total // k] * k
+            out, at = [], 0
+            for z in sizes:
+                out.append((at, at + int(z)))
+                at += int(z)
+            return out if at == total else None
+        arrs = [constant_array(n.inputs[i]) if i < len(n.inputs) and n.inputs[i] is not None else None
+                for i in range(1, 5)]
+        starts, ends, axes, steps = arrs
+        if starts is None or ends is None or starts.size != 1:
+            return None
+        axis = int(axes.reshape(-1)[0]) % r if axes is not None else 0
+        if axis != m.axis or (steps is not None and int(steps.reshape(-1)[0]) != 1):
+            return None
+        st, en = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
+        st, en = (st + total if st < 0 else st), (en + total if en < 0 else en)
+        return [(max(0, min(st, total)), max(0, min(en, total)))]
+
+    def _split(self, n: Node, m: Member, backward: bool) -> None:
+        """A ``Split`` / ``Slice`` on the channel axis: each output holding the group is a member."""
+        saved = self._cur
+        pieces = self._pieces(n, m)
+        if pieces is None:
+            self.fail(n, "a split or slice whose sizes are not constants on the channel axis")
+        outs = n.outputs
+        if backward:  # m is output k: the input holds the group where the piece starts
+            k = next(i for i, o in enumerate(outs) if o is m.value)
+            src = n.inputs[0]
+            width = _dim(src, m.axis)
+            occ = m.offsets if m.total is not None else (0,)
+            self._cur = None
+            self.add(src, m.axis, 1, offsets=tuple(pieces[k][0] + o for o in occ), total=width)
+            im = self.seen_values[id(src)]
+        else:
+            im = m
+        self.g.through.append(n)
+        self.g.slices[id(n)] = im
+        w = self.g.width
+        occ = im.offsets if im.total is not None else (0,)
+        for (a, b), o in zip(pieces, outs, strict=False):
+            inside = [x for x in occ if a <= x and x + w <= b]
+            if any(x < b and x + w > a for x in occ if x not in inside):
+                raise PieceBoundary(f"the {w}-channel group stops at {n.name!r} ({n.op_type}): a split or "
+                                    f"slice [{a}, {b}) cuts through it (each piece is a group of its own)")
+            if not inside or not (o.uses() or o.is_graph_output):
+                continue
+            self._cur = None
+            if inside == [a] and b - a == w:
+                self.add(o, im.axis, 1, offsets=(0,), total=None)
+            else:
+                self.add(o, im.axis, 1, offsets=tuple(x - a for x in inside), total=b - a)
+        self._cur = saved
 
     def _tie(self, n: Node, ins: list[Value], out: Value | None, axis: int, inner: int) -> None:
         self.g.through.append(n)

@@ -1,12 +1,15 @@
-"""The data-flow view of a graph: which nodes carry activations, and where the graph is cut.
+"""The graph view of a one-input, one-output graph cut into segments at its dominators.
 
-Only nodes computed from the image input count (``data`` nodes); weight plumbing (Constant,
-Identity of initializers, the Shape → Gather → Concat arithmetic exporters write for
-``Reshape``) is *auxiliary*. A value is data when it is the graph input, or when a node that
-is not a shape query (``Shape``, ``Size``; ``CastLike``'s type operand) computes it from data.
+:class:`DataFlow` is the :class:`~netmorph.structure.activations.ActivationView` of a graph with
+one data input (an NCHW image batch for the DynamicNet and CNN readings; token ids or images
+with ``images=False``), plus where every input-to-output path passes through. Nodes computed
+from the input are *data* nodes (the view's nodes); weight plumbing (Constant, Identity of
+initializers, the Shape → Gather → Concat arithmetic exporters write for ``Reshape``) is
+*auxiliary*.
 
 Cut values are found with dominators (networkx): a node that every input-to-output path
-passes through dominates the output node; its output is a *cut value*. Between two
+passes through dominates the output node; its output is a *cut value* (a node with several
+used outputs, a ``Split``, is none: it opens the region its outputs meet again in). Between two
 consecutive cut values lies a *segment*: a single node on a plain chain, or a
 single-entry-single-exit region (a residual block's two branches and their Add).
 """
@@ -17,13 +20,12 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
-from onnx import numpy_helper
 
 from ..errors import StructureError
 from ..ir import Graph, Node, Value
+from .activations import ActivationView
+from .constants import constant_array, constant_shape
 
-SHAPE_QUERY_OPS = {"Shape", "Size"}
-TYPE_ONLY_INPUTS = {"CastLike": {1}}
 _SOURCE = "\0input"
 
 
@@ -40,28 +42,22 @@ class Segment:
         return self.exit.producer
 
 
-class DataFlow:
-    """Data nodes, auxiliary nodes and the cut-value chain of a one-input, one-output graph."""
+class DataFlow(ActivationView):
+    """Data nodes, auxiliary nodes and the cut-value chain of a one-input, one-output graph.
 
-    def __init__(self, graph: Graph):
+    ``images``: the input must be an NCHW batch (the CNN readings); ``False`` takes any one
+    data input (token ids, images: the transformer reading).
+    """
+
+    def __init__(self, graph: Graph, *, images: bool = True):
         self.graph = graph
+        self.images = images
         self.image = self._image_input()
         self.output = self._single_output()
-        self.data: set[int] = {id(self.image)}
-        self.data_nodes: list[Node] = []
-        self.aux_nodes: list[Node] = []
-        for n in graph.nodes:
-            if n.op_type in SHAPE_QUERY_OPS:
-                self.aux_nodes.append(n)
-                continue
-            skip = TYPE_ONLY_INPUTS.get(n.op_type, set())
-            if any(v is not None and id(v) in self.data for i, v in enumerate(n.inputs) if i not in skip):
-                self.data_nodes.append(n)
-                self.data.update(id(o) for o in n.outputs)
-            else:
-                self.aux_nodes.append(n)
-        self._ids = {id(n) for n in self.data_nodes}
-        if id(self.output) not in self.data:
+        super().__init__(graph, [self.image])
+        self.data_nodes: list[Node] = self.nodes
+        self.aux_nodes: list[Node] = self.other_nodes()
+        if not self.is_activation(self.output):
             raise StructureError(f"graph output {self.output.name!r} does not depend on the input")
         self.dag = self._dag()
         self.segments = self._segments()
@@ -71,11 +67,11 @@ class DataFlow:
         ins = [v for v in self.graph.inputs if not v.is_parameter]
         if len(ins) != 1:
             names = ", ".join(v.name for v in ins) or "none"
-            raise StructureError(
-                f"graph has {len(ins)} data inputs ({names}); a DynamicNet takes one NCHW image batch"
-            )
+            want = "a DynamicNet takes one NCHW image batch" if self.images else \
+                "expected one (token ids or images)"
+            raise StructureError(f"graph has {len(ins)} data inputs ({names}); {want}")
         v = ins[0]
-        if v.type is not None and v.type.rank is not None and v.type.rank != 4:
+        if self.images and v.type is not None and v.type.rank is not None and v.type.rank != 4:
             raise StructureError(f"input {v.name!r} has rank {v.type.rank}; a DynamicNet takes NCHW images")
         return v
 
@@ -88,16 +84,20 @@ class DataFlow:
             )
         return self.graph.outputs[0]
 
+    @property
+    def data(self) -> set[int]:
+        """``id`` of every data value."""
+        return self._data
+
     def is_data(self, v: Value | None) -> bool:
-        return v is not None and id(v) in self.data
+        return self.is_activation(v)
 
     def data_inputs(self, node: Node) -> list[Value]:
-        skip = TYPE_ONLY_INPUTS.get(node.op_type, set())
-        return [v for i, v in enumerate(node.inputs) if i not in skip and self.is_data(v)]
+        return self.inputs(node)
 
     def data_consumers(self, v: Value) -> list[Node]:
         """The nodes that read ``v`` as an activation (shape queries and type operands excluded)."""
-        return [n for n in v.consumers() if any(d is v for d in self.data_inputs(n)) and id(n) in self._ids]
+        return self.readers(v)
 
     def data_output(self, node: Node) -> Value:
         used = [o for o in node.outputs if o.uses() or o.is_graph_output]
@@ -106,6 +106,10 @@ class DataFlow:
                 f"node {node.name!r} ({node.op_type}) has {len(used)} used outputs; expected one"
             )
         return used[0]
+
+    @staticmethod
+    def _one_output(node: Node) -> bool:
+        return sum(1 for o in node.outputs if o.uses() or o.is_graph_output) == 1
 
     def _dag(self) -> nx.DiGraph:
         """Vertices are ``id(node)`` (names may be empty or repeated in foreign files)."""
@@ -134,6 +138,9 @@ class DataFlow:
         while chain[-1] != _SOURCE:
             chain.append(idom[chain[-1]])
         chain.reverse()  # source, d1, d2, ..., sink
+        # a node with several used outputs (Split, a CSP stage's two halves) is no cut value: it
+        # opens the region its outputs meet again in
+        chain = [d for d in chain if d == _SOURCE or d == chain[-1] or self._one_output(by_id[d])]
         on_chain = set(chain)
         groups: dict = {d: [] for d in chain[:-1]}
         for n in self.data_nodes:
@@ -149,48 +156,11 @@ class DataFlow:
             entry = exit_
         return segments
 
-    # -- constants ------------------------------------------------------------------------
+    # -- constants (read by netmorph.structure.constants) ------------------------------------
     def constant(self, v: Value | None) -> np.ndarray | None:
-        """The value of ``v`` when it is a constant (initializer, Constant node, or an
-        Identity / Cast / CastLike / Reshape / Expand / Unsqueeze of one), else ``None``."""
-        for _ in range(8):
-            if v is None or self.is_data(v):
-                return None
-            if v.const is not None:
-                return v.const.array
-            n = v.producer
-            if n is None:
-                return None
-            if n.op_type == "Constant":
-                return _constant_attr(n)
-            if n.op_type not in ("Identity", "Cast", "CastLike", "Reshape", "Expand", "Unsqueeze", "Squeeze"):
-                return None
-            v = n.inputs[0]
-        return None
-
+        """The value of ``v`` when it is a constant (seen through casts and reshapes), else ``None``."""
+        return None if self.is_data(v) else constant_array(v, transpose=False, cast=True, reshape=True)
 
     def constant_shape(self, v: Value | None) -> tuple[int, ...] | None:
         """The shape of a constant ``v`` (read without materialising initializers), else ``None``."""
-        for _ in range(8):
-            if v is None or self.is_data(v):
-                return None
-            if v.const is not None:
-                return tuple(v.const.shape)
-            n = v.producer
-            if n is None:
-                return None
-            if n.op_type == "Constant":
-                arr = _constant_attr(n)
-                return None if arr is None else arr.shape
-            if n.op_type not in ("Identity", "Cast", "CastLike"):
-                return None
-            v = n.inputs[0]
-        return None
-
-
-def _constant_attr(n: Node) -> np.ndarray | None:
-    for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
-        if key in n.attributes:
-            val = n.attr(key)
-            return numpy_helper.to_array(val) if key == "value" else np.asarray(val)
-    return None
+        return None if self.is_data(v) else constant_shape(v)

@@ -27,15 +27,9 @@ import numpy as np
 from ..ir import Graph, Node, Value
 from .activations import ActivationView
 from .constants import constant_array
+from .ops import JOIN_OPS, LAYER_OPS, PRODUCER_OPS, TRANSPARENT_OPS
 
-JOIN_OPS = ("Add",)
-LAYER_OPS = frozenset({
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization",
-    "InstanceNormalization", "GroupNormalization", "RMSNormalization",
-})
-"""Ops that make a branch a real layer (a branch of only elementwise ops is arithmetic, not a unit,
-e.g. the ``x + 0.044715·x³`` inside a tanh-GELU)."""
-PROJECTION_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+PROJECTION_OPS = PRODUCER_OPS
 MAX_SHORTCUT = 6
 
 
@@ -72,6 +66,14 @@ class ResidualUnit:
     shortcut_kind: str = "identity"
     residual_ratio: float | None = 1.0
     side_inputs: list[Value] = field(default_factory=list)
+    terms: list[Value] = field(default_factory=list)
+    """Every value summed with the shortcut when the join is a sum of several branches
+    (``x + attn(LN(x)) + mlp(LN(x))``: a parallel transformer layer); empty for one branch."""
+
+    @property
+    def branch_outputs(self) -> list[Value]:
+        """The values that must be zero for the unit to be the identity (one per summed branch)."""
+        return list(self.terms) or [self.branch_output]
 
     @property
     def name(self) -> str:
@@ -126,8 +128,20 @@ def find_residual_units(graph: Graph, view: ActivationView | None = None) -> lis
     return out
 
 
-def match_residual(add: Node, view: ActivationView) -> ResidualUnit | str:
-    """The :class:`ResidualUnit` closed by ``add``, or a sentence saying why it is none."""
+def match_residual(add: Node, view: ActivationView, *, entry: Value | None = None) -> ResidualUnit | str:
+    """The :class:`ResidualUnit` closed by ``add``, or a sentence saying why it is none.
+
+    Without ``entry`` the fork is found (CNN units: either operand may be the shortcut). With
+    ``entry`` (a residual stream: a transformer layer), the shortcut is the identity from
+    ``entry``, and ``add`` may close a sum of several branches (parallel attention + MLP,
+    ``(x + a) + m`` or ``x + (a + m)``); every reading of a transformer layer is one call:
+
+    - pre-LN ``x + f(LN(x))``: ``match_residual(add, view, entry=x)``, the branch opens with the norm;
+    - post-LN ``LN(x + f(x))``: the same call; the norm is the one reader of ``unit.output``;
+    - parallel: the same call; ``unit.terms`` holds the attention and MLP outputs.
+    """
+    if entry is not None:
+        return _match_stream(add, view, entry)
     ins = view.inputs(add)
     if add.op_type not in JOIN_OPS or len(ins) != 2 or ins[0] is ins[1]:
         return f"{add.name!r} ({add.op_type}) is not an Add of two different activations"
@@ -161,8 +175,56 @@ def match_residual(add: Node, view: ActivationView) -> ResidualUnit | str:
     return ResidualUnit(add, x, nodes, other, list(reversed(chain)), kind, r, side)
 
 
-def _weight(chain: list[Node]) -> tuple[int, int]:
-    return (sum(n.op_type in PROJECTION_OPS for n in chain), len(chain))
+def _match_stream(add: Node, view: ActivationView, x: Value) -> ResidualUnit | str:
+    """``add`` as ``x + Σ branch_i(x)`` (a sum of Adds whose inner sums are read only inside it)."""
+    if add.op_type not in JOIN_OPS:
+        return f"{add.name!r} ({add.op_type}) is not an Add"
+    terms: list[Value] = []
+    sums: list[Node] = []
+    stack = [add]
+    while stack:
+        n = stack.pop()
+        sums.append(n)
+        ins = view.inputs(n)
+        if len(ins) != 2:
+            return f"{n.name!r} is not an Add of two activations"
+        for v in ins:
+            p = v.producer
+            if v is not x and p is not None and p.op_type in JOIN_OPS and len(view.inputs(p)) == 2 \
+                    and view.readers(v) == [n] and not v.is_graph_output:
+                stack.append(p)
+            else:
+                terms.append(v)
+    if sum(v is x for v in terms) != 1:
+        return f"{add.name!r}: {x.name!r} is not one term of the sum it closes"
+    terms = [v for v in terms if v is not x]
+    nodes: dict[int, Node] = {id(n): n for n in sums[1:]}
+    side: list[Value] = []
+    for t in terms:
+        b = _branch(x, t, view)
+        if isinstance(b, str):
+            return f"{add.name!r}: {b}"
+        nodes.update((id(n), n) for n in b[0])
+        side += [v for v in b[1] if all(v is not s for s in side)]
+    branch = sorted(nodes.values(), key=lambda n: view.position[id(n)])
+    if not any(n.op_type in LAYER_OPS for n in branch):
+        return f"{add.name!r}: its branch from {x.name!r} holds no layer (conv, linear, norm)"
+    ids = {id(n) for n in branch} | {id(add)}
+    for n in branch:
+        for o in n.outputs:
+            if o.is_graph_output or any(id(r) not in ids for r in view.readers(o)):
+                return f"{add.name!r}: value {o.name!r} of its branch is read outside the unit"
+    unit = ResidualUnit(add, x, branch, terms[0], [], "identity", 1.0, side)
+    if len(terms) > 1:
+        unit.terms = terms
+    return unit
+
+
+def _weight(chain: list[Node]) -> tuple[int, int, int]:
+    """Layers, then the largest kernel, then nodes: the lighter side of a fork is the shortcut."""
+    kernel = max((int(np.prod(n.attr("kernel_shape") or [1])) for n in chain if n.op_type == "Conv"),
+                 default=0)
+    return (sum(n.op_type in PROJECTION_OPS for n in chain), kernel, len(chain))
 
 
 def _shortcut_chain(v: Value, view: ActivationView) -> tuple[list[Node], Value | None]:
@@ -241,7 +303,7 @@ def _escaping(nodes: list[Node], out: Value, add: Node, view: ActivationView) ->
 
 
 def _shortcut_kind(chain: list[Node], view: ActivationView) -> tuple[str, float | None]:
-    core = [n for n in chain if n.op_type not in ("Identity", "Dropout")]
+    core = [n for n in chain if n.op_type not in TRANSPARENT_OPS]
     if not core:
         return "identity", 1.0
     if len(core) == 1 and core[0].op_type == "Mul":

@@ -31,14 +31,11 @@ from ..errors import StructureError
 from ..ir import Graph, Node, Value
 from .activations import ActivationView, ensure_types
 from .dataflow import DataFlow, Segment
+from .ops import ACTIVATION_OPS
 from .residual import ResidualUnit, match_residual
 from .units import op_class
 
 TRAILING_CLASSES = {"norm", "act", "affine", "transparent"}
-ACTIVATION_OPS = {
-    "Relu", "Clip", "PRelu", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu",
-    "Selu", "Gelu", "Mish", "Softplus", "Celu", "ThresholdedRelu", "Erf",
-}
 HEAD_START = {"gpool", "flatten", "fc"}
 
 

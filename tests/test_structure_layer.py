@@ -1,0 +1,103 @@
+"""The structure layer on its own: imports point one way, slices of a group index the whole axis, and
+transformer layers (pre-LN, post-LN, parallel) are readings of the one residual matcher."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from transformer_models import exported
+
+import netmorph
+from netmorph.structure import ActivationView, ResidualUnit, match_residual
+from netmorph.structure.channels import Member
+
+STRUCTURE = Path(__file__).resolve().parents[1] / "netmorph" / "structure"
+
+
+def _imports(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            out.append("." * node.level + (node.module or ""))
+    return out
+
+
+def test_structure_never_imports_passes():
+    """Passes depend on structure, never the reverse (nor on the CLI)."""
+    files = sorted(STRUCTURE.glob("*.py"))
+    assert len(files) > 5
+    bad = [(f.name, m) for f in files for m in _imports(f)
+           if m.split(".")[:2] in (["netmorph", "passes"], ["netmorph", "cli"]) or m.lstrip(".").split(".")[0]
+           in ("passes", "cli") and m.startswith("..")]
+    assert not bad, bad
+
+
+def test_member_with_two_copies_of_the_group():
+    """A Concat of x and dw(x) (GhostNet) holds a 3-channel group twice: both copies follow the mapping."""
+    m = Member(None, 1, offsets=(1, 4), total=8)
+    assert m.full_index(np.array([0, 1, 2, 0]), 3).tolist() == [0, 1, 2, 3, 1, 4, 5, 6, 4, 7]
+    assert m.widened(3, 4) == 10
+    whole = Member(None, 1)
+    assert whole.full_index(np.array([0, 1, 1]), 2).tolist() == [0, 1, 1] and whole.widened(2, 3) == 3
+
+
+@pytest.mark.parametrize("kind", ["encoder-pre", "encoder-post", "gpt"])
+def test_transformer_units_are_one_matcher_call(kind):
+    """Pre-LN and post-LN layers: each attention / MLP unit is ``match_residual(add, flow, entry=x)``."""
+    from netmorph.structure.transformer import recognise_transformer
+
+    st = recognise_transformer(netmorph.load(exported(kind, "torchscript")))
+    for lay in st.layers:
+        for u in (lay.attention, lay.mlp):
+            m = match_residual(u.add, st.flow, entry=u.entry)
+            assert isinstance(m, ResidualUnit), m
+            assert {id(n) for n in m.branch} == {id(n) for n in u.branch}
+            assert m.shortcut_kind == "identity" and m.branch_outputs == [u.branch_output]
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_parallel_attention_and_mlp_is_one_unit(nested):
+    """``(x + a) + m`` and ``x + (a + m)`` with ``a``, ``m`` both reading ``LN(x)``: one unit, two terms."""
+    rng = np.random.default_rng(0)
+    w = {k: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), k)
+         for k, s in [("g", (8,)), ("b", (8,)), ("wa", (8, 8)), ("w1", (8, 16)), ("w2", (16, 8))]}
+    nodes = [helper.make_node("LayerNormalization", ["x", "g", "b"], ["h"], axis=-1),
+             helper.make_node("MatMul", ["h", "wa"], ["a"]),
+             helper.make_node("MatMul", ["h", "w1"], ["u"]), helper.make_node("Relu", ["u"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["m"])]
+    sums = [("a", "m"), ("x", "s")] if nested else [("x", "a"), ("s", "m")]
+    nodes += [helper.make_node("Add", list(sums[0]), ["s"]), helper.make_node("Add", list(sums[1]), ["y"])]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4, 8]) for n in ("x", "y")]
+    graph = helper.make_graph(nodes, "par", vi[:1], vi[1:], list(w.values()))
+    g = netmorph.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    view = ActivationView(g)
+    add = g.node(nodes[-1].name) if nodes[-1].name else next(n for n in g.nodes if n.outputs[0].name == "y")
+    unit = match_residual(add, view, entry=g.inputs[0])
+    assert isinstance(unit, ResidualUnit), unit
+    assert sorted(v.name for v in unit.branch_outputs) == ["a", "m"]
+    assert len(unit.branch) == 6 and unit.branch[0].op_type == "LayerNormalization"
+    generic = match_residual(add, view)  # (x + a) + m without the stream's entry: no fork both start from
+    assert nested or isinstance(generic, str) or generic.side_inputs
+
+
+@pytest.mark.parametrize("kind", ["encoder-pre", "gpt"])
+def test_mlp_hidden_group_is_a_channel_group(kind):
+    """A layer's MLP hidden width is the channel group of its up-projection: ``widen`` over it is
+    what a transformer's MLP widening is (up-projection rows, down-projection columns)."""
+    from netmorph.structure.channels import find_channel_group
+    from netmorph.structure.transformer import recognise_transformer
+
+    g = netmorph.load(exported(kind, "torchscript"))
+    st = recognise_transformer(g)
+    for lay in st.layers:
+        grp = find_channel_group(g, lay.up.node)
+        assert grp.width == lay.up.out_features
+        assert [n for n, _ in grp.producers] == [lay.up.node]
+        assert [n for n, _, _ in grp.consumers] == [lay.down.node]
+        assert not grp.needs_equal_replication
