@@ -379,3 +379,63 @@ def apply_targets(graph: Graph, ctx: PassContext, plans: list[tuple[Node, list]]
     for n, target in plans:
         t = [new_width if x is None else x for x in target]
         n.set_input(1, shape_param(graph, ctx, f"{n.name}_shape", np.asarray(t, dtype=np.int64)))
+
+
+def _piece_length(v: Value) -> int | None:
+    a = _const(v)
+    if a is not None:
+        return int(a.size)
+    t = v.type
+    if t is not None and t.shape is not None and len(t.shape) == 1 and isinstance(t.shape[0], int):
+        return int(t.shape[0])
+    p = v.producer
+    if p is not None and p.op_type == "Shape" and p.attr("end") is not None:
+        return int(p.attr("end")) - int(p.attr("start", 0))
+    return None
+
+
+def retarget_entry(graph: Graph, ctx: PassContext, node: Node, slot: int, position: int, old: int, new: int,
+                   what: str) -> None:
+    """``node``'s shape operand ``slot`` (an ``Expand`` or ``Reshape`` target) says ``new`` at
+    ``position`` (counted from the start) where it says ``old``: found by position, not by value.
+
+    The target is a constant, or a ``Concat`` whose pieces' lengths are known (constants, or
+    typed 1-D shape values) and whose piece holding ``position`` is constant.
+    """
+    target = node.inputs[slot]
+    arr = _const(target)
+    if arr is not None:
+        fixed = _retargeted(arr.reshape(-1), position, old, new,
+                            f"{what}: {node.op_type} {node.name!r} targets {arr.tolist()}; expected {old} at "
+                            f"position {position}")
+        if fixed is not None:
+            node.set_input(slot, shape_param(graph, ctx, f"{node.name}_shape", fixed))
+        return
+    cat = target.producer
+    if cat is None or cat.op_type != "Concat":
+        raise PreconditionError(f"{what}: the target shape of {node.op_type} {node.name!r} is computed by "
+                                f"{cat.op_type if cat else 'a graph input'}, which cannot be retargeted")
+    pieces, start = list(cat.inputs), 0
+    for k, piece in enumerate(pieces):
+        size = _piece_length(piece)
+        if size is None:
+            raise PreconditionError(f"{what}: the target of {node.op_type} {node.name!r} has a piece of "
+                                    f"unknown length before position {position}")
+        if start + size > position:
+            a = _const(piece)
+            if a is None:
+                raise PreconditionError(f"{what}: the target of {node.op_type} {node.name!r} is computed at "
+                                        f"run time where it must say {old}")
+            fixed = _retargeted(a.reshape(-1), position - start, old, new,
+                                f"{what}: {node.op_type} {node.name!r} targets {a.tolist()} at {position}; "
+                                f"expected {old}")
+            if fixed is None:
+                return
+            ins = pieces[:k] + [shape_param(graph, ctx, f"{node.name}_shape_piece", fixed)] + pieces[k + 1:]
+            c2 = graph.create_node("Concat", ins, dict(cat.attributes), name=f"{cat.name}_retarget",
+                                   output_types=[target.type])
+            graph.insert_before(node, c2)
+            node.set_input(slot, c2.outputs[0])
+            return
+        start += size
+    raise PreconditionError(f"{what}: {node.op_type} {node.name!r}: no entry at position {position}")

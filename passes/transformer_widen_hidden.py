@@ -28,7 +28,14 @@ from ..morphs.transformer import gather, head_index, tile_index
 from ..structure.transformer import TransformerStructure, as_linear
 from .base import Option, Pass, PassContext
 from .transformer_add_heads import attention_projections
-from .transformer_surgery import _resolved, forget_types, rescale_shape_constants, set_param, transformer_of
+from .transformer_surgery import (
+    _resolved,
+    forget_types,
+    rescale_shape_constants,
+    retarget_entry,
+    set_param,
+    transformer_of,
+)
 
 
 def _kind(divide: np.ndarray) -> str:
@@ -134,7 +141,16 @@ class WidenHidden(Pass):
         heads = {a.heads for a in atts}
         sizes = {a.head_size for a in atts}
         widths = {st.hidden, st.mlp} | {a.out_proj.in_features for a in atts} | \
-                 {3 * a.out_proj.in_features for a in atts} | {lay.up.out_features for lay in st.layers}
+                 {3 * a.out_proj.in_features for a in atts} | {lay.up.out_features for lay in st.layers} | \
+                 {x.out_features for a in atts for x in a.in_projs}
+        if mode == "size" and any(a.rotary for a in atts):
+            raise PreconditionError(
+                f"{self.name}: --heads-mode size grows the head size, which the rotary position embedding "
+                "fixes (its Sin/Cos tables rotate pairs of a head's units by frequencies set by the head "
+                "size): use --heads-mode count (whole heads repeated, rotary exact)")
+        if mode == "size" and any(a.kv_heads is not None and a.kv_heads < a.heads for a in atts):
+            raise PreconditionError(f"{self.name}: --heads-mode size is not implemented for grouped-query "
+                                    "attention: use --heads-mode count (heads and K/V groups repeated)")
         moving = heads if mode == "count" else sizes
         still = sizes if mode == "count" else heads
         clash = (moving | widths) & still or moving & widths
@@ -146,11 +162,13 @@ class WidenHidden(Pass):
         return n, st, mode, widths, moving
 
     def requires(self, graph: Graph) -> None:
-        n, st, mode, _, _ = self._plan(graph)
-        self._sites(graph, st, n, mode)
+        n, st, mode, widths, _ = self._plan(graph)
+        self._sites(graph, st, n, mode, widths)
 
-    def _sites(self, graph: Graph, st: TransformerStructure, n: int, mode: str) -> list[tuple]:
-        """``(node, slot, param, [(axis, index, divide), …], scale, lineage)`` for every parameter."""
+    def _sites(self, graph: Graph, st: TransformerStructure, n: int, mode: str, widths: set[int]
+               ) -> list[tuple]:
+        """``(node, slot, param, [(axis, index, divide), …], scale, lineage)`` for every parameter
+        that holds a growing width (``widths``); others (rotary frequencies, masks) stay."""
         flow = st.flow
         d = st.hidden
         roles: dict[int, tuple] = {}  # id(linear node) -> (kind, extra)
@@ -185,6 +203,8 @@ class WidenHidden(Pass):
                     continue
                 a = p.const.array
                 rule = self._vector_rule(node, slot, a, d, n)
+                if rule is None and not set(a.shape) & widths:
+                    continue  # no axis of a growing width: rotary frequencies, masks, scalars-as-arrays
                 if rule is None:
                     raise PreconditionError(
                         f"{self.name}: parameter {p.name!r} {tuple(a.shape)} read by {node.name!r} "
@@ -244,7 +264,7 @@ class WidenHidden(Pass):
         t0 = time.perf_counter()
         n, st, mode, widths, moving = self._plan(graph)
         ctx.timings["recognise"] = time.perf_counter() - t0
-        sites = self._sites(graph, st, n, mode)
+        sites = self._sites(graph, st, n, mode, widths)
         flow = st.flow
         data = list(flow.data_nodes)
         for node, slot, p, rules, scale, scale_axis in sites:
@@ -268,6 +288,12 @@ class WidenHidden(Pass):
         heads = next(iter(moving)) if mode == "count" and len(moving) == 1 else None
         rescale_shape_constants(graph, ctx, data, values, heads=None if heads is None else (heads, n * heads),
                                 head_ops=("Mul", "Div"))
+        for lay in st.layers:  # grouped-query attention: the K/V groups repeat with the heads
+            att = lay.attention
+            if mode == "count" and att.kv_heads is not None and att.kv_heads < att.heads:
+                for expand, axis in att.repeat_kv:
+                    retarget_entry(graph, ctx, expand, 1, axis - 1, att.kv_heads, n * att.kv_heads,
+                                   f"{self.name}: layer {lay.index}")
         forget_types(graph.nodes)
 
 

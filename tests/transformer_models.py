@@ -197,6 +197,38 @@ def gpt2(layers: int = 2):
     return HFWrap(GPT2LMHeadModel(cfg))
 
 
+# Llama-style decoders (RMSNorm, gated MLP, rotary, grouped-query attention): 6 query heads in 2 KV
+# groups (3 per group) of size 8 at hidden 48, MLP 80 -- every width, head count, group count and
+# group size differs, so a wrong head or group split changes the function.
+LLAMA_STYLE = ("llama", "qwen2", "mistral", "gemma")
+
+
+def llama_style(kind: str, layers: int = 2, hidden: int = 48, heads: int = 6, kv_heads: int = 2,
+                head_dim: int = 8, mlp: int = 80, vocab: int = VOCAB, tie: bool | None = None):
+    """A tiny ``transformers`` causal LM of family ``kind`` (eager attention, no cache), built from
+    its config object; RMSNorm weights randomised (fresh ones are all 1, which hides a misordered
+    clone and makes the exporter share one array between all norms)."""
+    import transformers as tf
+
+    config, model = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM), "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
+                     "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
+                     "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM)}[kind]
+    extra = {"sliding_window": None} if kind == "mistral" else {}
+    if tie is not None:
+        extra["tie_word_embeddings"] = tie
+    cfg = config(vocab_size=vocab, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+                 num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
+                 max_position_embeddings=64, attn_implementation="eager", use_cache=False,
+                 initializer_range=PEAKED, **extra)
+    m = HFWrap(model(cfg))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "norm" in name:
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return m.eval()
+
+
 def build(kind: str) -> tuple[nn.Module, torch.Tensor]:
     """The module and an example input of model ``kind``."""
     torch.manual_seed(0)
@@ -213,6 +245,8 @@ def build(kind: str) -> tuple[nn.Module, torch.Tensor]:
         return randomised(bert()), ids
     if kind == "gpt2":
         return randomised(gpt2()), ids
+    if kind in LLAMA_STYLE:
+        return llama_style(kind), ids
     raise ValueError(kind)
 
 
@@ -279,16 +313,17 @@ def has_transformers() -> bool:
 
 MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder-pre", "torchscript"),
           ("encoder-pre", "dynamo"), ("gpt", "torchscript"), ("gpt", "dynamo"), ("vit", "torchscript"),
-          ("vit", "dynamo"), ("bert", "torchscript"), ("bert", "dynamo"), ("gpt2", "dynamo")]
-"""Every (model, exporter) pair the transformer tests run. GPT-2 of transformers 5 uses
-``aten::diff``, which the TorchScript exporter cannot export."""
+          ("vit", "dynamo"), ("bert", "torchscript"), ("bert", "dynamo"), ("gpt2", "dynamo"),
+          *((k, "dynamo") for k in LLAMA_STYLE)]
+"""Every (model, exporter) pair the transformer tests run. GPT-2 and the Llama-style decoders of
+transformers 5 use ``aten::diff``, which the TorchScript exporter cannot export."""
 
 
 def need(kind: str) -> None:
     """Skip a test of a ``transformers`` model when the package is not installed."""
     import pytest
 
-    if kind in ("bert", "gpt2") and not has_transformers():
+    if kind in ("bert", "gpt2", *LLAMA_STYLE) and not has_transformers():
         pytest.skip("transformers is not installed")
 
 
