@@ -25,7 +25,7 @@ from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
 from ..morphs.lineage import ParamLineage
 from ..morphs.transformer import gather, head_index, tile_index
-from ..structure.transformer import TransformerStructure, as_linear
+from ..structure.transformer import TransformerStructure, as_linear, head_split
 from .base import Option, Pass, PassContext
 from .transformer_add_heads import attention_projections
 from .transformer_surgery import (
@@ -33,6 +33,7 @@ from .transformer_surgery import (
     forget_types,
     rescale_shape_constants,
     retarget_entry,
+    retarget_reshape,
     set_param,
     transformer_of,
 )
@@ -291,9 +292,13 @@ class WidenHidden(Pass):
         for lay in st.layers:  # grouped-query attention: the K/V groups repeat with the heads
             att = lay.attention
             if mode == "count" and att.kv_heads is not None and att.kv_heads < att.heads:
+                what = f"{self.name}: layer {lay.index}"
                 for expand, axis in att.repeat_kv:
-                    retarget_entry(graph, ctx, expand, 1, axis - 1, att.kv_heads, n * att.kv_heads,
-                                   f"{self.name}: layer {lay.index}")
+                    retarget_entry(graph, ctx, expand, 1, axis - 1, att.kv_heads, n * att.kv_heads, what)
+                for lin in att.in_projs:  # K and V split into [.., G, D]: the group count by position
+                    split = head_split(flow, lin) if lin.out_features != att.out_proj.in_features else None
+                    if split is not None:
+                        retarget_reshape(graph, ctx, split, att.kv_heads, n * att.kv_heads, what, position=-2)
         forget_types(graph.nodes)
 
 

@@ -204,7 +204,8 @@ LLAMA_STYLE = ("llama", "qwen2", "mistral", "gemma")
 
 
 def llama_style(kind: str, layers: int = 2, hidden: int = 48, heads: int = 6, kv_heads: int = 2,
-                head_dim: int = 8, mlp: int = 80, vocab: int = VOCAB, tie: bool | None = None):
+                head_dim: int = 8, mlp: int = 80, vocab: int = VOCAB, tie: bool | None = None,
+                init: float = PEAKED):
     """A tiny ``transformers`` causal LM of family ``kind`` (eager attention, no cache), built from
     its config object; RMSNorm weights randomised (fresh ones are all 1, which hides a misordered
     clone and makes the exporter share one array between all norms)."""
@@ -219,7 +220,7 @@ def llama_style(kind: str, layers: int = 2, hidden: int = 48, heads: int = 6, kv
     cfg = config(vocab_size=vocab, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
                  num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
                  max_position_embeddings=64, attn_implementation="eager", use_cache=False,
-                 initializer_range=PEAKED, **extra)
+                 initializer_range=init, **extra)
     m = HFWrap(model(cfg))
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():

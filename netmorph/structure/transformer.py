@@ -437,8 +437,39 @@ def _read_gated(flow: DataFlow, unit: ResidualUnit) -> None:
         unit.gated = "SwiGLU" if "Sigmoid" in acts else "GeGLU" if acts & {"Tanh", "Erf", "Gelu"} else "GLU"
 
 
+def head_split(flow: DataFlow, lin: Linear) -> Node | None:
+    """The ``Reshape`` splitting a Q/K/V projection's output into heads (``[.., heads, D]``): the
+    first one on its single-reader chain, else ``None``."""
+    v = lin.output
+    for _ in range(4):
+        users = flow.data_consumers(v)
+        if len(users) != 1:
+            return None
+        if users[0].op_type == "Reshape":
+            return users[0]
+        v = users[0].outputs[0]
+    return None
+
+
+def _rotate_half(flow: DataFlow, unit: ResidualUnit) -> bool:
+    """``Concat(-x2, x1)`` of two ``Slice`` s of one value in the branch (RoPE's ``rotate_half``)."""
+    for n in unit.branch:
+        if n.op_type != "Concat" or len(n.inputs) != 2:
+            continue
+        neg = n.inputs[0].producer
+        s2 = neg.inputs[0].producer if neg is not None and neg.op_type == "Neg" else None
+        s1 = n.inputs[1].producer
+        if s1 is not None and s2 is not None and s1.op_type == s2.op_type == "Slice" \
+                and s1.inputs[0] is s2.inputs[0]:
+            return True
+    return False
+
+
 def _rotary(flow: DataFlow, unit: ResidualUnit) -> bool:
-    """Whether the attention branch reads a ``Sin`` / ``Cos`` table (rotary position embedding)."""
+    """Whether the attention rotates Q and K (rotary position embedding): its branch reads a
+    ``Sin`` / ``Cos`` table, or rotates halves (tables folded to constants at a fixed length)."""
+    if _rotate_half(flow, unit):
+        return True
     seen: set[int] = set()
     frontier = [v for n in unit.branch for v in n.inputs if v is not None and not flow.is_data(v)]
     for _ in range(10_000):
