@@ -25,7 +25,7 @@ from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
 from ..morphs.lineage import ParamLineage
 from ..morphs.transformer import gather, head_index, tile_index
-from ..structure.transformer import TransformerStructure, as_linear, head_split
+from ..structure.transformer import NORM_OPS, TransformerStructure, as_linear, head_split
 from .base import Option, Pass, PassContext
 from .transformer_add_heads import attention_projections
 from .transformer_surgery import (
@@ -216,7 +216,7 @@ class WidenHidden(Pass):
     @staticmethod
     def _vector_rule(node: Node, slot: int, a: np.ndarray, d: int, n: int):
         op = node.op_type
-        if op == "LayerNormalization" and slot in (1, 2) and a.shape[-1] == d:
+        if op in NORM_OPS and slot in (1, 2) and a.shape[-1] == d:  # RMS of [h, h] is h's too
             return [(a.ndim - 1, tile_index(d, n), 1.0)]
         if op == "Gather" and slot == 0 and a.ndim == 2 and a.shape[1] == d:
             return [(1, tile_index(d, n), 1.0)]

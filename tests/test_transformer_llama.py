@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
+from netmorph.cli.main import cli
 from transformer_models import VOCAB, exported, llama_style, need
 
 import netmorph.torch as nmt
@@ -48,11 +50,20 @@ def _train(model, opt, steps, rng):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 
-def test_llama_keeps_learning_through_growth_with_its_optimizer_state():
+@pytest.fixture
+def one_thread():
+    """Train on one thread: a tiny model's steps are slower on a busy machine with more."""
+    was = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(was)
+
+
+def test_llama_keeps_learning_through_growth_with_its_optimizer_state(one_thread):
     need("llama")
     torch.manual_seed(0)
     model = llama_style("llama", hidden=64, heads=4, kv_heads=2, head_dim=16, mlp=96, init=0.02).train()
@@ -84,6 +95,8 @@ def test_family_line_and_refusals():
     assert st.style == "Llama-style"
     assert st.family_line() == "Llama-style: 2 layers, RMSNorm, SwiGLU 48→80, 6 heads / 2 KV groups, rotary"
     assert (st.kv_heads, st.gated, st.rotary, st.norm_kind) == (2, "SwiGLU", True, "rms")
+    r = CliRunner().invoke(cli, ["inspect", str(exported("llama", "dynamo"))])
+    assert r.exit_code == 0 and "structure: Llama-style: 2 layers, RMSNorm, SwiGLU 48→80" in r.output, r.output
     gemma = recognise_transformer(onnx_io.load(exported("gemma", "dynamo")))
     assert gemma.gated == "GeGLU" and gemma.style == "Llama-style"
     g = onnx_io.load(exported("llama", "dynamo"))

@@ -349,3 +349,53 @@ def inputs(kind: str, exporter: str, rng, batch: int = 3) -> list:
     if (kind, exporter) in FIXED_LENGTH:
         return [rng.integers(0, VOCAB, (b, SEQ)).astype(np.int64) for b in (batch, 1)]
     return [rng.integers(0, VOCAB, (batch, t)).astype(np.int64) for t in (SEQ, 5)]
+
+
+def fuse_rms_norms(src: Path, dst: Path, op: str) -> Path:
+    """``src`` with every RMSNorm written out (``Pow(x, 2) → ReduceMean → Add(eps) → Sqrt →
+    Reciprocal → Mul(x, ·) → Mul(w)``) replaced by one ``op`` node (``RMSNormalization``, opset 23,
+    or ORT's ``SimplifiedLayerNormalization``): the other two encodings of the same model."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(src))
+    nodes = list(m.graph.node)
+    readers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+
+    def only(name, op_type):
+        r = readers.get(name, [])
+        return r[0] if len(r) == 1 and r[0].op_type == op_type else None
+
+    drop, out = set(), []
+    for n in nodes:
+        if n.op_type != "Pow" or float(consts.get(n.input[1], np.zeros(2)).reshape(-1)[0]) != 2.0:
+            continue
+        mean = only(n.output[0], "ReduceMean")
+        add = mean and only(mean.output[0], "Add")
+        sqrt = add and only(add.output[0], "Sqrt")
+        inv = sqrt and only(sqrt.output[0], "Reciprocal")
+        mul = inv and only(inv.output[0], "Mul")
+        scale = mul and only(mul.output[0], "Mul")
+        if scale is None:
+            continue
+        eps = float(next(consts[x] for x in add.input if x in consts).reshape(-1)[0])
+        w = next(x for x in scale.input if x != mul.output[0])
+        fused = helper.make_node(op, [n.input[0], w], [scale.output[0]], name=f"{scale.name}_rms", axis=-1,
+                                 epsilon=eps)
+        drop.update(id(x) for x in (n, mean, add, sqrt, inv, mul, scale))
+        out.append((scale, fused))
+    repl = {id(a): b for a, b in out}
+    kept = [repl.get(id(n), n) for n in nodes if id(n) not in drop or id(n) in repl]
+    del m.graph.node[:]
+    m.graph.node.extend(kept)
+    del m.graph.value_info[:]
+    if op == "RMSNormalization":
+        for o in m.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = 23
+    onnx.save(m, str(dst))
+    return dst
