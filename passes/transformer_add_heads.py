@@ -72,12 +72,12 @@ class AddHeads(Pass):
                         f"{self.name}: layer {i} has grouped-query attention ({att.heads} heads in {groups} "
                         f"K/V groups): add a multiple of {groups} heads (the same number to each group)")
                 if len(att.repeat_kv) == 0:
-                    raise PreconditionError(f"{self.name}: layer {i}: no K/V head repeat (Unsqueeze + Expand) "
-                                            f"found for its {groups} K/V groups")
+                    raise PreconditionError(f"{self.name}: layer {i}: no K/V head repeat (Unsqueeze + "
+                                            f"Expand) found for its {groups} K/V groups")
                 if att.heads in (groups, att.heads // groups):
                     raise PreconditionError(
-                        f"{self.name}: layer {i} has {att.heads} heads in {groups} groups: the head count equals "
-                        "the group count or size, so the shape constants holding it are ambiguous")
+                        f"{self.name}: layer {i} has {att.heads} heads in {groups} groups: the head count "
+                        "equals the group count or size, so the shape constants holding it are ambiguous")
             if att.heads in (att.head_size, att.out_proj.in_features):
                 raise PreconditionError(
                     f"{self.name}: layer {i} has {att.heads} heads of size {att.head_size}: the head count "
@@ -109,7 +109,8 @@ class AddHeads(Pass):
             if groups is not None:  # GQA: new query heads join each K/V group; K and V stay
                 self._grouped(graph, ctx, i, att, ins, groups, hn)
                 apply_targets(graph, ctx, targets[id(att)], width + extra)
-                rescale_shape_constants(graph, ctx, nodes, {width: width + extra, h: h + hn}, heads=(h, h + hn))
+                rescale_shape_constants(graph, ctx, nodes, {width: width + extra, h: h + hn},
+                                        heads=(h, h + hn))
                 forget_types([*nodes, *(x.node for x in ins), *(x.bias_node for x in ins if x.bias_node)])
                 continue
             for lin in ins:
@@ -151,8 +152,9 @@ class AddHeads(Pass):
             set_param(graph, ctx, node, slot, np.concatenate(parts), kind="new", hint=q.bias.name,
                       note="old biases kept, zeros for the new heads")
         out = att.out_proj
-        parts = [zero_rows(p, per * dh, out.in_axis) for p in np.split(out.weight.const.array, groups, out.in_axis)]
-        set_param(graph, ctx, out.node, 1, np.concatenate(parts, out.in_axis), kind="new", hint=out.weight.name,
-                  note=f"zero rows read the {hn} new heads")
+        blocks = np.split(out.weight.const.array, groups, out.in_axis)
+        parts = [zero_rows(p, per * dh, out.in_axis) for p in blocks]
+        set_param(graph, ctx, out.node, 1, np.concatenate(parts, out.in_axis), kind="new",
+                  hint=out.weight.name, note=f"zero rows read the {hn} new heads")
         for expand, axis in att.repeat_kv:
             retarget_entry(graph, ctx, expand, 1, axis, r, r + per, f"{self.name}: layer {i}")

@@ -128,11 +128,19 @@ def clone_layer(graph: Graph, ctx: PassContext, st: TransformerStructure, layer:
 
 
 def rewire(graph: Graph, uses: list[tuple[Node, int]], new: Value, old: Value) -> None:
-    """The readers ``uses`` (recorded before the surgery) of ``old`` read ``new`` instead."""
+    """The readers ``uses`` (recorded before the surgery) of ``old`` read ``new`` instead.
+
+    Where ``old`` is a graph output (the last layer's output is the model's output), ``new``
+    takes its place under its name (``old`` is renamed), so the child's interface is the parent's.
+    """
     for reader, idx in uses:
         reader.set_input(idx, new)
     for i, v in enumerate(graph.outputs):
         if v is old:
+            name = old.name
+            graph.rename_value(old, graph.unique_value_name(f"{name}_inner"))
+            graph.rename_value(new, name)
+            new.type = old.type
             graph.outputs[i] = new
 
 

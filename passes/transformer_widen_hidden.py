@@ -138,6 +138,11 @@ class WidenHidden(Pass):
         n = self._factor()
         st = transformer_of(graph, self.name)
         mode = self.options["heads_mode"]
+        if st.head is None:
+            raise PreconditionError(
+                f"{self.name}: the model's output {st.flow.output.name!r} is the hidden stream itself (no "
+                "linear head after the last layer): widening the stream would change the output's width, "
+                "so the child could not replace the parent; grow a model with its head (LM head, classifier)")
         atts = [lay.attention for lay in st.layers]
         heads = {a.heads for a in atts}
         sizes = {a.head_size for a in atts}

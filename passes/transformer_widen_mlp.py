@@ -2,7 +2,8 @@
 
 New units copy old ones by a mapping: the up-projection's output columns (and bias) are
 gathered (in a gated MLP, ``down(act(gate(x)) * up(x))`` as SwiGLU / GeGLU, the gate's and
-the up-projection's by the same mapping, so each copied unit is ``act(g_j) * u_j`` again), the down-projection's input rows gathered and divided by each unit's replication
+the up-projection's by the same mapping, so each copied unit is ``act(g_j) * u_j`` again), the
+down-projection's input rows gathered and divided by each unit's replication
 count. Exact for any elementwise activation between them (GELU written out as Erf or Tanh
 included), checked by the pass: the nodes between the two projections may only be
 elementwise ops with scalar constants, or reshapes (whose width entry is retargeted).

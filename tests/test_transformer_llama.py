@@ -9,12 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 from netmorph.cli.main import cli
+from netmorph.passes import get_pass
 from transformer_models import VOCAB, exported, llama_style, need
 
 import netmorph.torch as nmt
 from netmorph import onnx_io
 from netmorph.errors import PreconditionError
-from netmorph.passes import get_pass
 from netmorph.structure.transformer import recognise_transformer
 
 T = 7  # the copy task's length: differs from every width, head count and group size below
@@ -96,7 +96,8 @@ def test_family_line_and_refusals():
     assert st.family_line() == "Llama-style: 2 layers, RMSNorm, SwiGLU 48→80, 6 heads / 2 KV groups, rotary"
     assert (st.kv_heads, st.gated, st.rotary, st.norm_kind) == (2, "SwiGLU", True, "rms")
     r = CliRunner().invoke(cli, ["inspect", str(exported("llama", "dynamo"))])
-    assert r.exit_code == 0 and "structure: Llama-style: 2 layers, RMSNorm, SwiGLU 48→80" in r.output, r.output
+    assert r.exit_code == 0, r.output
+    assert "structure: Llama-style: 2 layers, RMSNorm, SwiGLU 48→80" in r.output
     gemma = recognise_transformer(onnx_io.load(exported("gemma", "dynamo")))
     assert gemma.gated == "GeGLU" and gemma.style == "Llama-style"
     g = onnx_io.load(exported("llama", "dynamo"))
@@ -104,3 +105,43 @@ def test_family_line_and_refusals():
         get_pass("widen-hidden", factor=2, heads_mode="size").apply(g)
     with pytest.raises(PreconditionError, match="multiple of 2 heads"):
         get_pass("add-heads", heads=1).apply(g)
+
+
+@pytest.fixture(scope="module")
+def stream_out(tmp_path_factory):
+    """Two GPT blocks whose output is the hidden stream (no head), as HF base models export."""
+    from torch import nn
+    from transformer_models import GPTBlock
+
+    class Body(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = nn.Embedding(VOCAB, 32)
+            self.blocks = nn.ModuleList([GPTBlock(), GPTBlock()])
+
+        def forward(self, ids):
+            h = self.tok(ids)
+            for b in self.blocks:
+                h = b(h)
+            return h
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("stream") / "body.onnx"
+    dims = {0: torch.export.Dim("N", min=2, max=16), 1: torch.export.Dim("T", min=2, max=16)}
+    torch.onnx.export(Body().eval(), (torch.randint(0, VOCAB, (2, 6)),), str(path), dynamo=True,
+                      input_names=["x"], output_names=["y"], dynamic_shapes={"ids": dims})
+    return onnx_io.load(path)
+
+
+def test_deepen_keeps_the_output_name_and_widen_hidden_refuses_a_stream_output(stream_out):
+    child, rep = get_pass("deepen").apply(stream_out)
+    assert [v.name for v in child.outputs] == ["y"]
+    assert len(recognise_transformer(child).layers) == 4
+    x = np.random.default_rng(0).integers(0, VOCAB, (3, 5)).astype(np.int64)
+    import onnxruntime as ort
+
+    runs = [ort.InferenceSession(onnx_io.to_onnx(g).SerializeToString(), providers=["CPUExecutionProvider"])
+            .run(["y"], {"x": x})[0] for g in (stream_out, child)]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(PreconditionError, match="is the hidden stream itself"):
+        get_pass("widen-hidden", factor=2).apply(stream_out)

@@ -9,13 +9,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from netmorph.passes import PassManager, get_pass
 from onnx import TensorProto, helper, numpy_helper
 from transformer_models import exported, fuse_rms_norms, inputs, need, rel_error
 
 import netmorph
 from netmorph import onnx_io
 from netmorph.lowering import write_back
-from netmorph.passes import PassManager, get_pass
 from netmorph.structure.transformer import recognise_transformer
 
 OPS = [("RMSNormalization", 23), ("SimplifiedLayerNormalization", 18)]
@@ -26,8 +26,9 @@ def test_rms_norm_op_lowers_and_writes_back(op, opset):
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array((1 + 0.3 * rng.standard_normal(8)).astype(np.float32), "w")
     node = helper.make_node(op, ["x", "w"], ["y"], axis=-1, epsilon=1e-6)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 8])], [w])
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 8])
+    graph = helper.make_graph([node], "g", [x_info], [y_info], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 10
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -211,7 +211,8 @@ def llama_style(kind: str, layers: int = 2, hidden: int = 48, heads: int = 6, kv
     clone and makes the exporter share one array between all norms)."""
     import transformers as tf
 
-    config, model = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM), "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
+    config, model = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
+                     "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
                      "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
                      "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM)}[kind]
     extra = {"sliding_window": None} if kind == "mistral" else {}
@@ -340,15 +341,15 @@ FIXED_LENGTH = {("encoder-post", "torchscript"), ("encoder-pre", "torchscript"),
 
 
 def inputs(kind: str, exporter: str, rng, batch: int = 3) -> list:
-    """Inputs to run model ``kind`` on: valid token ids at two sequence lengths where the export
-    allows them (images have one size), else two batch sizes."""
+    """Inputs to run model ``kind`` on: valid token ids at two batch sizes and two sequence lengths
+    where the export allows them (images have one size), else two batch sizes."""
     import numpy as np
 
     if kind == "vit":
         return [rng.standard_normal((b, 3, 32, 32)).astype(np.float32) for b in (batch, 1)]
     if (kind, exporter) in FIXED_LENGTH:
         return [rng.integers(0, VOCAB, (b, SEQ)).astype(np.int64) for b in (batch, 1)]
-    return [rng.integers(0, VOCAB, (batch, t)).astype(np.int64) for t in (SEQ, 5)]
+    return [rng.integers(0, VOCAB, (b, t)).astype(np.int64) for b, t in ((batch, SEQ), (2, 5))]
 
 
 def fuse_rms_norms(src: Path, dst: Path, op: str) -> Path:

@@ -221,7 +221,8 @@ class TransformerStructure:
         parts = [f"{len(self.layers)} layers", "RMSNorm" if self.norm_kind == "rms" else "LayerNorm",
                  f"{self.gated or 'MLP'} {self.hidden}→{self.mlp}"]
         kv = self.kv_heads
-        parts.append(f"{self.heads} heads" + (f" / {kv} KV groups" if kv is not None and kv != self.heads else ""))
+        groups = f" / {kv} KV groups" if kv is not None and kv != self.heads else ""
+        parts.append(f"{self.heads} heads{groups}")
         if self.rotary:
             parts.append("rotary")
         return f"{self.style or 'transformer'}: " + ", ".join(parts)
