@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import PreconditionError, StructureError
 from ..ir import Graph, Node, Value
 from ..structure.constants import constant_array
-from ..structure.transformer import TransformerLayer, TransformerStructure, recognise_transformer
+from ..structure.transformer import TransformerLayer, TransformerStructure, reachable, recognise_transformer
 from .base import PassContext
 
 
@@ -221,15 +221,7 @@ def _retargeted(vals: np.ndarray, index: int, old: int, new: int, mismatch: str)
 
 def between(flow, start: Value, stop: Node) -> list[Node]:
     """Data nodes on paths from ``start`` to ``stop``'s inputs (``stop`` excluded), in graph order."""
-    ahead: set[int] = set()
-    frontier = [start]
-    while frontier:
-        v = frontier.pop()
-        for n in flow.data_consumers(v):
-            if n is stop or id(n) in ahead:
-                continue
-            ahead.add(id(n))
-            frontier.extend(n.outputs)
+    ahead = {id(n) for n in reachable(flow, start, stop)}
     behind: set[int] = set()
     frontier = [v for v in stop.inputs if v is not None]
     while frontier:

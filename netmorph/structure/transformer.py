@@ -423,16 +423,7 @@ def _read_gated(flow: DataFlow, unit: ResidualUnit) -> None:
         return
     up = ups[0]
     gate = b if up is a else a
-    seen, frontier, acts = set(), [gate.output], set()
-    while frontier:
-        v = frontier.pop()
-        for n in flow.data_consumers(v):
-            if n is prod or id(n) in seen:
-                continue
-            seen.add(id(n))
-            if n.op_type in ACTIVATION_OPS:
-                acts.add(n.op_type)
-            frontier.extend(n.outputs)
+    acts = {n.op_type for n in reachable(flow, gate.output, prod)} & ACTIVATION_OPS
     if acts:
         unit.linears = [gate, up, down]
         unit.gated = "SwiGLU" if "Sigmoid" in acts else "GeGLU" if acts & {"Tanh", "Erf", "Gelu"} else "GLU"
@@ -450,6 +441,20 @@ def head_split(flow: DataFlow, lin: Linear) -> Node | None:
             return users[0]
         v = users[0].outputs[0]
     return None
+
+
+def reachable(flow: DataFlow, start: Value, stop: Node) -> list[Node]:
+    """Data nodes reachable from ``start`` without passing ``stop`` (``stop`` excluded)."""
+    ahead: dict[int, Node] = {}
+    frontier = [start]
+    while frontier:
+        v = frontier.pop()
+        for n in flow.data_consumers(v):
+            if n is stop or id(n) in ahead:
+                continue
+            ahead[id(n)] = n
+            frontier.extend(n.outputs)
+    return list(ahead.values())
 
 
 def _rotate_half(flow: DataFlow, unit: ResidualUnit) -> bool:
