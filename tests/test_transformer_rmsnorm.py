@@ -66,3 +66,21 @@ def test_fused_rms_llama_recognised_and_grown(op, opset, tmp_path):
         assert rel_error(out, ref) <= 1e-4
         with torch.no_grad():
             assert rel_error(gm(torch.from_numpy(x)).numpy(), out) <= 1e-5
+
+
+def test_isnan_mask_lowers():
+    """``Where(IsNaN(x), 0, x)``, as dynamo exports of attention write it, lowers and matches ORT."""
+    z = numpy_helper.from_array(np.zeros((), np.float32), "z")
+    nodes = [helper.make_node("IsNaN", ["x"], ["m"]), helper.make_node("Where", ["m", "z", "x"], ["y"])]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    model = helper.make_model(helper.make_graph(nodes, "g", [x_info], [y_info], [z]),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    x = np.array([[1.0, np.nan, -2.0, 3.0], [np.nan, np.nan, 0.5, 4.0]], np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"x": x})[0]
+    with torch.no_grad():
+        out = netmorph.lower(onnx_io.from_onnx(model))(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(out, ref)
+    assert not np.isnan(out).any()
