@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder-pre", "torchscript"),
           ("encoder-pre", "dynamo"), ("gpt", "torchscript"), ("gpt", "dynamo"), ("vit", "torchscript"),
           ("vit", "dynamo"), ("bert", "torchscript"), ("bert", "dynamo"), ("gpt2", "torchscript"),
-          ("gpt2", "dynamo")]
+          ("gpt2", "dynamo"), ("llama", "dynamo"), ("qwen2", "dynamo"), ("mistral", "dynamo"),
+          ("gemma", "dynamo")]
+"""All of them, or those named on the command line (``python benchmarks/transformer_passes.py llama``)."""
 PASSES = [("deepen", {}), ("widen-mlp", {"factor": 2}), ("add-heads", {"heads": 2}),
           ("widen-hidden", {"factor": 2}), ("widen-hidden", {"factor": 2, "heads_mode": "size"})]
 
@@ -58,8 +60,11 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        chosen = set(sys.argv[1:])
         for kind, exporter in MODELS:
-            if kind in ("bert", "gpt2") and not tm.has_transformers():
+            if chosen and kind not in chosen:
+                continue
+            if kind not in ("encoder-post", "encoder-pre", "gpt", "vit") and not tm.has_transformers():
                 continue
             try:
                 with _stdout_to_stderr():  # exporters print progress and IR dumps on stdout

@@ -23,6 +23,7 @@ from .transformer_surgery import (
     parse_layers,
     plan_targets,
     rescale_shape_constants,
+    retarget_entry,
     set_param,
     transformer_of,
 )
@@ -35,6 +36,8 @@ def attention_projections(att, what: str):
     if len(ins) == 1 and ins[0].out_features == 3 * width:
         return ins, True
     if len(ins) == 3 and all(x.out_features == width for x in ins):
+        return ins, False
+    if len(ins) == 3 and att.kv_heads is not None and att.kv_heads < att.heads:  # grouped-query attention
         return ins, False
     shapes = ", ".join(f"{x.name} ({x.in_features} -> {x.out_features})" for x in ins)
     raise PreconditionError(f"{what}: the attention ending at {att.add.name!r} has in-projections "
@@ -61,6 +64,19 @@ class AddHeads(Pass):
         for i in parse_layers(self.options["level"], len(st.layers), self.name):
             att = st.layers[i].attention
             ins, fused = attention_projections(att, f"{self.name}: layer {i}")
+            groups = att.kv_heads if att.kv_heads is not None and att.kv_heads < att.heads else None
+            if groups is not None:
+                if hn % groups:
+                    raise PreconditionError(
+                        f"{self.name}: layer {i} has grouped-query attention ({att.heads} heads in {groups} "
+                        f"K/V groups): add a multiple of {groups} heads (the same number to each group)")
+                if len(att.repeat_kv) == 0:
+                    raise PreconditionError(f"{self.name}: layer {i}: no K/V head repeat (Unsqueeze + "
+                                            f"Expand) found for its {groups} K/V groups")
+                if att.heads in (groups, att.heads // groups):
+                    raise PreconditionError(
+                        f"{self.name}: layer {i} has {att.heads} heads in {groups} groups: the head count "
+                        "equals the group count or size, so the shape constants holding it are ambiguous")
             if att.heads in (att.head_size, att.out_proj.in_features):
                 raise PreconditionError(
                     f"{self.name}: layer {i} has {att.heads} heads of size {att.head_size}: the head count "
@@ -89,10 +105,18 @@ class AddHeads(Pass):
         targets = {id(att): plan_targets(graph, st.flow, [n for n in nodes if n.op_type == "Reshape"],
                                          att.out_proj.in_features, f"{self.name}: layer {i}")
                    for i, att, _, _, nodes in work}
-        for _i, att, ins, fused, nodes in work:
+        for i, att, ins, fused, nodes in work:
             h, dh = att.heads, att.head_size
             width, extra = h * dh, hn * dh
             blocks = 3 if fused else 1
+            groups = att.kv_heads if att.kv_heads is not None and att.kv_heads < h else None
+            if groups is not None:  # GQA: new query heads join each K/V group; K and V stay
+                self._grouped(graph, ctx, i, att, ins, groups, hn)
+                apply_targets(graph, ctx, targets[id(att)], width + extra)
+                rescale_shape_constants(graph, ctx, nodes, {width: width + extra, h: h + hn},
+                                        heads=(h, h + hn))
+                forget_types([*nodes, *(x.node for x in ins), *(x.bias_node for x in ins if x.bias_node)])
+                continue
             for lin in ins:
                 w = lin.weight.const.array
                 parts = [fresh_units(p, extra, lin.out_axis, ctx.rng)
@@ -112,3 +136,29 @@ class AddHeads(Pass):
             rescale_shape_constants(graph, ctx, nodes, {width: width + extra, 3 * width: 3 * (width + extra),
                                                    h: h + hn}, heads=(h, h + hn))
             forget_types([*nodes, *(x.node for x in ins), *(x.bias_node for x in ins if x.bias_node)])
+
+    def _grouped(self, graph: Graph, ctx: PassContext, i: int, att, ins, groups: int, hn: int) -> None:
+        """Grouped-query attention: ``hn / groups`` fresh query heads appended inside each K/V group's
+        block of Q (query head ``j`` reads group ``j // r``, so a group's heads stay contiguous),
+        zero rows at the same places in the output projection, and the group size ``r`` in each
+        K/V repeat (``Expand`` to ``[N, G, r, T, D]``) grown by position. Rotary-safe: the head
+        size stays and the Sin/Cos tables broadcast over heads."""
+        dh, width = att.head_size, att.out_proj.in_features
+        per, r = hn // groups, att.heads // groups
+        q = next(x for x in ins if x.out_features == width)
+        w = q.weight.const.array
+        parts = [fresh_units(p, per * dh, q.out_axis, ctx.rng) for p in np.split(w, groups, q.out_axis)]
+        set_param(graph, ctx, q.node, 1, np.concatenate(parts, q.out_axis), kind="new", hint=q.weight.name,
+                  note=f"old query heads kept, {per} fresh heads appended to each of {groups} K/V groups")
+        if q.bias is not None:
+            node, slot = q.bias_site
+            parts = [zero_rows(p, per * dh, 0) for p in np.split(q.bias.const.array, groups)]
+            set_param(graph, ctx, node, slot, np.concatenate(parts), kind="new", hint=q.bias.name,
+                      note="old biases kept, zeros for the new heads")
+        out = att.out_proj
+        blocks = np.split(out.weight.const.array, groups, out.in_axis)
+        parts = [zero_rows(p, per * dh, out.in_axis) for p in blocks]
+        set_param(graph, ctx, out.node, 1, np.concatenate(parts, out.in_axis), kind="new",
+                  hint=out.weight.name, note=f"zero rows read the {hn} new heads")
+        for expand, axis in att.repeat_kv:
+            retarget_entry(graph, ctx, expand, 1, axis, r, r + per, f"{self.name}: layer {i}")

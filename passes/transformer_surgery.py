@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import PreconditionError, StructureError
 from ..ir import Graph, Node, Value
 from ..structure.constants import constant_array
-from ..structure.transformer import TransformerLayer, TransformerStructure, recognise_transformer
+from ..structure.transformer import TransformerLayer, TransformerStructure, reachable, recognise_transformer
 from .base import PassContext
 
 
@@ -128,11 +128,19 @@ def clone_layer(graph: Graph, ctx: PassContext, st: TransformerStructure, layer:
 
 
 def rewire(graph: Graph, uses: list[tuple[Node, int]], new: Value, old: Value) -> None:
-    """The readers ``uses`` (recorded before the surgery) of ``old`` read ``new`` instead."""
+    """The readers ``uses`` (recorded before the surgery) of ``old`` read ``new`` instead.
+
+    Where ``old`` is a graph output (the last layer's output is the model's output), ``new``
+    takes its place under its name (``old`` is renamed), so the child's interface is the parent's.
+    """
     for reader, idx in uses:
         reader.set_input(idx, new)
     for i, v in enumerate(graph.outputs):
         if v is old:
+            name = old.name
+            graph.rename_value(old, graph.unique_value_name(f"{name}_inner"))
+            graph.rename_value(new, name)
+            new.type = old.type
             graph.outputs[i] = new
 
 
@@ -213,15 +221,7 @@ def _retargeted(vals: np.ndarray, index: int, old: int, new: int, mismatch: str)
 
 def between(flow, start: Value, stop: Node) -> list[Node]:
     """Data nodes on paths from ``start`` to ``stop``'s inputs (``stop`` excluded), in graph order."""
-    ahead: set[int] = set()
-    frontier = [start]
-    while frontier:
-        v = frontier.pop()
-        for n in flow.data_consumers(v):
-            if n is stop or id(n) in ahead:
-                continue
-            ahead.add(id(n))
-            frontier.extend(n.outputs)
+    ahead = {id(n) for n in reachable(flow, start, stop)}
     behind: set[int] = set()
     frontier = [v for v in stop.inputs if v is not None]
     while frontier:
@@ -379,3 +379,63 @@ def apply_targets(graph: Graph, ctx: PassContext, plans: list[tuple[Node, list]]
     for n, target in plans:
         t = [new_width if x is None else x for x in target]
         n.set_input(1, shape_param(graph, ctx, f"{n.name}_shape", np.asarray(t, dtype=np.int64)))
+
+
+def _piece_length(v: Value) -> int | None:
+    a = _const(v)
+    if a is not None:
+        return int(a.size)
+    t = v.type
+    if t is not None and t.shape is not None and len(t.shape) == 1 and isinstance(t.shape[0], int):
+        return int(t.shape[0])
+    p = v.producer
+    if p is not None and p.op_type == "Shape" and p.attr("end") is not None:
+        return int(p.attr("end")) - int(p.attr("start", 0))
+    return None
+
+
+def retarget_entry(graph: Graph, ctx: PassContext, node: Node, slot: int, position: int, old: int, new: int,
+                   what: str) -> None:
+    """``node``'s shape operand ``slot`` (an ``Expand`` or ``Reshape`` target) says ``new`` at
+    ``position`` (counted from the start) where it says ``old``: found by position, not by value.
+
+    The target is a constant, or a ``Concat`` whose pieces' lengths are known (constants, or
+    typed 1-D shape values) and whose piece holding ``position`` is constant.
+    """
+    target = node.inputs[slot]
+    arr = _const(target)
+    if arr is not None:
+        fixed = _retargeted(arr.reshape(-1), position, old, new,
+                            f"{what}: {node.op_type} {node.name!r} targets {arr.tolist()}; expected {old} at "
+                            f"position {position}")
+        if fixed is not None:
+            node.set_input(slot, shape_param(graph, ctx, f"{node.name}_shape", fixed))
+        return
+    cat = target.producer
+    if cat is None or cat.op_type != "Concat":
+        raise PreconditionError(f"{what}: the target shape of {node.op_type} {node.name!r} is computed by "
+                                f"{cat.op_type if cat else 'a graph input'}, which cannot be retargeted")
+    pieces, start = list(cat.inputs), 0
+    for k, piece in enumerate(pieces):
+        size = _piece_length(piece)
+        if size is None:
+            raise PreconditionError(f"{what}: the target of {node.op_type} {node.name!r} has a piece of "
+                                    f"unknown length before position {position}")
+        if start + size > position:
+            a = _const(piece)
+            if a is None:
+                raise PreconditionError(f"{what}: the target of {node.op_type} {node.name!r} is computed at "
+                                        f"run time where it must say {old}")
+            fixed = _retargeted(a.reshape(-1), position - start, old, new,
+                                f"{what}: {node.op_type} {node.name!r} targets {a.tolist()} at {position}; "
+                                f"expected {old}")
+            if fixed is None:
+                return
+            ins = pieces[:k] + [shape_param(graph, ctx, f"{node.name}_shape_piece", fixed)] + pieces[k + 1:]
+            c2 = graph.create_node("Concat", ins, dict(cat.attributes), name=f"{cat.name}_retarget",
+                                   output_types=[target.type])
+            graph.insert_before(node, c2)
+            node.set_input(slot, c2.outputs[0])
+            return
+        start += size
+    raise PreconditionError(f"{what}: {node.op_type} {node.name!r}: no entry at position {position}")

@@ -24,10 +24,18 @@ from ..ir import Graph, Node, Value
 from ..limits import MAX_FACTOR
 from ..morphs.lineage import ParamLineage
 from ..morphs.transformer import gather, head_index, tile_index
-from ..structure.transformer import TransformerStructure, as_linear
+from ..structure.transformer import NORM_OPS, TransformerStructure, as_linear, head_split
 from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_add_heads import attention_projections
-from .transformer_surgery import _resolved, forget_types, rescale_shape_constants, set_param, transformer_of
+from .transformer_surgery import (
+    _resolved,
+    forget_types,
+    rescale_shape_constants,
+    retarget_entry,
+    retarget_reshape,
+    set_param,
+    transformer_of,
+)
 
 
 def _kind(divide: np.ndarray) -> str:
@@ -130,11 +138,25 @@ class WidenHidden(Pass):
         n = self._factor()
         st = transformer_of(graph, self.name)
         mode = self.options["heads_mode"]
+        if st.head is None:
+            raise PreconditionError(
+                f"{self.name}: the model's output {st.flow.output.name!r} is the hidden stream itself (no "
+                "linear head after the last layer): widening the stream would change the output's width, "
+                "so the child could not replace the parent; grow a model with its head (LM head, classifier)")
         atts = [lay.attention for lay in st.layers]
         heads = {a.heads for a in atts}
         sizes = {a.head_size for a in atts}
         widths = {st.hidden, st.mlp} | {a.out_proj.in_features for a in atts} | \
-                 {3 * a.out_proj.in_features for a in atts} | {lay.up.out_features for lay in st.layers}
+                 {3 * a.out_proj.in_features for a in atts} | {lay.up.out_features for lay in st.layers} | \
+                 {x.out_features for a in atts for x in a.in_projs}
+        if mode == "size" and any(a.rotary for a in atts):
+            raise PreconditionError(
+                f"{self.name}: --heads-mode size grows the head size, which the rotary position embedding "
+                "fixes (its Sin/Cos tables rotate pairs of a head's units by frequencies set by the head "
+                "size): use --heads-mode count (whole heads repeated, rotary exact)")
+        if mode == "size" and any(a.kv_heads is not None and a.kv_heads < a.heads for a in atts):
+            raise PreconditionError(f"{self.name}: --heads-mode size is not implemented for grouped-query "
+                                    "attention: use --heads-mode count (heads and K/V groups repeated)")
         moving = heads if mode == "count" else sizes
         still = sizes if mode == "count" else heads
         clash = (moving | widths) & still or moving & widths
@@ -147,7 +169,7 @@ class WidenHidden(Pass):
 
     def requires(self, graph: Graph):
         n, st, mode, widths, moving = self._plan(graph)
-        return n, st, mode, widths, moving, self._sites(graph, st, n, mode)
+        return n, st, mode, widths, moving, self._sites(graph, st, n, mode, widths)
 
     def child_bytes(self, graph: Graph, plan) -> int:
         """Every parameter the clone repeats grows ``n`` times along each repeated axis."""
@@ -156,8 +178,10 @@ class WidenHidden(Pass):
         old = {id(p): p.const.array.nbytes for _, _, p, _, _, _ in sites}
         return parameter_bytes(graph) + int(new) - sum(old.values())
 
-    def _sites(self, graph: Graph, st: TransformerStructure, n: int, mode: str) -> list[tuple]:
-        """``(node, slot, param, [(axis, index, divide), …], scale, lineage)`` for every parameter."""
+    def _sites(self, graph: Graph, st: TransformerStructure, n: int, mode: str, widths: set[int]
+               ) -> list[tuple]:
+        """``(node, slot, param, [(axis, index, divide), …], scale, lineage)`` for every parameter
+        that holds a growing width (``widths``); others (rotary frequencies, masks) stay."""
         flow = st.flow
         d = st.hidden
         roles: dict[int, tuple] = {}  # id(linear node) -> (kind, extra)
@@ -192,6 +216,8 @@ class WidenHidden(Pass):
                     continue
                 a = p.const.array
                 rule = self._vector_rule(node, slot, a, d, n)
+                if rule is None and not set(a.shape) & widths:
+                    continue  # no axis of a growing width: rotary frequencies, masks, scalars-as-arrays
                 if rule is None:
                     raise PreconditionError(
                         f"{self.name}: parameter {p.name!r} {tuple(a.shape)} read by {node.name!r} "
@@ -202,7 +228,7 @@ class WidenHidden(Pass):
     @staticmethod
     def _vector_rule(node: Node, slot: int, a: np.ndarray, d: int, n: int):
         op = node.op_type
-        if op == "LayerNormalization" and slot in (1, 2) and a.shape[-1] == d:
+        if op in NORM_OPS and slot in (1, 2) and a.shape[-1] == d:  # RMS of [h, h] is h's too
             return [(a.ndim - 1, tile_index(d, n), 1.0)]
         if op == "Gather" and slot == 0 and a.ndim == 2 and a.shape[1] == d:
             return [(1, tile_index(d, n), 1.0)]
@@ -272,6 +298,16 @@ class WidenHidden(Pass):
         heads = next(iter(moving)) if mode == "count" and len(moving) == 1 else None
         rescale_shape_constants(graph, ctx, data, values, heads=None if heads is None else (heads, n * heads),
                                 head_ops=("Mul", "Div"))
+        for lay in st.layers:  # grouped-query attention: the K/V groups repeat with the heads
+            att = lay.attention
+            if mode == "count" and att.kv_heads is not None and att.kv_heads < att.heads:
+                what = f"{self.name}: layer {lay.index}"
+                for expand, axis in att.repeat_kv:
+                    retarget_entry(graph, ctx, expand, 1, axis - 1, att.kv_heads, n * att.kv_heads, what)
+                for lin in att.in_projs:  # K and V split into [.., G, D]: the group count by position
+                    split = head_split(flow, lin) if lin.out_features != att.out_proj.in_features else None
+                    if split is not None:
+                        retarget_reshape(graph, ctx, split, att.kv_heads, n * att.kv_heads, what, position=-2)
         forget_types(graph.nodes)
 
 

@@ -1,7 +1,9 @@
 """``widen-mlp``: Net2Wider on the MLP hidden units of every (or the chosen) transformer layer.
 
 New units copy old ones by a mapping: the up-projection's output columns (and bias) are
-gathered, the down-projection's input rows gathered and divided by each unit's replication
+gathered (in a gated MLP, ``down(act(gate(x)) * up(x))`` as SwiGLU / GeGLU, the gate's and
+the up-projection's by the same mapping, so each copied unit is ``act(g_j) * u_j`` again), the
+down-projection's input rows gathered and divided by each unit's replication
 count. Exact for any elementwise activation between them (GELU written out as Erf or Tanh
 included), checked by the pass: the nodes between the two projections may only be
 elementwise ops with scalar constants, or reshapes (whose width entry is retargeted).
@@ -52,7 +54,7 @@ class WidenMLP(Pass):
         for i in parse_layers(self.options["level"], len(st.layers), self.name):
             lay = st.layers[i]
             up, down = lay.up, lay.down
-            inner = between(st.flow, up.output, down.node)
+            inner = _inner(st.flow, lay)
             reshapes = []
             for n in inner:
                 if n.op_type == "Reshape":
@@ -87,21 +89,33 @@ class WidenMLP(Pass):
     def call(self, graph: Graph, ctx: PassContext, plan) -> None:
         _, work = plan
         for i, lay, inner, reshapes, m, new in work:
-            up, down = lay.up, lay.down
+            down = lay.down
             mapping = channel_mapping(m, new, mode=self.options["mapping"], rng=ctx.rng)
             d = divisors(mapping, m)
-            w = up.weight
-            set_param(graph, ctx, up.node, 1, widen_producer(w.const.array, mapping, up.out_axis),
-                      kind="gather", parent=w, axis=up.out_axis, index=mapping)
-            if up.bias is not None:
-                bnode, bi = up.bias_site
-                b = up.bias
-                set_param(graph, ctx, bnode, bi, widen_producer(b.const.array, mapping, 0), kind="gather",
-                          parent=b, axis=0, index=mapping)
+            for up in lay.mlp.in_projs:  # a gated MLP's gate and up copy the same units
+                w = up.weight
+                set_param(graph, ctx, up.node, 1, widen_producer(w.const.array, mapping, up.out_axis),
+                          kind="gather", parent=w, axis=up.out_axis, index=mapping)
+                if up.bias is not None:
+                    bnode, bi = up.bias_site
+                    b = up.bias
+                    set_param(graph, ctx, bnode, bi, widen_producer(b.const.array, mapping, 0), kind="gather",
+                              parent=b, axis=0, index=mapping)
             w = down.weight
             set_param(graph, ctx, down.node, 1, widen_consumer(w.const.array, mapping, m, down.in_axis),
                       kind="gather-divide", parent=w, axis=down.in_axis, index=mapping, divide=d)
             for r in reshapes:
                 retarget_reshape(graph, ctx, r, m, new, f"{self.name}: layer {i}")
-            forget_types([up.node, *([up.bias_node] if up.bias_node else []), *inner])
+            ups = lay.mlp.in_projs
+            forget_types([*(x.node for x in ups), *(x.bias_node for x in ups if x.bias_node), *inner])
+
+
+def _inner(flow, lay) -> list:
+    """The data nodes between the MLP's up-projection (a gated MLP: gate and up) and its
+    down-projection, in graph order."""
+    seen: dict[int, object] = {}
+    for lin in lay.mlp.in_projs:
+        for n in between(flow, lin.output, lay.down.node):
+            seen[id(n)] = n
+    return [n for n in flow.graph.nodes if id(n) in seen]
 

@@ -23,6 +23,7 @@ EXPECTED = {
     "vit": ("pre", 2, 4, 8, 32, 64, "images", 0),
     "bert": ("post", 2, 4, 8, 32, 64, "tokens", 3),
     "gpt2": ("pre", 2, 4, 8, 32, 64, "tokens", 2),
+    **{k: ("pre", 2, 6, 8, 48, 80, "tokens", 1) for k in ("llama", "qwen2", "mistral", "gemma")},
 }
 
 

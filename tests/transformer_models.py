@@ -197,6 +197,40 @@ def gpt2(layers: int = 2):
     return HFWrap(GPT2LMHeadModel(cfg))
 
 
+# Llama-style decoders (RMSNorm, gated MLP, rotary, grouped-query attention): 6 query heads in 2 KV
+# groups (3 per group) of size 8 at hidden 48, MLP 80 -- every width, head count, group count and
+# group size differs, so a wrong head or group split changes the function.
+LLAMA_STYLE = ("llama", "qwen2", "mistral", "gemma")
+
+
+def llama_style(kind: str, layers: int = 2, hidden: int = 48, heads: int = 6, kv_heads: int = 2,
+                head_dim: int = 8, mlp: int = 80, vocab: int = VOCAB, tie: bool | None = None,
+                init: float = PEAKED):
+    """A tiny ``transformers`` causal LM of family ``kind`` (eager attention, no cache), built from
+    its config object; RMSNorm weights randomised (fresh ones are all 1, which hides a misordered
+    clone and makes the exporter share one array between all norms)."""
+    import transformers as tf
+
+    config, model = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
+                     "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
+                     "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
+                     "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM)}[kind]
+    extra = {"sliding_window": None} if kind == "mistral" else {}
+    if tie is not None:
+        extra["tie_word_embeddings"] = tie
+    cfg = config(vocab_size=vocab, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+                 num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
+                 max_position_embeddings=64, attn_implementation="eager", use_cache=False,
+                 initializer_range=init, **extra)
+    m = HFWrap(model(cfg))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "norm" in name:
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return m.eval()
+
+
 def build(kind: str) -> tuple[nn.Module, torch.Tensor]:
     """The module and an example input of model ``kind``."""
     torch.manual_seed(0)
@@ -213,6 +247,8 @@ def build(kind: str) -> tuple[nn.Module, torch.Tensor]:
         return randomised(bert()), ids
     if kind == "gpt2":
         return randomised(gpt2()), ids
+    if kind in LLAMA_STYLE:
+        return llama_style(kind), ids
     raise ValueError(kind)
 
 
@@ -279,9 +315,10 @@ def has_transformers() -> bool:
 
 MODELS = [("encoder-post", "torchscript"), ("encoder-post", "dynamo"), ("encoder-pre", "torchscript"),
           ("encoder-pre", "dynamo"), ("gpt", "torchscript"), ("gpt", "dynamo"), ("vit", "torchscript"),
-          ("vit", "dynamo"), ("bert", "torchscript"), ("bert", "dynamo"), ("gpt2", "dynamo")]
-"""Every (model, exporter) pair the transformer tests run. GPT-2 of transformers 5 uses
-``aten::diff``, which the TorchScript exporter cannot export."""
+          ("vit", "dynamo"), ("bert", "torchscript"), ("bert", "dynamo"), ("gpt2", "dynamo"),
+          *((k, "dynamo") for k in LLAMA_STYLE)]
+"""Every (model, exporter) pair the transformer tests run. GPT-2 and the Llama-style decoders of
+transformers 5 use ``aten::diff``, which the TorchScript exporter cannot export."""
 
 
 def need(kind: str) -> None:
@@ -289,7 +326,7 @@ def need(kind: str) -> None:
     ``[test]`` extra installs it, so a missing one is a broken install, not a reason to test less."""
     import pytest
 
-    if kind in ("bert", "gpt2") and not has_transformers():
+    if kind in ("bert", "gpt2", *LLAMA_STYLE) and not has_transformers():
         pytest.fail("transformers is not installed: pip install -e '.[test]'")
 
 
@@ -305,12 +342,62 @@ FIXED_LENGTH = {("encoder-post", "torchscript"), ("encoder-pre", "torchscript"),
 
 
 def inputs(kind: str, exporter: str, rng, batch: int = 3) -> list:
-    """Inputs to run model ``kind`` on: valid token ids at two sequence lengths where the export
-    allows them (images have one size), else two batch sizes."""
+    """Inputs to run model ``kind`` on: valid token ids at two batch sizes and two sequence lengths
+    where the export allows them (images have one size), else two batch sizes."""
     import numpy as np
 
     if kind == "vit":
         return [rng.standard_normal((b, 3, 32, 32)).astype(np.float32) for b in (batch, 1)]
     if (kind, exporter) in FIXED_LENGTH:
         return [rng.integers(0, VOCAB, (b, SEQ)).astype(np.int64) for b in (batch, 1)]
-    return [rng.integers(0, VOCAB, (batch, t)).astype(np.int64) for t in (SEQ, 5)]
+    return [rng.integers(0, VOCAB, (b, t)).astype(np.int64) for b, t in ((batch, SEQ), (2, 5))]
+
+
+def fuse_rms_norms(src: Path, dst: Path, op: str) -> Path:
+    """``src`` with every RMSNorm written out (``Pow(x, 2) → ReduceMean → Add(eps) → Sqrt →
+    Reciprocal → Mul(x, ·) → Mul(w)``) replaced by one ``op`` node (``RMSNormalization``, opset 23,
+    or ORT's ``SimplifiedLayerNormalization``): the other two encodings of the same model."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(src))
+    nodes = list(m.graph.node)
+    readers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+
+    def only(name, op_type):
+        r = readers.get(name, [])
+        return r[0] if len(r) == 1 and r[0].op_type == op_type else None
+
+    drop, out = set(), []
+    for n in nodes:
+        if n.op_type != "Pow" or float(consts.get(n.input[1], np.zeros(2)).reshape(-1)[0]) != 2.0:
+            continue
+        mean = only(n.output[0], "ReduceMean")
+        add = mean and only(mean.output[0], "Add")
+        sqrt = add and only(add.output[0], "Sqrt")
+        inv = sqrt and only(sqrt.output[0], "Reciprocal")
+        mul = inv and only(inv.output[0], "Mul")
+        scale = mul and only(mul.output[0], "Mul")
+        if scale is None:
+            continue
+        eps = float(next(consts[x] for x in add.input if x in consts).reshape(-1)[0])
+        w = next(x for x in scale.input if x != mul.output[0])
+        fused = helper.make_node(op, [n.input[0], w], [scale.output[0]], name=f"{scale.name}_rms", axis=-1,
+                                 epsilon=eps)
+        drop.update(id(x) for x in (n, mean, add, sqrt, inv, mul, scale))
+        out.append((scale, fused))
+    repl = {id(a): b for a, b in out}
+    kept = [repl.get(id(n), n) for n in nodes if id(n) not in drop or id(n) in repl]
+    del m.graph.node[:]
+    m.graph.node.extend(kept)
+    del m.graph.value_info[:]
+    if op == "RMSNormalization":
+        for o in m.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = 23
+    onnx.save(m, str(dst))
+    return dst

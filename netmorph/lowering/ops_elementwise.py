@@ -97,7 +97,7 @@ _UNARY = {
     "Relu": torch.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Exp": torch.exp, "Log": torch.log,
     "Neg": torch.neg, "Abs": torch.abs, "Sqrt": torch.sqrt, "Reciprocal": torch.reciprocal, "Erf": torch.erf,
     "Floor": torch.floor, "Ceil": torch.ceil, "Softplus": F.softplus, "HardSwish": F.hardswish,
-    "Sin": torch.sin, "Cos": torch.cos,
+    "Sin": torch.sin, "Cos": torch.cos, "IsNaN": torch.isnan,
 }
 
 

@@ -84,6 +84,30 @@ def layer_norm(ctx, node):
     return y
 
 
+def rms_norm(x: torch.Tensor, dims: list[int], eps: float) -> torch.Tensor:
+    """``x / sqrt(mean(x^2) + eps)`` over ``dims`` (RMSNorm without its weight)."""
+    return x * torch.rsqrt(torch.mean(x * x, dims, keepdim=True) + eps)
+
+
+@converter("RMSNormalization", "SimplifiedLayerNormalization")
+def rms_norm_op(ctx, node):
+    """ONNX ``RMSNormalization`` (opset 23) and ORT's ``SimplifiedLayerNormalization``: an
+    ``nn.RMSNorm`` over the last axes when the scale is a constant of their shape."""
+    if len([o for o in node.outputs if o.uses() or o.is_graph_output]) > 1:
+        raise LoweringError(f"{node.op_type} node {label(node)}: its inverse-RMS output is used")
+    x = ctx.operand(ctx.input(node, 0))
+    rank = ctx.rank(node, 0)
+    axis = int(node.attr("axis", -1)) % rank
+    eps = float(node.attr("epsilon", 1e-5))
+    scale = ctx.input(node, 1)
+    if isinstance(scale, Const) and len(scale.array.shape) == rank - axis:
+        m = nn.RMSNorm(tuple(scale.array.shape), eps=eps)
+        ctx.load(m, "weight", node, 1)
+        return ctx.call_module(node, m, x)
+    y = ctx.call(rms_norm, x, list(range(axis, rank)), eps)
+    return ctx.call(operator.mul, y, _tensor(ctx, scale), name=node.outputs[0].name)
+
+
 # -- embeddings and indexing --------------------------------------------------------------
 @converter("Gather")
 def gather_op(ctx, node):

@@ -13,8 +13,9 @@ from ..ir import Value
 from .values import Const, Sym
 
 _SAME = frozenset({
-    "Identity", "Cast", "CastLike", "Softmax", "LogSoftmax", "LayerNormalization", "Dropout", "Erf",
-    "Relu", "Gelu", "Sigmoid", "Tanh", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Not",
+    "Identity", "Cast", "CastLike", "Softmax", "LogSoftmax", "LayerNormalization", "RMSNormalization",
+    "SimplifiedLayerNormalization", "Dropout", "Erf",
+    "Relu", "Gelu", "Sigmoid", "Tanh", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Not", "IsNaN",
     "Slice", "Concat", "Split", "Tile", "Trilu", "Pad", "Softplus", "Clip", "LeakyRelu", "Elu",
     "HardSwish", "HardSigmoid", "Floor", "Ceil", "Sin", "Cos", "GatherElements", "BatchNormalization",
     "PRelu",

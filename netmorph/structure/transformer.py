@@ -27,7 +27,12 @@ from ..errors import StructureError
 from ..ir import Graph, Node, Value
 from .dataflow import DataFlow, Segment
 
-NORM_OPS = {"LayerNormalization"}
+NORM_OPS = {"LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization"}
+"""Normalisation nodes over the last axis (one node each); RMSNorm written out is read by
+:func:`rms_norm_at`. (Op-table entry: which ops are norms.)"""
+RMS_OPS = {"SimplifiedLayerNormalization", "RMSNormalization"}
+ACTIVATION_OPS = {"Sigmoid", "Tanh", "Erf", "Gelu", "Relu", "Softplus", "HardSwish", "HardSigmoid"}
+"""Elementwise activations a gated MLP's gate may pass through (op-table entry)."""
 
 
 class StreamFlow(DataFlow):
@@ -88,11 +93,16 @@ class ResidualUnit:
     kind: str  # "attention" or "mlp"
     segment: Segment
     add: Node
-    norm: Node | None  # the branch's first node when it is a LayerNorm of the stream (pre-LN)
+    norm: Node | None  # the branch's norm of the stream, its last node (pre-LN)
     post_norm: Node | None  # the LayerNorm right after the Add (post-LN)
     linears: list[Linear]
     heads: int | None = None
     head_size: int | None = None
+    norm_kind: str | None = None  # "layer" or "rms"
+    kv_heads: int | None = None  # attention: K/V heads (grouped-query attention when < heads)
+    gated: str | None = None  # MLP: act(gate(x)) * up(x) -> down: "SwiGLU", "GeGLU", "GLU"
+    rotary: bool = False  # attention: Q and K rotated by Sin/Cos tables (RoPE)
+    repeat_kv: list = field(default_factory=list)  # attention: (Expand, axis) repeating K/V groups
 
     @property
     def entry(self) -> Value:
@@ -115,6 +125,11 @@ class ResidualUnit:
     def out_proj(self) -> Linear:
         """The branch's last linear layer (attention output projection, MLP down-projection)."""
         return self.linears[-1]
+
+    @property
+    def in_projs(self) -> list[Linear]:
+        """The linear layers reading the (normalised) stream: Q/K/V, or the MLP's gate and up."""
+        return self.linears[:-1]
 
 
 @dataclass
@@ -143,7 +158,13 @@ class TransformerLayer:
 
     @property
     def up(self) -> Linear:
-        return self.mlp.linears[0]
+        """The MLP's up-projection (in a gated MLP the one multiplied by the activated gate)."""
+        return self.mlp.linears[1] if self.mlp.gated else self.mlp.linears[0]
+
+    @property
+    def gate_proj(self) -> Linear | None:
+        """A gated MLP's gate projection (``act(gate(x)) * up(x)``), else ``None``."""
+        return self.mlp.linears[0] if self.mlp.gated else None
 
     @property
     def down(self) -> Linear:
@@ -167,11 +188,51 @@ class TransformerStructure:
 
     family = "transformer"
 
+    @property
+    def norm_kind(self) -> str:
+        """``"rms"`` (RMSNorm, any encoding) or ``"layer"`` (LayerNorm)."""
+        return self.layers[0].attention.norm_kind or "layer"
+
+    @property
+    def kv_heads(self) -> int | None:
+        """K/V heads of the first layer (``< heads`` under grouped-query attention)."""
+        return self.layers[0].attention.kv_heads
+
+    @property
+    def gated(self) -> str | None:
+        """The gated MLP's kind (``"SwiGLU"``, ``"GeGLU"``, ``"GLU"``) or ``None``."""
+        return self.layers[0].mlp.gated
+
+    @property
+    def rotary(self) -> bool:
+        """Whether the attention rotates Q and K by Sin/Cos tables (RoPE)."""
+        return any(lay.attention.rotary for lay in self.layers)
+
+    @property
+    def style(self) -> str | None:
+        """A family name when the layer recipe is one: ``"Llama-style"`` (pre-norm RMSNorm, a gated
+        MLP, rotary positions), else ``None``."""
+        if self.norm == "pre" and self.norm_kind == "rms" and self.gated and self.rotary:
+            return "Llama-style"
+        return None
+
+    def family_line(self) -> str:
+        """``Llama-style: 4 layers, RMSNorm, SwiGLU 128→344, 8 heads / 2 KV groups, rotary``."""
+        parts = [f"{len(self.layers)} layers", "RMSNorm" if self.norm_kind == "rms" else "LayerNorm",
+                 f"{self.gated or 'MLP'} {self.hidden}→{self.mlp}"]
+        kv = self.kv_heads
+        groups = f" / {kv} KV groups" if kv is not None and kv != self.heads else ""
+        parts.append(f"{self.heads} heads{groups}")
+        if self.rotary:
+            parts.append("rotary")
+        return f"{self.style or 'transformer'}: " + ", ".join(parts)
+
     def summary(self) -> str:
         emb = ", ".join(f"{e['name']} {e['rows']}x{e['dim']}" for e in self.embeddings) or "none"
         h = self.head
         head = "none" if h is None else f"{h['name']} ({h['in']} -> {h['out']})"
-        return (f"transformer, {len(self.layers)} {self.norm}-LN layers, hidden {self.hidden}, "
+        return (f"{self.family_line()}; "
+                f"transformer, {len(self.layers)} {self.norm}-LN layers, hidden {self.hidden}, "
                 f"{self.heads} heads x {self.head_size}, MLP {self.mlp}; {self.inputs} in; "
                 f"embeddings: {emb}; head: {head}")
 
@@ -184,6 +245,11 @@ class TransformerStructure:
             "heads": self.heads,
             "head_size": self.head_size,
             "mlp": self.mlp,
+            "style": self.style,
+            "norm_kind": self.norm_kind,
+            "kv_heads": self.kv_heads,
+            "gated_mlp": self.gated,
+            "rotary": self.rotary,
             "inputs": self.inputs,
             "embeddings": list(self.embeddings),
             "head": self.head,
@@ -192,7 +258,8 @@ class TransformerStructure:
                  "attention": {"out_proj": lay.attention.out_proj.name, "heads": lay.attention.heads,
                                "head_size": lay.attention.head_size,
                                "linears": [x.name for x in lay.attention.linears]},
-                 "mlp": {"up": lay.up.name, "down": lay.down.name, "width": lay.up.out_features}}
+                 "mlp": {"up": lay.up.name, "down": lay.down.name, "width": lay.up.out_features,
+                         "gate": None if lay.gate_proj is None else lay.gate_proj.name}}
                 for lay in self.layers
             ],
         }
@@ -255,12 +322,174 @@ def _unit(flow: StreamFlow, seg: Segment, nxt: Segment | None) -> ResidualUnit |
     linears = [lin for n in branch if (lin := as_linear(flow, n)) is not None]
     if not linears:
         return None
-    first = [n for n in branch if seg.entry in flow.data_inputs(n)]
-    norm = first[0] if len(first) == 1 and first[0].op_type in NORM_OPS else None
+    norm, norm_kind = norm_at(flow, seg.entry, branch)
     post = None
     if norm is None and nxt is not None and len(nxt.nodes) == 1 and nxt.last.op_type in NORM_OPS:
-        post = nxt.last
-    return ResidualUnit(kind, seg, add, norm, post, linears)
+        post, norm_kind = nxt.last, "rms" if nxt.last.op_type in RMS_OPS else "layer"
+    unit = ResidualUnit(kind, seg, add, norm, post, linears, norm_kind=norm_kind)
+    if kind == "mlp":
+        _read_gated(flow, unit)
+    else:
+        unit.rotary = _rotary(flow, unit)
+        unit.repeat_kv = _repeat_kv(flow, unit)
+    return unit
+
+
+def _repeat_kv(flow: DataFlow, unit: ResidualUnit) -> list[tuple[Node, int]]:
+    """``(Expand, axis)`` of each K/V head repeat of grouped-query attention: ``[N, G, T, D]``
+    unsqueezed at ``axis`` and expanded to ``[N, G, r, T, D]`` (the target says the group count
+    ``G`` at ``axis - 1`` and the group size ``r`` at ``axis``), read from the structure."""
+    out = []
+    for n in unit.branch:
+        if n.op_type != "Expand" or len(flow.data_inputs(n)) != 1:
+            continue
+        u = n.inputs[0].producer
+        if u is None or u.op_type != "Unsqueeze":
+            continue
+        axes = flow.constant(u.inputs[1]) if len(u.inputs) > 1 else np.asarray(u.attr("axes", []))
+        if axes is None or np.size(axes) != 1:
+            continue
+        axis = int(np.reshape(axes, -1)[0])
+        rank = u.outputs[0].type.rank if u.outputs[0].type is not None else None
+        if axis < 0 and rank is None:
+            continue
+        out.append((n, axis % rank if axis < 0 else axis))
+    return out
+
+
+def _const_scalar(flow: DataFlow, v: Value | None) -> float | None:
+    a = flow.constant(v) if v is not None and not flow.is_data(v) else None
+    return float(a.reshape(-1)[0]) if a is not None and a.size == 1 else None
+
+
+def _only_reader(flow: DataFlow, v: Value, op: str) -> Node | None:
+    users = flow.data_consumers(v)
+    return users[0] if len(users) == 1 and users[0].op_type == op else None
+
+
+def rms_norm_at(flow: DataFlow, x: Value, readers: list[Node]) -> Node | None:
+    """The last node of an RMSNorm of ``x`` written out, or ``None``: ``x * 1/sqrt(mean(x^2) + eps)``
+    (``Pow → ReduceMean → Add → Sqrt → Reciprocal → Mul`` or ``… Sqrt → Div``), then optionally
+    ``Mul`` by a per-channel weight (Gemma's ``1 + w`` folded or computed from a parameter).
+    ``readers`` are the nodes reading ``x``: the ``Pow`` and the final ``Mul`` / ``Div``."""
+    if len(readers) != 2:
+        return None
+    pw = next((n for n in readers if n.op_type == "Pow" and n.inputs[0] is x), None)
+    if pw is None or _const_scalar(flow, pw.inputs[1]) != 2.0:
+        return None
+    mean = _only_reader(flow, pw.outputs[0], "ReduceMean")
+    add = mean and _only_reader(flow, mean.outputs[0], "Add")
+    sqrt = add and _only_reader(flow, add.outputs[0], "Sqrt")
+    if sqrt is None:
+        return None
+    users = flow.data_consumers(sqrt.outputs[0])
+    inv = users[0] if len(users) == 1 else None
+    if inv is not None and inv.op_type == "Reciprocal":
+        scale = _only_reader(flow, inv.outputs[0], "Mul")
+    elif inv is not None and inv.op_type == "Div" and inv.inputs[1] is sqrt.outputs[0]:
+        scale = inv
+    else:
+        return None
+    if scale is None or scale not in readers:
+        return None
+    w = _only_reader(flow, scale.outputs[0], "Mul")
+    if w is not None and len(flow.data_inputs(w)) == 1:
+        return w
+    return scale
+
+
+def norm_at(flow: DataFlow, x: Value, branch: list[Node]) -> tuple[Node | None, str | None]:
+    """``(last node, "layer" | "rms")`` of the normalisation opening a branch that reads ``x``
+    (a norm node of :data:`NORM_OPS`, or RMSNorm written out), else ``(None, None)``."""
+    first = [n for n in branch if x in flow.data_inputs(n)]
+    if len(first) == 1 and first[0].op_type in NORM_OPS:
+        return first[0], "rms" if first[0].op_type in RMS_OPS else "layer"
+    rms = rms_norm_at(flow, x, first)
+    return (rms, "rms") if rms is not None else (None, None)
+
+
+def _read_gated(flow: DataFlow, unit: ResidualUnit) -> None:
+    """Mark a gated MLP (``down(act(gate(x)) * up(x))``) and order its linears gate, up, down."""
+    if len(unit.linears) != 3:
+        return
+    a, b, down = unit.linears
+    if a.node.inputs[0] is not b.node.inputs[0]:
+        return
+    prod = flow.data_inputs(down.node)[0].producer
+    if prod is None or prod.op_type != "Mul" or len(flow.data_inputs(prod)) != 2:
+        return
+    ups = [lin for lin in (a, b) if lin.output in prod.inputs]
+    if len(ups) != 1:
+        return
+    up = ups[0]
+    gate = b if up is a else a
+    acts = {n.op_type for n in reachable(flow, gate.output, prod)} & ACTIVATION_OPS
+    if acts:
+        unit.linears = [gate, up, down]
+        unit.gated = "SwiGLU" if "Sigmoid" in acts else "GeGLU" if acts & {"Tanh", "Erf", "Gelu"} else "GLU"
+
+
+def head_split(flow: DataFlow, lin: Linear) -> Node | None:
+    """The ``Reshape`` splitting a Q/K/V projection's output into heads (``[.., heads, D]``): the
+    first one on its single-reader chain, else ``None``."""
+    v = lin.output
+    for _ in range(4):
+        users = flow.data_consumers(v)
+        if len(users) != 1:
+            return None
+        if users[0].op_type == "Reshape":
+            return users[0]
+        v = users[0].outputs[0]
+    return None
+
+
+def reachable(flow: DataFlow, start: Value, stop: Node) -> list[Node]:
+    """Data nodes reachable from ``start`` without passing ``stop`` (``stop`` excluded)."""
+    ahead: dict[int, Node] = {}
+    frontier = [start]
+    while frontier:
+        v = frontier.pop()
+        for n in flow.data_consumers(v):
+            if n is stop or id(n) in ahead:
+                continue
+            ahead[id(n)] = n
+            frontier.extend(n.outputs)
+    return list(ahead.values())
+
+
+def _rotate_half(flow: DataFlow, unit: ResidualUnit) -> bool:
+    """``Concat(-x2, x1)`` of two ``Slice`` s of one value in the branch (RoPE's ``rotate_half``)."""
+    for n in unit.branch:
+        if n.op_type != "Concat" or len(n.inputs) != 2:
+            continue
+        neg = n.inputs[0].producer
+        s2 = neg.inputs[0].producer if neg is not None and neg.op_type == "Neg" else None
+        s1 = n.inputs[1].producer
+        if s1 is not None and s2 is not None and s1.op_type == s2.op_type == "Slice" \
+                and s1.inputs[0] is s2.inputs[0]:
+            return True
+    return False
+
+
+def _rotary(flow: DataFlow, unit: ResidualUnit) -> bool:
+    """Whether the attention rotates Q and K (rotary position embedding): its branch reads a
+    ``Sin`` / ``Cos`` table, or rotates halves (tables folded to constants at a fixed length)."""
+    if _rotate_half(flow, unit):
+        return True
+    seen: set[int] = set()
+    frontier = [v for n in unit.branch for v in n.inputs if v is not None and not flow.is_data(v)]
+    for _ in range(10_000):
+        if not frontier:
+            break
+        v = frontier.pop()
+        p = v.producer
+        if p is None or id(p) in seen:
+            continue
+        seen.add(id(p))
+        if p.op_type in ("Sin", "Cos"):
+            return True
+        frontier.extend(x for x in p.inputs if x is not None)
+    return False
 
 
 def _gate(flow: StreamFlow, seg: Segment) -> tuple[Node, Node, Node] | None:
@@ -414,6 +643,25 @@ def _heads(graph: Graph, flow: StreamFlow, units: list[ResidualUnit]) -> None:
             raise StructureError(f"attention width {width} of {u.out_proj.name!r} is not divisible by "
                                  f"{heads} heads")
         u.heads, u.head_size = heads, width // heads
+        u.kv_heads = _kv_heads(u)
+
+
+def _kv_heads(u: ResidualUnit) -> int | None:
+    """K/V heads of an attention: ``heads`` (multi-head), fewer (grouped-query: K and V
+    projections narrower than Q), ``None`` when the in-projections are not Q/K/V-shaped."""
+    ins, width, dh = u.in_projs, u.out_proj.in_features, u.head_size
+    outs = [x.out_features for x in ins]
+    if len(ins) == 1:
+        kv = (outs[0] - width) // 2
+    elif len(ins) == 3 and outs.count(width) >= 1:
+        rest = list(outs)
+        rest.remove(width)
+        kv = rest[0] if rest[0] == rest[1] else -1
+    else:
+        return None
+    if kv <= 0 or kv % dh or u.heads % (kv // dh):
+        return None
+    return kv // dh
 
 
 def _embeddings(graph: Graph, flow: StreamFlow) -> list[dict[str, Any]]:
@@ -447,9 +695,9 @@ def recognise_transformer(graph: Graph) -> TransformerStructure:
     if len(kinds) != 1:
         raise StructureError(f"layers mix pre-LN and post-LN ({sorted(kinds)})")
     for lay in layers:
-        if len(lay.mlp.linears) != 2:
+        if len(lay.mlp.linears) != (3 if lay.mlp.gated else 2):
             raise StructureError(f"MLP unit ending at {lay.mlp.add.name!r} has {len(lay.mlp.linears)} linear "
-                                 "layers; expected up- and down-projection")
+                                 "layers; expected up- and down-projection (or gate, up and down)")
     _heads(graph, flow, units)
     first = layers[0]
     hidden = first.up.in_features
