@@ -22,7 +22,7 @@ from .transformer_surgery import (
     between,
     forget_types,
     parse_layers,
-    plan_targets,
+    plan_targets_layers,
     rescale_shape_constants,
     set_param,
     transformer_of,
@@ -82,9 +82,10 @@ class AddHeads(Pass):
         t0 = time.perf_counter()
         st, hn, work = self._plan(graph)
         ctx.timings["recognise"] = time.perf_counter() - t0
-        targets = {id(att): plan_targets(graph, st.flow, [n for n in nodes if n.op_type == "Reshape"],
-                                         att.out_proj.in_features, f"{self.name}: layer {i}")
-                   for i, att, _, _, nodes in work}
+        plans = plan_targets_layers(graph, st.flow, [
+            ([n for n in nodes if n.op_type == "Reshape"], att.out_proj.in_features,
+             f"{self.name}: layer {i}") for i, att, _, _, nodes in work])  # one parent probe, all layers
+        targets = {id(att): p for (_, att, _, _, _), p in zip(work, plans, strict=True)}
         for _i, att, ins, fused, nodes in work:
             h, dh = att.heads, att.head_size
             width, extra = h * dh, hn * dh
