@@ -14,7 +14,8 @@ with the dynamo exporter into ``--cache`` (export time is not part of any number
   baseline is written (``add-heads``, ``widen-hidden``, ResNet ``widen``).
 
 Prints one JSON object (and writes it to ``--out``). ``--models`` picks rows by model name,
-``--quick`` uses small stand-ins of every family (seconds per row), ``--netmorph`` names the
+``--passes`` keeps the rows whose pass arguments contain a text, ``--quick`` uses small stand-ins of
+every family (seconds per row), ``--netmorph`` names the
 ``netmorph`` executable to measure (default: the one beside this interpreter).
 
     python benchmarks/scale.py --quick
@@ -70,6 +71,7 @@ ROWS = [
     ("bert_base_pooled", ["--pass", "deepen"], None),
     ("gpt2_small", ["--pass", "deepen"], "gpt2_deepen"),
     ("gpt2_small", ["--pass", "widen-hidden", "--factor", "2"], None),
+    ("gpt2_small", ["--pass", "deepen", "--no-verify"], None),
     ("gpt2_medium", ["--pass", "deepen"], "gpt2_deepen"),
     ("gpt2_medium", ["--pass", "deepen", "--no-verify"], None),
 ]
@@ -324,6 +326,7 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated model names (default: every row but gpt2_1b)")
+    ap.add_argument("--passes", help="only rows whose pass arguments contain this text (e.g. no-verify)")
     ap.add_argument("--quick", action="store_true", help="small stand-ins of every model")
     ap.add_argument("--netmorph", default=str(Path(sys.executable).with_name("netmorph")),
                     help="the netmorph executable to measure")
@@ -332,7 +335,8 @@ def main() -> None:
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
     pick = set(args.models.split(",")) if args.models else None
-    rows = [r for r in ROWS + EXTRA_ROWS if (r[0] in pick if pick else r not in EXTRA_ROWS)]
+    rows = [r for r in ROWS + EXTRA_ROWS if (r[0] in pick if pick else r not in EXTRA_ROWS)
+            and (not args.passes or args.passes in " ".join(r[1]))]
     out = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
            "quick": args.quick, "netmorph": args.netmorph, "rows": []}
     for model, pass_args, base in rows:
