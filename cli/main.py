@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "new": ("netmorph.cli.new_cmd", "new", "Build a PlainNet / ResNet(r) DynamicNet model."),
     "passes": ("netmorph.cli.passes_cmd", "passes", "List the morph passes and their contracts."),
     "grow": ("netmorph.cli.grow_cmd", "grow", "Apply morph passes, verify, write the child."),
+    "grow-hf": ("netmorph.cli.grow_hf_cmd", "grow_hf", "Grow a Hugging Face model folder."),
     "train": ("netmorph.cli.train_cmd", "train", "Train a model and write the weights back."),
     "iterate": ("netmorph.cli.iterate_cmd", "iterate", "Network iterative learning: train, grow, repeat."),
     "run": ("netmorph.cli.run_cmd", "run", "Run a growth pipeline written as TOML."),
@@ -31,7 +32,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 # commands that need an optional dependency (module -> extra: see netmorph.extras)
-NEEDS: dict[str, str] = {"train": "torch", "iterate": "torch", "run": "torch", "plot": "matplotlib"}
+NEEDS: dict[str, str] = {
+    "grow-hf": "torch", "train": "torch", "iterate": "torch", "run": "torch", "plot": "matplotlib",
+}
 
 
 class LazyGroup(click.Group):

@@ -21,7 +21,7 @@ from .transformer_surgery import (
     between,
     forget_types,
     parse_layers,
-    plan_targets,
+    plan_targets_layers,
     rescale_shape_constants,
     retarget_entry,
     set_param,
@@ -102,9 +102,10 @@ class AddHeads(Pass):
 
     def call(self, graph: Graph, ctx: PassContext, plan) -> None:
         st, hn, work = plan
-        targets = {id(att): plan_targets(graph, st.flow, [n for n in nodes if n.op_type == "Reshape"],
-                                         att.out_proj.in_features, f"{self.name}: layer {i}")
-                   for i, att, _, _, nodes in work}
+        plans = plan_targets_layers(graph, st.flow, [
+            ([n for n in nodes if n.op_type == "Reshape"], att.out_proj.in_features,
+             f"{self.name}: layer {i}") for i, att, _, _, nodes in work])  # one parent probe, all layers
+        targets = {id(att): p for (_, att, _, _, _), p in zip(work, plans, strict=True)}
         for i, att, ins, fused, nodes in work:
             h, dh = att.heads, att.head_size
             width, extra = h * dh, hn * dh

@@ -336,20 +336,33 @@ def plan_targets(graph: Graph, flow, reshapes: list[Node], width: int, what: str
     varying dim ``-1``, static dims stay; the last entry is ``None``, for the new width
     (:func:`apply_targets`).
     """
+    return plan_targets_layers(graph, flow, [(reshapes, width, what)])[0]
+
+
+def plan_targets_layers(graph: Graph, flow, layers: list[tuple[list[Node], int, str]]
+                        ) -> list[list[tuple[Node, list]]]:
+    """:func:`plan_targets` for several ``(reshapes, width, what)`` at once, from one pair of probes
+    of the whole graph (not one pair per layer)."""
     from ..structure.transformer import probe_shapes
 
-    todo = []
-    for n in reshapes:
-        if _const(n.inputs[1]) is not None or n.attr("allowzero", 0):
-            continue
-        cat = n.inputs[1].producer
-        if cat is not None and cat.op_type == "Concat" and _const(cat.inputs[-1]) is not None:
-            continue  # a constant last piece: rescale_shape_constants handles it
-        todo.append(n)
-    if not todo:
-        return []
-    names = list(dict.fromkeys(x for n in todo for x in (n.inputs[0].name, n.outputs[0].name)))
-    probes, _ = probe_shapes(graph, names, flow, runs=2)
+    todos = []
+    for reshapes, _, _ in layers:
+        todo = []
+        for n in reshapes:
+            if _const(n.inputs[1]) is not None or n.attr("allowzero", 0):
+                continue
+            cat = n.inputs[1].producer
+            if cat is not None and cat.op_type == "Concat" and _const(cat.inputs[-1]) is not None:
+                continue  # a constant last piece: rescale_shape_constants handles it
+            todo.append(n)
+        todos.append(todo)
+    names = list(dict.fromkeys(x for todo in todos for n in todo
+                               for x in (n.inputs[0].name, n.outputs[0].name)))
+    probes = probe_shapes(graph, names, flow, runs=2)[0] if names else None
+    return [_targets(todo, probes, width, what) for todo, (_, width, what) in zip(todos, layers, strict=True)]
+
+
+def _targets(todo: list[Node], probes, width: int, what: str) -> list[tuple[Node, list]]:
     out = []
     for n in todo:
         (i1, o1), (i2, o2) = ((p[n.inputs[0].name], p[n.outputs[0].name]) for p in probes)

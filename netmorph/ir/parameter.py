@@ -62,6 +62,20 @@ class Parameter:
             self._array = arr
         return self._array
 
+    def peek_array(self) -> np.ndarray:
+        """The values as a read-only array, without keeping it when it had to be decoded.
+
+        For a reader that needs the values only for a while (an ONNX Runtime session, a
+        comparison): a loaded tensor that no pass touched then costs a copy only while in use.
+        """
+        if self._array is not None:
+            return self._array
+        if self._proto.data_location == TensorProto.EXTERNAL:
+            return self.array  # raises the error of .array
+        arr = numpy_helper.to_array(self._proto)
+        arr.flags.writeable = False
+        return arr
+
     @property
     def materialised(self) -> bool:
         return self._array is not None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -48,22 +51,24 @@ def _read_value_info(v: Value, vi: onnx.ValueInfoProto, *, replace: bool = False
         v.metadata_props = props
 
 
-def from_onnx(model: onnx.ModelProto) -> Graph:
+def from_onnx(model: onnx.ModelProto, *, arrays: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Build an IR graph from ``model`` without copying its weights.
 
     Initializers keep their ``TensorProto`` (the graph keeps a reference to ``model``'s
-    tensors; do not mutate ``model`` afterwards). Raises :class:`OnnxFormatError` for sparse
-    initializers and for graphs that are not valid SSA.
+    tensors; do not mutate ``model`` afterwards). ``arrays``: the data of initializers that
+    ``model`` holds elsewhere (read-only arrays, by name; see
+    :func:`netmorph.onnx_io.read_model_proto`), used as they are. Raises
+    :class:`OnnxFormatError` for sparse initializers and for graphs that are not valid SSA.
     """
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"expected onnx.ModelProto, got {type(model).__name__}")
     try:
-        return _build_graph(model)
+        return _build_graph(model, arrays or {})
     except IRError as e:  # duplicate names and the like: the file is at fault, not the caller
         raise OnnxFormatError(str(e)) from None
 
 
-def _build_graph(model: onnx.ModelProto) -> Graph:
+def _build_graph(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) -> Graph:
     gp = model.graph
     if len(gp.sparse_initializer):
         raise OnnxFormatError(
@@ -110,7 +115,8 @@ def _build_graph(model: onnx.ModelProto) -> Graph:
     inputs_with_init = {vi.name: vi for vi in gp.input if vi.name in init_names}
     for t in gp.initializer:
         v = g._new_value(t.name, None)
-        v.const = Parameter(proto=t)
+        arr = arrays.get(t.name)
+        v.const = Parameter(proto=t) if arr is None else Parameter(arr)
         v.type = v.const.type
         g._params.append(v)
     # Graph inputs that are also initializers stay inputs, in their original order.

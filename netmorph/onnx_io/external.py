@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -91,10 +92,13 @@ def _open_checked(path: Path, tensor_name: str):
     return os.fdopen(fd, "rb")
 
 
-def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
+def load_external_data(model: onnx.ModelProto, base_dir: Path,
+                       keep: Callable[[TensorProto, bytes], bool] | None = None) -> int:
     """Read every external tensor of ``model`` into ``raw_data``, in place.
 
-    Returns the number of tensors read. Files are opened once each.
+    Returns the number of tensors read. Files are opened once each. ``keep(tensor, data)``, when
+    given, may take the bytes of a tensor itself (returning True): that tensor is left pointing
+    at its file and its bytes are not copied into the proto.
     """
     tensors = [
         t
@@ -146,6 +150,8 @@ def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
             if len(data) != length:
                 raise OnnxFormatError(f"external data of tensor {t.name!r}: file ended after {len(data)} "
                                       f"of {length} bytes")
+            if keep is not None and keep(t, data):
+                continue
             del t.external_data[:]
             t.data_location = TensorProto.DEFAULT
             t.raw_data = data

@@ -8,6 +8,7 @@ import stat
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
@@ -29,17 +30,23 @@ EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay inline with external_data=True
 _ALIGN = 64
 
 
-def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
+def read_model_proto(path: str | os.PathLike, *, arrays: dict | None = None) -> onnx.ModelProto:
     """Parse ``path`` as an ONNX model, with its external data read safely.
 
     The file is opened without blocking and checked on the open descriptor: it must be a regular
     file of at most :func:`netmorph.limits.max_model_bytes` (protobuf's 2 GiB), read with that
     bound. Every tensor's data must match its declared dims (external data is read only for the
     declared length; see :func:`netmorph.onnx_io.external.load_external_data`).
+
+    ``arrays``: a dict that receives the external graph initializers as read-only numpy arrays over
+    the bytes read (name -> array; those tensors keep their external reference in the proto), so
+    they are held once, not copied into the proto and decoded again.
     """
     for attempt in range(3):
         try:
-            return _read_model_proto(Path(path))
+            if arrays is not None:
+                arrays.clear()
+            return _read_model_proto(Path(path), arrays)
         except ExternalDataMismatch:
             if attempt == 2:
                 raise
@@ -47,7 +54,31 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _read_model_proto(p: Path) -> onnx.ModelProto:
+# ONNX element types whose bytes are a plain little-endian numpy array (no packing, no bit tricks)
+_PLAIN = {getattr(onnx.TensorProto, n): np.dtype(d) for n, d in (
+    ("FLOAT", "<f4"), ("DOUBLE", "<f8"), ("FLOAT16", "<f2"), ("INT8", "i1"), ("UINT8", "u1"),
+    ("INT16", "<i2"), ("UINT16", "<u2"), ("INT32", "<i4"), ("UINT32", "<u4"), ("INT64", "<i8"),
+    ("UINT64", "<u8"), ("BOOL", "?"), ("COMPLEX64", "<c8"), ("COMPLEX128", "<c16"))}
+
+
+def _array_sink(model: onnx.ModelProto, arrays: dict):
+    """A ``keep`` callback for :func:`load_external_data` that turns the graph's own external
+    initializers of a plain numeric type into read-only arrays over the bytes read."""
+    held = list(model.graph.initializer)  # held: their wrappers (and ids) stay the same
+    inits = {id(t) for t in held}
+
+    def keep(t: onnx.TensorProto, data: bytes) -> bool:
+        dt = _PLAIN.get(t.data_type)
+        if dt is None or id(t) not in inits:
+            return False
+        arrays[t.name] = np.frombuffer(data, dtype=dt).reshape(tuple(t.dims))  # read-only view of data
+        return True
+
+    keep.held = held
+    return keep
+
+
+def _read_model_proto(p: Path, arrays: dict | None = None) -> onnx.ModelProto:
     data = _read_bounded(p)
     model = onnx.ModelProto()
     try:
@@ -64,7 +95,7 @@ def _read_model_proto(p: Path) -> onnx.ModelProto:
         )
     try:
         _check_text(model)
-        load_external_data(model, p.parent)
+        load_external_data(model, p.parent, None if arrays is None else _array_sink(model, arrays))
         for t in _all_tensors(model):
             if t.data_type not in _KNOWN_TYPES:
                 raise OnnxFormatError(f"tensor {t.name!r} has unknown data type {t.data_type}")
@@ -154,9 +185,10 @@ def load(path: str | os.PathLike) -> Graph:
     :func:`netmorph.onnx_io.external.resolve_location`). Weights are not copied: the graph's
     parameters keep the parsed tensors and turn into numpy arrays when first read.
     """
-    model = read_model_proto(path)
+    arrays: dict = {}
+    model = read_model_proto(path, arrays=arrays)
     try:
-        return from_onnx(model)
+        return from_onnx(model, arrays=arrays)
     except OnnxFormatError as e:
         raise OnnxFormatError(f"{Path(path)}: {e}") from None
     except (KeyError, TypeError, IndexError, UnicodeError, DecodeError) as e:  # a crafted file, deep down

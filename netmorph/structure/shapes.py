@@ -32,20 +32,14 @@ def fill_unknown_shapes(graph: Graph, values: list[Value] | None = None) -> int:
     todo = [v for v in cands if _unknown(v) and (v.type is None or v.type.elem_type)]
     if not todo:
         return 0
-    import onnx
     import onnxruntime as ort
 
-    from ..onnx_io import to_onnx
+    from ..onnx_io import graph_session
 
-    m = to_onnx(graph)
-    have = {o.name for o in m.graph.output}
-    for v in todo:
-        if v.name not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=v.name))
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = graph_session(graph, extra_outputs=[v.name for v in todo], options=so)
     except Exception:  # noqa: BLE001 - an op ORT cannot run: the shapes stay unknown (a help, not a need)
         return 0
     symbolic = any(not isinstance(d, int) for v in graph.inputs if not v.is_parameter

@@ -581,20 +581,14 @@ def probe_shapes(graph: Graph, names: list[str], flow: StreamFlow, *, runs: int 
     ``runs=2`` a second run at another batch size tells which dims follow the batch.
     """
     import onnxruntime as ort
-    from onnx import helper
 
-    from ..onnx_io import to_onnx
+    from ..onnx_io import graph_session
 
-    model = to_onnx(graph)
-    known = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in known:
-            model.graph.output.append(helper.make_empty_tensor_value_info(name))
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = 1
     so.log_severity_level = 4
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = graph_session(graph, extra_outputs=names, options=so)  # weights read in place, any size
     inp = flow.image
     t = inp.type
     shape = list(t.shape) if t is not None and t.shape is not None else [2, 8]

@@ -1,0 +1,195 @@
+"""``grow(model, passes, optimizer=...)``: grow a ``transformers`` model into the same class.
+
+export (dynamo; initializers keep the ``state_dict`` names) -> the ONNX passes, each child verified
+in ONNX Runtime -> the child's tensors placed by the family's rule table (:mod:`.families`,
+:mod:`.mapping`) into a model of the parent's class built from the updated config -> that model's
+own torch forward checked against the parent's -> the optimizer's state carried through the
+passes' lineage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import PreconditionError, VerificationError
+from ..torch.carry import carry_optimizer, origins_of
+from ..torch.export import capture
+from ..torch.grow import _passes, run_passes
+from ..torch.optim_state import STATE_MODES, rules_for
+from .families import FAMILIES
+from .mapping import child_config, place
+
+RTOL = 1e-4
+"""The grown model's logits may differ from the parent's by ``RTOL * max|parent logits|``."""
+
+
+class Logits(nn.Module):
+    """A causal LM as ``ids -> logits`` (what is exported; its parameters are the model's own)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(input_ids=ids, use_cache=False).logits
+
+
+@dataclass
+class HFGrown:
+    """The grown ``model`` (the parent's class), its ``optimizer`` and the growth ``report``."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def family_of(model: nn.Module) -> dict:
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind not in FAMILIES:
+        raise PreconditionError(f"model type {kind!r} has no checkpoint rules (known: {', '.join(FAMILIES)})")
+    return FAMILIES[kind]
+
+
+def example_ids(config, family: dict, seed: int, batch: int = 2, length: int = 8) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    length = min(length, int(getattr(config, family["positions"], length)))
+    return torch.randint(0, int(getattr(config, family["vocab"])), (batch, length), generator=g)
+
+
+def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | None = None,
+         verify: bool = True, state: str = "map", seed: int = 0, **pass_options: Any) -> HFGrown:
+    """Grow ``transformers`` causal LM ``model`` with ``passes`` (names or Pass objects).
+
+    Returns a model of ``type(model)`` with the updated config (layers, MLP width), its weights
+    placed by the family's rules, checked by its own forward against ``model``'s (eval mode), and,
+    given ``optimizer`` (over ``model``'s parameters), a new one of the same class over the child's
+    parameters with the state carried (``state="map"``) or fresh (``"reset"``).
+    """
+    if state not in STATE_MODES:
+        raise ValueError(f"state must be one of {', '.join(STATE_MODES)}, not {state!r}")
+    family = family_of(model)
+    if optimizer is not None and state == "map":
+        rules_for(optimizer)
+    plist = _passes(passes, pass_options)
+    what = f"{type(model).__name__}"
+    was_training = model.training
+    model.eval()
+    wrapper = Logits(model)
+    cap = capture(wrapper, (example_ids(model.config, family, seed),), exporter="dynamo")
+    steps, reports = run_passes(cap.graph, plist, verify=verify, seed=seed)
+    graph = steps[-1].child if steps else cap.graph
+    parent_slots = {k.removeprefix("model."): s for k, s in cap.slots.items()}
+    placed = place(graph, parent_slots, origins_of(steps, graph), family, what)
+    cfg = child_config(model.config, placed, family, what)
+    child = type(model)(cfg).eval()
+    _load(child, graph, placed, model, cap, family, what)
+    if verify:
+        check_forward(model, child, family, seed, what)
+    child.train(was_training)
+    model.train(was_training)
+    new_opt = None
+    if optimizer is not None:
+        new_opt = _carry(optimizer, wrapper, cap, steps, child, graph, placed, state)
+    report = {
+        "passes": [r.to_dict() for r in reports], "verified": verify,
+        "config": {k: [getattr(model.config, k, None), getattr(cfg, k, None)] for k in family["config"]},
+        "tensors": {p.key: p.ir for p in placed},
+    }
+    return HFGrown(child, new_opt, report)
+
+
+def _load(child: nn.Module, graph, placed, parent: nn.Module, cap, family: dict, what: str) -> None:
+    """Fill ``child`` with the placed tensors; tensors the export dropped because they were zero
+    (biases) stay zero in the child."""
+    sd = child.state_dict()
+    new: dict[str, torch.Tensor] = {}
+    for p in placed:
+        if p.key not in sd:
+            raise PreconditionError(f"{what}: the grown tensor {p.key!r} has no place in a "
+                                    f"{type(child).__name__} of the new config")
+        a = p.slot.from_ir(graph.value(p.ir).const.array, p.shape)
+        if tuple(sd[p.key].shape) != tuple(a.shape):
+            raise PreconditionError(f"{what}: the grown {p.key!r} is {tuple(a.shape)}, the new config gives "
+                                    f"{tuple(sd[p.key].shape)}: this growth is not a config change of "
+                                    f"{type(child).__name__}")
+        new[p.key] = torch.from_numpy(np.array(a, dtype=np.float32, copy=True))
+    layer_re = re.compile(family["layers"])
+    psd = parent.state_dict()
+    zero_roles = set()
+    for k in cap.unmapped:
+        k = k.removeprefix("model.")
+        if k in psd and not torch.count_nonzero(psd[k]):
+            m = layer_re.match(k)
+            zero_roles.add(m.group(2) if m else k)
+    for k, t in sd.items():
+        if k in new:
+            continue
+        m = layer_re.match(k)
+        if (m.group(2) if m else k) in zero_roles:
+            new[k] = torch.zeros_like(t)
+        elif k in psd and psd[k].shape == t.shape and m is None:
+            new[k] = psd[k].detach().clone()  # a buffer or tensor the forward did not read
+        elif not t.is_floating_point() or k not in dict(child.named_parameters()):
+            new[k] = t  # a buffer of the new config (masks, rotary tables)
+        else:
+            raise PreconditionError(f"{what}: no grown tensor for {k!r}")
+    child.load_state_dict(new, strict=True)
+
+
+def check_forward(parent: nn.Module, child: nn.Module, family: dict, seed: int, what: str) -> float:
+    """The child's logits against the parent's on two random batches (two lengths); the worst
+    ``max|c - p| / max|p|``, or a :class:`VerificationError` above :data:`RTOL`."""
+    worst = 0.0
+    with torch.no_grad():
+        for i, length in enumerate((8, 5)):
+            ids = example_ids(parent.config, family, seed + 100 + i, batch=3, length=length)
+            p = parent(input_ids=ids, use_cache=False).logits
+            c = child(input_ids=ids, use_cache=False).logits
+            err = float((c - p).abs().max() / p.abs().max().clamp_min(1e-12))
+            worst = max(worst, err)
+    if not worst <= RTOL:
+        raise VerificationError(f"{what}: the grown model's logits differ from the parent's "
+                                f"(max rel error {worst:.3g} > {RTOL:g})")
+    return worst
+
+
+def _carry(optimizer, wrapper, cap, steps, child, graph, placed, state):
+    """The optimizer over ``child``'s parameters, its state carried (netmorph.torch's rules).
+
+    Parameters the export folded into constants (GPT-2's position table at the export's length)
+    are not in the graph: they are the parent's tensor unchanged, so they keep its group and state.
+    """
+    bindings = []
+    for p in placed:
+        path, _, attr = p.key.rpartition(".")
+        bindings.append((p.ir, None, 0, list(p.slot.shape), path, attr, p.slot.transpose))
+    keys = {p.key for p in placed}
+    outside = {k: q for k, q in child.named_parameters() if k not in keys and q.requires_grad}
+    for q in outside.values():
+        q.requires_grad_(False)
+    child.netmorph_bindings = bindings
+    try:
+        new = carry_optimizer(optimizer, wrapper, cap, steps, child, graph, state=state)
+    finally:
+        del child.netmorph_bindings
+        for q in outside.values():
+            q.requires_grad_(True)
+    parent_params = dict(wrapper.model.named_parameters())
+    for k, q in outside.items():
+        src = parent_params.get(k)
+        gi = next((i for i, g in enumerate(optimizer.param_groups)
+                   if any(x is src for x in g["params"])), None)
+        if gi is None:
+            continue  # the parent's optimizer did not train it
+        new.param_groups[gi]["params"].append(q)
+        st = optimizer.state.get(src)
+        if st and state == "map":
+            new.state[q] = {n: (v.detach().clone() if isinstance(v, torch.Tensor) else v)
+                            for n, v in st.items()}
+    return new

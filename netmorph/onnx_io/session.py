@@ -1,0 +1,117 @@
+"""An ONNX Runtime session of an IR graph whose weights are handed over without a copy.
+
+``InferenceSession(to_onnx(g).SerializeToString())`` builds three copies of the weights (the
+``ModelProto``, its bytes, ORT's own initializers) and fails above protobuf's 2 GiB. Here the
+model is built without its large weights: each tensor of at least
+:data:`~netmorph.onnx_io.files.EXTERNAL_MIN_BYTES` is declared as external data and given to ORT
+as an ``OrtValue`` over the parameter's own numpy buffer (``add_external_initializers``), which ORT
+reads in place. The serialised model then holds only the graph and the small tensors, at any
+model size. ``onnxruntime`` is imported only when a session is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+
+from ..ir import Graph
+from .convert import graph_proto_without_initializers, model_shell
+from .files import EXTERNAL_MIN_BYTES
+
+_IN_MEMORY = "netmorph-in-memory"  # the location of tensors handed over as OrtValues (never opened)
+
+
+class GraphSession:
+    """An ``onnxruntime.InferenceSession`` of a graph plus the buffers it reads.
+
+    ``run`` / ``get_inputs`` / ``get_outputs`` are the session's. The buffers must outlive the
+    session: they are held here and released by :meth:`close` (or when this object is dropped).
+    Use as a context manager to release the session as soon as it is no longer needed.
+    """
+
+    def __init__(self, sess, buffers: list):
+        self.sess = sess
+        self._buffers = buffers
+
+    def run(self, output_names, feed, run_options=None):
+        return self.sess.run(output_names, feed, run_options)
+
+    def get_inputs(self):
+        return self.sess.get_inputs()
+
+    def get_outputs(self):
+        return self.sess.get_outputs()
+
+    def close(self) -> None:
+        self.sess = None
+        self._buffers = []
+
+    def __enter__(self) -> GraphSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _external_header(name: str, arr: np.ndarray) -> onnx.TensorProto:
+    t = onnx.TensorProto()
+    t.name = name
+    t.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
+    t.dims.extend(arr.shape)
+    t.data_location = onnx.TensorProto.EXTERNAL
+    for k, v in (("location", _IN_MEMORY), ("offset", "0"), ("length", str(arr.nbytes))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    return t
+
+
+def _handed_over(arr: np.ndarray) -> bool:
+    return arr.dtype.kind in "fiuc" and arr.dtype.byteorder != ">"
+
+
+def graph_model_bytes(graph: Graph, extra_outputs: Sequence[str] = ()) -> tuple[bytes, list[str], list]:
+    """The serialised model of ``graph`` with its large weights left out, their names and arrays.
+
+    ``extra_outputs``: value names to add as graph outputs (shape probes read intermediates).
+    """
+    m = model_shell(graph)
+    gp = graph_proto_without_initializers(graph)
+    have = {o.name for o in gp.output}
+    for name in extra_outputs:
+        if name not in have:
+            gp.output.append(onnx.ValueInfoProto(name=name))
+            have.add(name)
+    names, arrays = [], []
+    for v in graph.parameters:
+        p = v.const
+        if p.nbytes >= EXTERNAL_MIN_BYTES:
+            arr = p.peek_array()
+            if _handed_over(arr):
+                arr = np.ascontiguousarray(arr)
+                gp.initializer.append(_external_header(v.name, arr))
+                names.append(v.name)
+                arrays.append(arr)
+                continue
+        gp.initializer.append(p.to_proto(v.name))
+    m.graph.CopyFrom(gp)
+    return m.SerializeToString(), names, arrays
+
+
+def graph_session(graph: Graph, *, extra_outputs: Sequence[str] = (), options=None,
+                  providers: Sequence[str] | None = None) -> GraphSession:
+    """An ONNX Runtime session of ``graph`` that reads the graph's weight buffers in place.
+
+    ``options``: a fresh ``onnxruntime.SessionOptions`` for this session alone (the weights are
+    added to it); ``providers`` default to CPU. Works for models above protobuf's 2 GiB.
+    """
+    import onnxruntime as ort
+
+    data, names, arrays = graph_model_bytes(graph, extra_outputs)
+    so = options if options is not None else ort.SessionOptions()
+    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+    if names:
+        so.add_external_initializers(names, values)
+    sess = ort.InferenceSession(data, so, providers=list(providers or ["CPUExecutionProvider"]))
+    return GraphSession(sess, [arrays, values])
