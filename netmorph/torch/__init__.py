@@ -5,8 +5,8 @@ Needs torch (``pip install 'netmorph[torch]'``)::
     import netmorph.torch as nmt
 
     g = nmt.grow(model, x, "deepen", optimizer=opt)      # export, grow, verify (ORT), lower
-    model, opt = g.module, g.optimizer                    # same class, groups, hyper-parameters
-    g.report.name_map                                     # parent key -> child key(s)
+    model, opt = g.module, g.optimizer                    # a torch.fx GraphModule; same groups, hyper-parameters
+    g.report.name_map                                     # parent state_dict key -> child key(s)
     g.save("ck.pt"); g2 = nmt.load("ck.pt")               # graph + state, weights_only safe
 
 See ``docs/torch.md`` for the state-mapping table per pass.
@@ -19,6 +19,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError("netmorph.torch needs PyTorch: pip install 'netmorph[torch]'") from e
 
+from .carry import carry_optimizer
 from .checkpoint import FORMAT, CheckpointError, load, save
 from .export import ExportError, TensorSlot, capture
 from .grow import Grown, GrowthReport, grow
