@@ -31,9 +31,9 @@ def test_help_and_version_import_nothing_heavy():
 
 
 def test_import_netmorph_is_lazy_but_complete():
-    code = ("import sys, netmorph; heavy = [m for m in %r if m in sys.modules]; "
+    code = (f"import sys, netmorph; heavy = [m for m in {HEAVY!r} if m in sys.modules]; "
             "g = netmorph.build('plain', blocks=1); print(heavy, type(g).__name__, netmorph.Graph.__name__, "
-            "netmorph.ir.__name__, sorted(set(netmorph.__all__) - set(dir(netmorph))))") % (HEAVY,)
+            "netmorph.ir.__name__, sorted(set(netmorph.__all__) - set(dir(netmorph))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[]", "Graph", "Graph", "netmorph.ir", "[]"]
