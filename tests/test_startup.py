@@ -30,6 +30,13 @@ def test_help_and_version_import_nothing_heavy():
     assert _loaded(["--version"]) == []
 
 
+def test_every_command_help_imports_nothing_heavy():
+    from netmorph.cli.main import COMMANDS
+
+    for name in COMMANDS:
+        assert _loaded([name, "--help"]) == [], name
+
+
 def test_import_netmorph_is_lazy_but_complete():
     code = (f"import sys, netmorph; heavy = [m for m in {HEAVY!r} if m in sys.modules]; "
             "g = netmorph.build('plain', blocks=1); print(heavy, type(g).__name__, netmorph.Graph.__name__, "
