@@ -60,6 +60,7 @@ def checkout(request, tmp_path_factory, stand_in_data) -> Path:
         for f in tracked_files(ROOT):
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
+        shutil.rmtree(dst / "data", ignore_errors=True)  # a user's own data/ is never tracked
         shutil.copytree(stand_in_data, dst / "data")
         _checkouts[doc] = dst
     return _checkouts[doc]
