@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "iterate": ("netmorph.cli.iterate_cmd", "iterate", "Network iterative learning: train, grow, repeat."),
     "run": ("netmorph.cli.run_cmd", "run", "Run a growth pipeline written as TOML."),
     "plot": ("netmorph.cli.plot_cmd", "plot", "Plot the results of an iterate/run directory."),
+    "data": ("netmorph.cli.data_cmd", "data", "Build and check the CIFAR-10 subset the examples read."),
 }
 
 

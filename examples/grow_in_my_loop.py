@@ -6,8 +6,9 @@ template conv split in two, each growth verified in ONNX Runtime) and hands back
 module with a new SGD whose momentum buffers were carried through the growth. Nothing else in
 the loop changes::
 
-    python examples/grow_in_my_loop.py cifar10_small.npz  # x_train, y_train, x_test, y_test
+    python examples/grow_in_my_loop.py data/cifar10_small.npz
 
+(``netmorph data prepare`` makes that file, see the README's Data section.)
 About a minute on two CPU cores (2,000 training images, 3 epochs); ``--images`` and ``--epochs``
 scale it.
 """
@@ -65,7 +66,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", help="cifar10_small.npz (x_train, y_train, x_test, y_test)")
+    parser.add_argument("data", nargs="?", default="data/cifar10_small.npz",
+                        help="an .npz with x_train, y_train, x_test, y_test [%(default)s]")
     parser.add_argument("--images", type=int, default=2000, help="training images [%(default)s]")
     parser.add_argument("--epochs", type=int, default=3, help="epochs; growth after epochs 1 and 2")
     parser.add_argument("--batch", type=int, default=64)

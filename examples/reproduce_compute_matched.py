@@ -15,9 +15,9 @@ as training MACs: epochs x training images x forward MACs per image of the stage
 (forward + backward), read from each stage's ONNX graph; epochs x parameters is printed too.
 
 Small run on CPU (what docs/results.md reports: half-width networks, 500 training images, a
-class-balanced 500 of the lossless test images in local/cifar10_test500.npz)::
+class-balanced 500 of the test images in data/cifar10_test500.npz, made as docs/results.md shows)::
 
-    python examples/reproduce_compute_matched.py --data npz:local/cifar10_test500.npz \
+    python examples/reproduce_compute_matched.py --data npz:data/cifar10_test500.npz \
         --train-subset 500 --fix-epochs 4 --channels 8,16,32 --batch-size 32 --lr 0.05 \
         --out-dir runs/compute_matched
 
@@ -134,7 +134,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="data spec, e.g. npz:local/cifar10_lossless_test.npz")
+    parser.add_argument("--data", required=True, help="data spec, e.g. npz:data/cifar10_test500.npz")
     parser.add_argument("--out-dir", default="runs/compute_matched")
     parser.add_argument("--targets", default=",".join(TARGETS), help="[%(default)s]")
     parser.add_argument("--train-subset", type=int, default=2000)

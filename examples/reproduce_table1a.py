@@ -2,7 +2,7 @@ r"""Table 1(a) / Fig. 2(c): PlainNet 7 -> 10 -> 16 -> 28 -> 52 -> 100, IterLearn
 
 Paper scale (320 epochs per stage, the whole of CIFAR-10, one GPU-day or so)::
 
-    python examples/reproduce_table1a.py --data cifar10:/data/cifar-10-batches-py --out-dir runs/table1a
+    python examples/reproduce_table1a.py --data cifar10:cifar-10-batches-py --out-dir runs/table1a
 
 A small run (see docs/pipelines.md for more)::
 

@@ -2,7 +2,7 @@ r"""Table 1(b) / Fig. 2(d, e): ResNet(r) 8 -> 14 -> 26 -> 50 -> 98, IterLearn vs
 
 Paper scale (r = 0.5, 320 epochs per stage)::
 
-    python examples/reproduce_table1b.py --data cifar10:/data/cifar-10-batches-py --out-dir runs/table1b
+    python examples/reproduce_table1b.py --data cifar10:cifar-10-batches-py --out-dir runs/table1b
 
 A small run::
 

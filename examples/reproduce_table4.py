@@ -3,7 +3,7 @@
 Runs the PlainNet schedule twice, once per solver, into DIR/optgd and DIR/lsq (FixLearn of the
 final depth once, in DIR/optgd). Paper scale::
 
-    python examples/reproduce_table4.py --data cifar10:/data/cifar-10-batches-py --out-dir runs/table4
+    python examples/reproduce_table4.py --data cifar10:cifar-10-batches-py --out-dir runs/table4
 
 A small run::
 

@@ -23,7 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-DATA = ROOT.parent / "shared" / "data" / "cifar10_small.npz"
+DATA = Path("data") / "cifar10_small.npz"  # relative to the working folder: netmorph data prepare makes it
 
 
 def export_vit(path: Path, layers: int, hidden: int, heads: int, mlp: int, seed: int) -> None:
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", choices=["iterlearn", "fixlearn"], default=None)
-    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--data", type=Path, default=DATA, help="the CIFAR-10 subset .npz [%(default)s]")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data = subset(args.out, args.train, args.data)

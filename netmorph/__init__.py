@@ -5,19 +5,51 @@ Public API (the rest is reachable through the subpackages)::
     g = netmorph.load("model.onnx")          # ONNX -> IR
     netmorph.save(g, "out.onnx")             # IR -> ONNX, atomic
     report = netmorph.verify(a, b)           # function equivalence in ONNX Runtime
+
+The names below are imported on first use (PEP 562), so ``import netmorph`` and ``netmorph --help``
+do not pay for onnx, networkx, ONNX Runtime or torch until a function needs them.
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib import metadata as _metadata
-
-from .ir import Graph, IRError, Node, Parameter, TensorType, Value
-from .onnx_io import OnnxFormatError, from_onnx, load, save, to_onnx
+from typing import TYPE_CHECKING
 
 try:
     __version__ = _metadata.version("netmorph")
 except _metadata.PackageNotFoundError:  # pragma: no cover - source tree without install
     __version__ = "0.0.0+unknown"
+
+# public name -> the submodule that defines it
+_LAZY = {
+    **dict.fromkeys(("Graph", "IRError", "Node", "Parameter", "TensorType", "Value"), ".ir"),
+    **dict.fromkeys(("OnnxFormatError", "from_onnx", "load", "save", "to_onnx"), ".onnx_io"),
+}
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .ir import Graph, IRError, Node, Parameter, TensorType, Value
+    from .onnx_io import OnnxFormatError, from_onnx, load, save, to_onnx
+
+
+def __getattr__(name: str):
+    """Import a public name (or a subpackage: ``netmorph.ir``) the first time it is asked for."""
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def verify(a, b, **kwargs):

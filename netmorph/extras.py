@@ -1,9 +1,10 @@
 """Optional dependencies and the install hint when one is missing.
 
-The core install (``pip install netmorph``) reads, verifies, grows and writes ONNX models with ONNX
-Runtime only. Training, lowering and pipelines need PyTorch (``netmorph[torch]``); plots need
-matplotlib (``netmorph[plot]``). A command that needs a missing one fails with one line naming the
-extra to install (:func:`missing_extra_message`), never a traceback.
+The core install (``pip install -e .`` in the checkout: netmorph is not on PyPI yet) reads,
+verifies, grows and writes ONNX models with ONNX Runtime only. Training, lowering and pipelines need
+PyTorch (the ``torch`` extra); plots need matplotlib (``plot``). A command that needs a missing one
+fails with one line naming the extra and the command that installs it (:func:`install_hint`), never
+a traceback.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ EXTRAS: dict[str, tuple[str, str]] = {
 }
 
 
+def install_command(extra: str) -> str:
+    """The command that installs ``extra``: from the checkout, until netmorph is published."""
+    return f"pip install -e '.[{extra}]' in the netmorph checkout"
+
+
 def install_hint(module: str) -> str:
     what, extra = EXTRAS[module]
-    return f"this needs {what}, which is not installed: pip install 'netmorph[{extra}]'"
+    return f"this needs {what}, which is not installed: {install_command(extra)}"
 
 
 def missing_extra_message(exc: BaseException) -> str | None:

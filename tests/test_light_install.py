@@ -73,7 +73,7 @@ def test_torch_commands_exit_2_with_the_extra_to_install(tmp_path, argv):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("TRIED_TORCH")]
     assert lines == [f"netmorph: error: netmorph {argv[0]}: this needs PyTorch, which is not installed: "
-                     "pip install 'netmorph[torch]'"]
+                     "pip install -e '.[torch]' in the netmorph checkout"]
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "t.onnx").exists() and not (tmp_path / "run").exists()
 
@@ -87,7 +87,8 @@ def test_the_python_api_says_which_extra_lowering_needs(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(EXAMPLES / "plainnet7.onnx")], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "this needs PyTorch, which is not installed: pip install 'netmorph[torch]'"
+    assert r.stdout.strip() == ("this needs PyTorch, which is not installed: "
+                                "pip install -e '.[torch]' in the netmorph checkout")
 
 
 def test_every_subpackage_is_listed_in_pyproject():

@@ -68,7 +68,7 @@ class Dataset:
         Optional names, one per class.
     lossless
         Optional ``bool`` ``(N,)`` mask of the images that are exact originals (see
-        ``/work/shared/data/README.md``); training reports the error on those separately.
+        ``netmorph.data.prepare``); training reports the error on those separately.
     name
         Short description used in logs (``"cifar10/test"``).
     """

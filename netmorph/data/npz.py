@@ -1,4 +1,4 @@
-"""Data sets stored as ``.npz`` in the layout of ``/work/shared/data/README.md``.
+"""Data sets stored as ``.npz`` in the layout ``netmorph data prepare`` writes.
 
 Arrays: ``x_train`` / ``x_test`` ``uint8 (N, H, W, C)`` (or ``float32 (N, C, H, W)``),
 ``y_train`` / ``y_test`` integer labels, optional ``test_lossless`` (bool mask) and

@@ -26,7 +26,7 @@ TABLE_4 = {  # PlainNet-100, CIFAR-10: morph solvers
     "fixlearn": {100: 17.77}, "optgd": {100: 7.57}, "lsq": {100: 12.55},
 }
 TABLE_3 = {"fixlearn": 17.77, "iterlearn_full": 7.57, "iterlearn_half": 7.54}  # PlainNet-100
-DEFAULT_DATA = "npz:/work/shared/data/cifar10_small.npz"
+DEFAULT_DATA = "npz:data/cifar10_small.npz"  # relative to the working folder (netmorph data prepare)
 SCALES: dict[str, dict[str, Any]] = {
     "paper": {"epochs": PAPER_EPOCHS, "batch_size": 256},
     "small": {"epochs": 30, "max_depth": 52, "batch_size": 256},

@@ -25,7 +25,9 @@ def _figure(width: float = 6.4, height: float = 4.2):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise PipelineError("plotting needs matplotlib (pip install 'netmorph[plot]')") from None
+        from ..extras import install_hint
+
+        raise PipelineError(f"plotting: {install_hint('matplotlib')}") from None
     fig = Figure(figsize=(width, height), dpi=120)
     FigureCanvasAgg(fig)
     return fig

@@ -18,7 +18,9 @@ that rewrote a weight (transposed, folded) is reported, never silently mis-mappe
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -38,6 +40,13 @@ PARAMETRIC_OPS = frozenset({
     "Conv", "ConvTranspose", "BatchNormalization", "Gemm", "MatMul", "PRelu", "LayerNormalization",
     "InstanceNormalization", "GroupNormalization",
 })
+
+EXPORTER_NOISE = (
+    # torch's exporter registers its torchvision ops (nms, roi_align) and logs one warning per op
+    # when torchvision is absent: a model that uses none of them is not concerned
+    ("torch.onnx._internal.exporter._registration", "torchvision is not installed"),
+)
+"""(logger, message prefix) of exporter log records that say nothing about the user's module."""
 
 _GRAPHS: weakref.WeakKeyDictionary[nn.Module, Graph] = weakref.WeakKeyDictionary()
 """Lowered modules handed out by netmorph.torch -> the graph they were lowered from."""
@@ -143,13 +152,35 @@ def has_batchnorm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def quiet_exporter():
+    """Drop the exporter's log records listed in :data:`EXPORTER_NOISE` (only those) meanwhile."""
+    filters = [(logging.getLogger(name), _DropMessages(prefix)) for name, prefix in EXPORTER_NOISE]
+    for logger, f in filters:
+        logger.addFilter(f)
+    try:
+        yield
+    finally:
+        for logger, f in filters:
+            logger.removeFilter(f)
+
+
 def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str):
     """One export. Constant folding is on unless the module has BatchNorms (folding fuses them
     into the convs in eval mode); transformer recognition needs the folded shape arithmetic."""
     import onnx
 
     fold = not has_batchnorm(module)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_exporter():
         warnings.simplefilter("ignore")
         tensors = [i for i, x in enumerate(example_inputs) if isinstance(x, torch.Tensor) and x.ndim > 0]
         if exporter == "dynamo":  # the batch dimension stays symbolic: the child runs at any batch size
