@@ -133,15 +133,16 @@ class Widen(Pass):
     def child_bytes(self, graph: Graph, plan: tuple[list[Any], list[str]]) -> int:
         """Every parameter a widened group's nodes read grows by new / old (twice for a conv between
         two widened groups)."""
-        scale: dict[int, float] = {}
+        out: dict[int, float] = {}  # per parameter: the largest ratio of its output (or channel) axis
+        inp: dict[int, float] = {}  # and of its input axis (slices of one Concat count once)
         for g in plan[0]:
             ratio = self._plan(g)[0] / g.width
-            nodes = [n for n, _ in g.producers] + [n for n, _, _ in g.consumers] + list(g.through) + \
-                list(g.boundaries)
-            for p in {id(p): p for n in nodes for p in _params_of(n)}.values():
-                scale[id(p)] = scale.get(id(p), 1.0) * ratio
-        return int(sum(v.const.array.nbytes * scale.get(id(v), 1.0) for v in graph.parameters
-                       if v.const is not None))
+            for role, nodes in ((out, [n for n, _ in g.producers] + list(g.through) + list(g.boundaries)),
+                                (inp, [n for n, _, _ in g.consumers])):
+                for p in {id(p): p for n in nodes for p in _params_of(n)}.values():
+                    role[id(p)] = max(role.get(id(p), 1.0), ratio)
+        return int(sum(v.const.array.nbytes * out.get(id(v), 1.0) * inp.get(id(v), 1.0)
+                       for v in graph.parameters if v.const is not None))
 
     def _plan(self, g: Any) -> tuple[int, str]:
         where = f"{self.name} of the group of {g.producers[0][0].name!r}"
