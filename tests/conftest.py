@@ -11,8 +11,6 @@ import pytest
 # Keep the suite predictable on the 2-core CI machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 @pytest.fixture
 def rng() -> np.random.Generator:

@@ -23,8 +23,6 @@ from netmorph.data import (
 )
 from netmorph.errors import NetmorphError
 
-SHARED_NPZ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_small.npz"
-
 
 # -- helpers writing files in the official layouts ---------------------------------------------
 def official_rows(images_nhwc: np.ndarray) -> np.ndarray:
@@ -186,18 +184,6 @@ def test_npz_not_a_zip(tmp_path):
         load_npz(tmp_path / "junk.npz")
     with pytest.raises(DataError, match="no such data file"):
         load_npz(tmp_path / "absent.npz")
-
-
-def test_shared_cifar10_small_slice():
-    if not SHARED_NPZ.is_file():
-        pytest.skip(f"{SHARED_NPZ} not present")
-    train, test = load_npz(SHARED_NPZ)
-    assert train.images.shape == (15000, 32, 32, 3) and len(test) == 3000
-    assert int(test.lossless.sum()) == 1000 and test.class_names[0] == "airplane"
-    assert np.bincount(train.labels).tolist() == [1500] * 10
-    assert np.allclose(train.mean, (125.31, 122.95, 113.87), atol=1.5)  # subset of the full set's stats
-    small = test.subset(slice(0, 300))
-    assert len(small) == 300 and small.lossless is not None and small.mean == train.mean
 
 
 # -- CIFAR batch folders ---------------------------------------------------------------------
