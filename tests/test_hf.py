@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import transformer_models as tm
+import transformers  # noqa: F401  (the [test] extra installs it)
 from click.testing import CliRunner
 from netmorph.cli.main import cli
-
-pytest.importorskip("transformers")
 
 
 def _gpt2(layers: int = 2):

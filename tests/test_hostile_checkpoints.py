@@ -9,8 +9,7 @@ import copy
 
 import onnx
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 import netmorph  # noqa: E402
 import netmorph.torch as nmt  # noqa: E402

@@ -114,7 +114,8 @@ def test_api_checks_the_same_declaration(models):
 
 
 def test_torch_grow_checks_options_before_exporting():
-    torch = pytest.importorskip("torch")
+    import torch
+
     from netmorph.torch import grow
 
     m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 
-import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 import netmorph.torch as nmt  # noqa: E402
 from netmorph.torch.export import EXPORTER_NOISE, capture, quiet_exporter  # noqa: E402
