@@ -62,25 +62,45 @@ def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
     """One line of at most ``limit`` characters: the first cause of ``text`` and how many more.
 
     A message that lists causes one per line (ONNX shape inference, every failed node) keeps its
-    first line and says ``(and N more; --debug shows them all)``; a first cause still too long (a
-    list of names on one line) is cut at a list separator and says how many items it left out."""
+    first line and says ``(and N more; --debug shows them all)``. A first cause still too long (a
+    list of names on one line, a runtime's message quoting long paths) keeps its head and its tail,
+    where the verdict usually stands ("… the child differs", "… pass --any-source"), cut at list
+    separators, and says what the middle held: ``head … [N more items] … tail``."""
     causes = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
     if not causes:
         return ""
-    first, more, unit = causes[0], len(causes) - 1, ""
+    first, more = causes[0], len(causes) - 1
     suffix = f" (and {more} more; {FULL_LIST})" if more else ""
-    if len(first) + len(suffix) > limit:
-        room = limit - len(suffix) - len(" … (and 9999 more items; ") - len(FULL_LIST) - 1
-        cut = first.rfind(", ", 0, room)
-        if cut < room // 2:
-            cut = first.rfind(" ", 0, room)
-        cut = cut if cut > room // 2 else room
-        items = first[cut:].count(", ")
-        unit = f"{items} more items" if items else f"{len(first) - cut} more characters"
-        first = first[:cut].rstrip(" ,;:") + " …"
-        suffix = (f" (and {unit}, {more} more causes; {FULL_LIST})" if more
-                  else f" (and {unit}; --debug shows the full message)")
-    return first + suffix
+    if len(first) + len(suffix) <= limit:
+        return first + suffix
+    suffix = f" ({more} more causes; {FULL_LIST})" if more else " (--debug shows the full message)"
+    room = limit - len(suffix) - len(" … [9999 more characters] … ")
+    tail_room = room // 3
+    head = _separator_before(first, room - tail_room)
+    tail = _separator_after(first, len(first) - tail_room)
+    middle = first[head:tail].strip(" ,")
+    items = middle.count(", ") + 1 if ", " in middle else 0
+    unit = f"{items} more items" if items else f"{len(middle)} more characters"
+    return f"{first[:head].rstrip(' ,;:')} … [{unit}] … {first[tail:].lstrip(' ,')}{suffix}"
+
+
+def _separator_before(text: str, end: int) -> int:
+    """The last ``", "`` (else space) before ``end`` in its second half, else ``end``."""
+    for sep in (", ", " "):
+        cut = text.rfind(sep, 0, end)
+        if cut > end // 2:
+            return cut
+    return end
+
+
+def _separator_after(text: str, start: int) -> int:
+    """Just past the first ``", "`` (else space) after ``start`` within the rest's first half."""
+    span = len(text) - start
+    for sep in (", ", " "):
+        cut = text.find(sep, start)
+        if 0 <= cut - start < span // 2:
+            return cut + len(sep)
+    return start
 
 
 def first_line(e: BaseException) -> str:

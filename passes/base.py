@@ -462,7 +462,8 @@ class Pass:
         return child, report
 
     def describe(self) -> str:
-        opts = ", ".join(f"{k}={v}" for k, v in self.options.items() if v is not None)
+        """``name(option=value, …)`` with the options given explicitly (defaults go unsaid)."""
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.items() if v is not None and k in self.given)
         return f"{self.name}({opts})"
 
     def __repr__(self) -> str:

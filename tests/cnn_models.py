@@ -222,6 +222,10 @@ def export(model: nn.Module, path: Path, how: str, size: int = 32) -> Path:
 _TVM = []
 
 
+REAL_TORCHVISION: dict = {}
+"""The torchvision modules :func:`torchvision_models` imported (for packages that import it too)."""
+
+
 def torchvision_models():
     """``torchvision.models``, imported without disturbing other tests.
 
@@ -246,6 +250,8 @@ def torchvision_models():
             import torchvision.models as tvm
     finally:
         torch.library.register_fake = real
+        REAL_TORCHVISION.update((k, v) for k, v in sys.modules.items()
+                                if k.split(".")[0] == "torchvision" and v is not None)
         if saved:
             for k in [k for k in sys.modules if k.split(".")[0] == "torchvision"]:
                 del sys.modules[k]

@@ -7,9 +7,10 @@ Each is the architecture's own timm module at the smallest configuration that ke
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import torch
-from cnn_models import torchvision_models
+from cnn_models import REAL_TORCHVISION, torchvision_models
 from torch import nn
 
 _TIMM = []
@@ -21,10 +22,16 @@ def timm():
         torchvision_models()
         real = torch.library.register_fake
         torch.library.register_fake = lambda *a, **k: (lambda f: f)  # as torchvision_models does
+        # timm imports torchvision: hand it the real one even where a test module hid it
+        saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] == "torchvision"}
+        sys.modules.update(REAL_TORCHVISION)
         try:
             import timm as t
         finally:
             torch.library.register_fake = real
+            for k in [k for k in sys.modules if k.split(".")[0] == "torchvision"]:
+                del sys.modules[k]
+            sys.modules.update(saved)
         _TIMM.append(t)
     return _TIMM[0]
 

@@ -60,17 +60,26 @@ def test_a_long_list_on_one_line_is_cut_at_a_separator():
     line = bounded(f"stage3: cannot widen: the channel group reaches {names}")
     assert len(line) <= MAX_MESSAGE and len(PREFIX + line) <= 300
     assert line.startswith("stage3: cannot widen: the channel group reaches block0.conv0, block1.conv1")
-    kept = line.split(" …")[0].count(", ") + 1
-    assert line.endswith(f"(and {2000 - kept} more items; --debug shows the full message)"), line
+    head, middle, tail = line.split(" … ")
+    kept = head.count(", ") + 1 + tail.count(", ") + 1
+    assert middle == f"[{2000 - kept} more items]", line
+    assert tail.startswith("block") and tail.endswith("block1999.conv1 (--debug shows the full message)")
+
+
+def test_the_verdict_at_the_end_of_a_long_cause_is_kept():
+    line = bounded("pass 1 (deepen(" + ", ".join(f"opt{i}=1" for i in range(200)) + ")): the child differs")
+    assert len(line) <= MAX_MESSAGE and line.startswith("pass 1 (deepen(opt0=1")
+    assert line.endswith("the child differs (--debug shows the full message)"), line
 
 
 def test_long_causes_on_many_lines():
     text = "\n".join(f"cause {i}: " + "x" * 500 for i in range(12))
     line = bounded(text)
     assert len(line) <= MAX_MESSAGE and line.startswith("cause 0: xxx")
-    kept = len(line.split(" …")[0])
-    want = f" … (and {509 - kept} more characters, 11 more causes; --debug shows them all)"
-    assert line.endswith(want), line
+    head, middle, tail = line.split(" … ")
+    kept = len(head) + len(tail.removesuffix(" (11 more causes; --debug shows them all)"))
+    assert middle == f"[{509 - kept} more characters]", line
+    assert line.endswith("xxx (11 more causes; --debug shows them all)"), line
 
 
 def test_short_messages_are_unchanged():

@@ -3,6 +3,7 @@ beside an error, a conv that reads and writes one channel group: one line, exit 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -142,7 +143,12 @@ def _one_conv_residual(path: Path) -> Path:
     return path
 
 
-def test_widen_a_conv_that_reads_and_writes_one_group_is_refused(tmp_path):
+def test_widen_a_conv_that_reads_and_writes_one_group(tmp_path):
+    """``Conv(h) + h``: the conv is consumer and producer of one group (it raised IndexError once);
+    the whole group is widened, verified and written."""
     model = _one_conv_residual(tmp_path / "res1.onnx")
-    line = check_error(invoke("grow", model, "--pass", "widen", "-o", tmp_path / "c.onnx"))
-    assert "reads and writes the same channel group" in line and not (tmp_path / "c.onnx").exists()
+    r = invoke("grow", model, "--pass", "widen", "--report", tmp_path / "r.json", "-o", tmp_path / "c.onnx")
+    assert r.exit_code == 0, r.output
+    v = json.loads((tmp_path / "r.json").read_text())["passes"][0]["verification"]
+    assert v["ok"] and v["max_abs"] < 1e-5
+    assert netmorph.load(tmp_path / "c.onnx").parameter_count() > netmorph.load(model).parameter_count()

@@ -34,7 +34,10 @@ def test_every_command_help_imports_nothing_heavy():
     from netmorph.cli.main import COMMANDS
 
     for name in COMMANDS:
-        assert _loaded([name, "--help"]) == [], name
+        # grow's (and grow-hf's) flags are generated from the passes' option declarations, which live
+        # beside the IR (onnx, networkx); neither loads ONNX Runtime or torch to print its help
+        allowed = {"onnx", "networkx"} if name in ("grow", "grow-hf") else set()
+        assert set(_loaded([name, "--help"])) <= allowed, name
 
 
 def test_import_netmorph_is_lazy_but_complete():

@@ -34,8 +34,6 @@ from .activations import ActivationView, ensure_types
 from .constants import constant_array
 from .ops import BINARY_OPS, CHANNEL_FIRST_NORMS, POOL_OPS, REDUCE_OPS, SLICING_OPS, UNARY_OPS
 
-ONE_CONV_LOOP = "it reads and writes the same channel group (a one-conv residual branch)"
-
 
 class PieceBoundary(PreconditionError):
     """The group is cut by a ``Split`` / ``Slice``: each piece is found as a group of its own."""
@@ -304,14 +302,10 @@ class _Closure:
             if id(p) not in self.seen_back:
                 self.seen_back.add(id(p))
                 self.backward(p, m)
-            elif any(c is p for c, *_ in self.g.consumers):
-                self.fail(p, ONE_CONV_LOOP)
             for r in self.view.readers(v):
                 if id(r) not in self.seen_fwd:
                     self.seen_fwd.add(id(r))
                     self.forward(r, m)
-                elif any(q is r for q, _ in self.g.producers):
-                    self.fail(r, ONE_CONV_LOOP)
 
     # -- the producer side of a member ------------------------------------------------------
     def backward(self, p: Node, m: Member) -> None:
