@@ -6,7 +6,8 @@ the data the docs tell the user to make, ``data/cifar10_small.npz``, here a stan
 ``netmorph data prepare`` from tiny batches in the official CIFAR-10 pickle format. Blocks of one
 page run in order in one copy, as a reader following the page would. A block marked
 ``<!-- doc-test: skip KIND: reason -->`` (``tests/doc_blocks.py``: a GPU, a long run, a download)
-is not run; :func:`test_markers_are_counted_and_explained` checks that each says why. The hygiene tests grep the same pages for machine paths,
+is not run; :func:`test_markers_are_counted_and_explained` checks that each says why. The
+hygiene tests grep the same pages for machine paths,
 files the repository lacks, and words about how the project was made.
 """
 
