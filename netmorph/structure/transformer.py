@@ -12,8 +12,9 @@ bias) and ``Gemm`` (either ``transB``). Head counts come from the rank-4 (or ran
 batch × heads folded) attention scores, whose shape is probed once in ONNX Runtime on a small
 input, because exporters compute the head split at run time.
 
-This module is written on the generic data-flow view; when the channel-group and residual-
-unit finder of ``netmorph.structure`` lands, :class:`ResidualUnit` maps onto its units.
+Each half of a layer is a :class:`Sublayer` around the one residual unit that
+:func:`~netmorph.structure.residual.match_residual` reads (the matcher CNN stages and DynamicNet
+levels use), on the one data-flow view (``DataFlow(graph, images=False)``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from ..errors import StructureError
 from ..ir import Graph, Node, Value
 from .dataflow import DataFlow, Segment
+from .residual import match_residual
 
 NORM_OPS = {"LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization"}
 """Normalisation nodes over the last axis (one node each); RMSNorm written out is read by
@@ -33,18 +35,6 @@ NORM_OPS = {"LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalizat
 RMS_OPS = {"SimplifiedLayerNormalization", "RMSNormalization"}
 ACTIVATION_OPS = {"Sigmoid", "Tanh", "Erf", "Gelu", "Relu", "Softplus", "HardSwish", "HardSigmoid"}
 """Elementwise activations a gated MLP's gate may pass through (op-table entry)."""
-
-
-class StreamFlow(DataFlow):
-    """:class:`DataFlow` over any one data input (token ids, images), not only NCHW images."""
-
-    def _image_input(self) -> Value:
-        ins = [v for v in self.graph.inputs if not v.is_parameter]
-        if len(ins) != 1:
-            names = ", ".join(v.name for v in ins) or "none"
-            raise StructureError(f"graph has {len(ins)} data inputs ({names}); expected one (token ids or "
-                                 "images)")
-        return ins[0]
 
 
 @dataclass
@@ -87,8 +77,10 @@ class Linear:
 
 
 @dataclass
-class ResidualUnit:
-    """``Add(entry, branch(entry))`` on the residual stream."""
+class Sublayer:
+    """A layer's attention or MLP half: the shared :class:`~netmorph.structure.residual.Sublayer`
+    ``Add(entry, branch(entry))`` that :func:`~netmorph.structure.residual.match_residual` reads on
+    the residual stream, with what a transformer pass needs to know about its branch."""
 
     kind: str  # "attention" or "mlp"
     segment: Segment
@@ -103,6 +95,7 @@ class ResidualUnit:
     gated: str | None = None  # MLP: act(gate(x)) * up(x) -> down: "SwiGLU", "GeGLU", "GLU"
     rotary: bool = False  # attention: Q and K rotated by Sin/Cos tables (RoPE)
     repeat_kv: list = field(default_factory=list)  # attention: (Expand, axis) repeating K/V groups
+    residual: Any = None  # the shared residual unit (netmorph.structure.residual.Sublayer)
 
     @property
     def entry(self) -> Value:
@@ -110,11 +103,11 @@ class ResidualUnit:
 
     @property
     def branch(self) -> list[Node]:
-        return [n for n in self.segment.nodes if n is not self.add]
+        return self.residual.branch
 
     @property
     def branch_output(self) -> Value:
-        return next(v for v in self.add.inputs if v is not self.entry)
+        return self.residual.branch_output
 
     @property
     def output(self) -> Value:
@@ -138,8 +131,8 @@ class TransformerLayer:
     ``h + g ⊙ (layer(h) − h)`` (a post-LN layer inserted by ``deepen``)."""
 
     index: int
-    attention: ResidualUnit
-    mlp: ResidualUnit
+    attention: Sublayer
+    mlp: Sublayer
     norm: str  # "pre" or "post"
     gate: tuple[Node, Node, Node] | None = None
 
@@ -184,7 +177,7 @@ class TransformerStructure:
     inputs: str  # "tokens" or "images"
     embeddings: list[dict[str, Any]] = field(default_factory=list)
     head: dict[str, Any] | None = None
-    flow: StreamFlow | None = None
+    flow: DataFlow | None = None
 
     family = "transformer"
 
@@ -310,14 +303,17 @@ def as_linear(flow: DataFlow, n: Node) -> Linear | None:
 
 
 # -- units and layers ---------------------------------------------------------------------
-def _unit(flow: StreamFlow, seg: Segment, nxt: Segment | None) -> ResidualUnit | None:
+def _unit(flow: DataFlow, seg: Segment, nxt: Segment | None) -> Sublayer | None:
     if len(seg.nodes) < 2:
         return None
     add = seg.last
     ins = flow.data_inputs(add)
     if add.op_type != "Add" or len(ins) != 2 or seg.entry not in ins:
         return None
-    branch = [n for n in seg.nodes if n is not add]
+    shared = match_residual(add, flow, entry=seg.entry)  # the one residual matcher
+    if isinstance(shared, str):
+        return None
+    branch = shared.branch
     kind = "attention" if any(n.op_type == "Softmax" for n in branch) else "mlp"
     linears = [lin for n in branch if (lin := as_linear(flow, n)) is not None]
     if not linears:
@@ -326,7 +322,7 @@ def _unit(flow: StreamFlow, seg: Segment, nxt: Segment | None) -> ResidualUnit |
     post = None
     if norm is None and nxt is not None and len(nxt.nodes) == 1 and nxt.last.op_type in NORM_OPS:
         post, norm_kind = nxt.last, "rms" if nxt.last.op_type in RMS_OPS else "layer"
-    unit = ResidualUnit(kind, seg, add, norm, post, linears, norm_kind=norm_kind)
+    unit = Sublayer(kind, seg, add, norm, post, linears, norm_kind=norm_kind, residual=shared)
     if kind == "mlp":
         _read_gated(flow, unit)
     else:
@@ -335,7 +331,7 @@ def _unit(flow: StreamFlow, seg: Segment, nxt: Segment | None) -> ResidualUnit |
     return unit
 
 
-def _repeat_kv(flow: DataFlow, unit: ResidualUnit) -> list[tuple[Node, int]]:
+def _repeat_kv(flow: DataFlow, unit: Sublayer) -> list[tuple[Node, int]]:
     """``(Expand, axis)`` of each K/V head repeat of grouped-query attention: ``[N, G, T, D]``
     unsqueezed at ``axis`` and expanded to ``[N, G, r, T, D]`` (the target says the group count
     ``G`` at ``axis - 1`` and the group size ``r`` at ``axis``), read from the structure."""
@@ -408,7 +404,7 @@ def norm_at(flow: DataFlow, x: Value, branch: list[Node]) -> tuple[Node | None, 
     return (rms, "rms") if rms is not None else (None, None)
 
 
-def _read_gated(flow: DataFlow, unit: ResidualUnit) -> None:
+def _read_gated(flow: DataFlow, unit: Sublayer) -> None:
     """Mark a gated MLP (``down(act(gate(x)) * up(x))``) and order its linears gate, up, down."""
     if len(unit.linears) != 3:
         return
@@ -457,7 +453,7 @@ def reachable(flow: DataFlow, start: Value, stop: Node) -> list[Node]:
     return list(ahead.values())
 
 
-def _rotate_half(flow: DataFlow, unit: ResidualUnit) -> bool:
+def _rotate_half(flow: DataFlow, unit: Sublayer) -> bool:
     """``Concat(-x2, x1)`` of two ``Slice`` s of one value in the branch (RoPE's ``rotate_half``)."""
     for n in unit.branch:
         if n.op_type != "Concat" or len(n.inputs) != 2:
@@ -471,7 +467,7 @@ def _rotate_half(flow: DataFlow, unit: ResidualUnit) -> bool:
     return False
 
 
-def _rotary(flow: DataFlow, unit: ResidualUnit) -> bool:
+def _rotary(flow: DataFlow, unit: Sublayer) -> bool:
     """Whether the attention rotates Q and K (rotary position embedding): its branch reads a
     ``Sin`` / ``Cos`` table, or rotates halves (tables folded to constants at a fixed length)."""
     if _rotate_half(flow, unit):
@@ -492,7 +488,7 @@ def _rotary(flow: DataFlow, unit: ResidualUnit) -> bool:
     return False
 
 
-def _gate(flow: StreamFlow, seg: Segment) -> tuple[Node, Node, Node] | None:
+def _gate(flow: DataFlow, seg: Segment) -> tuple[Node, Node, Node] | None:
     """``(Sub, Mul, Add)`` when ``seg`` is ``h + g ⊙ (x − h)`` with a parameter ``g``."""
     add = seg.last
     if add.op_type != "Add" or len(seg.nodes) < 4 or seg.entry not in add.inputs:
@@ -510,7 +506,7 @@ def _gate(flow: StreamFlow, seg: Segment) -> tuple[Node, Node, Node] | None:
     return sub, mul, add
 
 
-def _inner_segments(flow: StreamFlow, seg: Segment, gate: tuple[Node, Node, Node]) -> list[Segment]:
+def _inner_segments(flow: DataFlow, seg: Segment, gate: tuple[Node, Node, Node]) -> list[Segment]:
     """The cut-value chain from ``seg.entry`` to the gated value ``x`` of ``h + g ⊙ (x − h)``."""
     import networkx as nx
 
@@ -550,7 +546,7 @@ def _inner_segments(flow: StreamFlow, seg: Segment, gate: tuple[Node, Node, Node
     return out
 
 
-def _units(flow: StreamFlow, segs: list[Segment]) -> list[ResidualUnit | tuple]:
+def _units(flow: DataFlow, segs: list[Segment]) -> list[Sublayer | tuple]:
     """Residual units along ``segs``; a gated layer gives ``("gate", (sub, mul, add), inner units)``."""
     units: list = []
     for i, seg in enumerate(segs):
@@ -564,7 +560,7 @@ def _units(flow: StreamFlow, segs: list[Segment]) -> list[ResidualUnit | tuple]:
     return units
 
 
-def _scores_value(unit: ResidualUnit) -> Value:
+def _scores_value(unit: Sublayer) -> Value:
     soft = [n for n in unit.branch if n.op_type == "Softmax"]
     if len(soft) != 1:
         raise StructureError(f"attention unit ending at {unit.add.name!r} has {len(soft)} Softmax nodes; "
@@ -572,7 +568,7 @@ def _scores_value(unit: ResidualUnit) -> Value:
     return soft[0].inputs[0]
 
 
-def probe_shapes(graph: Graph, names: list[str], flow: StreamFlow, *, runs: int = 1
+def probe_shapes(graph: Graph, names: list[str], flow: DataFlow, *, runs: int = 1
                  ) -> tuple[list[dict[str, tuple]], list[int]]:
     """Run-time shapes of values ``names`` on small inputs (ONNX Runtime), and the batch sizes.
 
@@ -618,7 +614,7 @@ def probe_shapes(graph: Graph, names: list[str], flow: StreamFlow, *, runs: int 
     raise StructureError(f"cannot run the graph to read its attention shapes ({str(last).splitlines()[0]})")
 
 
-def _heads(graph: Graph, flow: StreamFlow, units: list[ResidualUnit]) -> None:
+def _heads(graph: Graph, flow: DataFlow, units: list[Sublayer]) -> None:
     attn = [u for u in units if u.kind == "attention"]
     if not attn:
         return
@@ -640,7 +636,7 @@ def _heads(graph: Graph, flow: StreamFlow, units: list[ResidualUnit]) -> None:
         u.kv_heads = _kv_heads(u)
 
 
-def _kv_heads(u: ResidualUnit) -> int | None:
+def _kv_heads(u: Sublayer) -> int | None:
     """K/V heads of an attention: ``heads`` (multi-head), fewer (grouped-query: K and V
     projections narrower than Q), ``None`` when the in-projections are not Q/K/V-shaped."""
     ins, width, dh = u.in_projs, u.out_proj.in_features, u.head_size
@@ -658,7 +654,7 @@ def _kv_heads(u: ResidualUnit) -> int | None:
     return kv // dh
 
 
-def _embeddings(graph: Graph, flow: StreamFlow) -> list[dict[str, Any]]:
+def _embeddings(graph: Graph, flow: DataFlow) -> list[dict[str, Any]]:
     out = []
     for n in graph.nodes:
         if n.op_type == "Gather" and int(n.attr("axis", 0)) == 0 and _param(n.inputs[0]) is not None \
@@ -678,7 +674,7 @@ def recognise_transformer(graph: Graph) -> TransformerStructure:
     StructureError
         No residual attention + MLP layer pairs, mixed pre-/post-LN, or unreadable heads.
     """
-    flow = StreamFlow(graph)
+    flow = DataFlow(graph, images=False)
     layers: list[TransformerLayer] = []
     _layers(_units(flow, flow.segments), layers, None)
     if not layers:
@@ -734,7 +730,7 @@ def _layers(units: list, layers: list[TransformerLayer], gate) -> None:
         i += 2
 
 
-def _norm_kind(att: ResidualUnit, mlp: ResidualUnit) -> str:
+def _norm_kind(att: Sublayer, mlp: Sublayer) -> str:
     opens = [n for n in att.branch if att.entry in n.inputs]
     if any(n.op_type == "ReduceMean" for n in opens):
         raise StructureError(
@@ -751,7 +747,7 @@ def _norm_kind(att: ResidualUnit, mlp: ResidualUnit) -> str:
     )
 
 
-def _head(flow: StreamFlow, last: TransformerLayer) -> dict[str, Any] | None:
+def _head(flow: DataFlow, last: TransformerLayer) -> dict[str, Any] | None:
     seen = False
     found = None
     for seg in flow.segments:
