@@ -234,3 +234,16 @@ def test_huge_outputs_are_refused_before_they_are_made(tmp_path):
     r = run_cli("verify", tmp_path / "m.onnx", tmp_path / "m.onnx", timeout=120)
     one_line(r.stderr, 2, r.code, contains="NETMORPH_MAX_VERIFY_OUTPUT_BYTES")
     assert r.max_rss < 600 * MiB
+
+
+def test_random_inputs_past_the_limit_are_refused_before_allocating(tmp_path):
+    """A fixed input dim of a million channels: the check refuses before making 1.3 GB of inputs."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1_000_000, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1_000_000, 8, 8])
+    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "big", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, tmp_path / "big.onnx")
+    r = run_cli("verify", tmp_path / "big.onnx", tmp_path / "big.onnx", mem_limit=2 << 30)
+    assert r.code == 2, r.stderr
+    assert "NETMORPH_MAX_VERIFY_INPUT_BYTES" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.max_rss < 600 << 20

@@ -34,7 +34,7 @@ import onnx
 from ..ir import TensorType
 from .errors import InputsError, OptionsError
 from .interface import Interface
-from .limits import MAX_COVER_BATCHES, max_input_bytes
+from .limits import MAX_COVER_BATCHES, max_generated_input_bytes, max_input_bytes
 from .models import ModelSource, load_model
 from .options import VerifyOptions
 from .ranges import IntRange, infer_int_ranges
@@ -228,6 +228,13 @@ def random_batches(iface: Interface, opts: VerifyOptions, model: onnx.ModelProto
     shapes = [{n: batch_shape(n, t, opts.batch_size, dims) for n, t in iface.inputs.items()}
               for dims in plan.batch_dims]
     feeds: list[Batch] = [{} for _ in shapes]
+    limit = max_generated_input_bytes()
+    total = sum(math.prod(s[n]) * _dtype(n, t).itemsize for s in shapes for n, t in iface.inputs.items())
+    if total > limit:
+        biggest = max(iface.inputs, key=lambda n: math.prod(shapes[0][n]))
+        raise InputsError(f"random inputs would take {total:,} bytes over {len(shapes)} batch(es) (input "
+                          f"{biggest!r} {list(shapes[0][biggest])}), above the verification limit of "
+                          f"{limit:,} (NETMORPH_MAX_VERIFY_INPUT_BYTES)")
     for n, t in iface.inputs.items():
         counts = [int(np.prod(s[n])) for s in shapes]
         flat = _values(plan.ranges.get(n), _dtype(n, t), sum(counts), rng)

@@ -22,3 +22,10 @@ def max_input_bytes() -> int:
 def max_output_bytes() -> int:
     """Largest total of one model's outputs over all batches (they are held for the comparison)."""
     return _env_bytes("NETMORPH_MAX_VERIFY_OUTPUT_BYTES", 1 << 30)
+
+
+def max_generated_input_bytes() -> int:
+    """Largest total of the random inputs a check makes (every batch): a model whose fixed input
+    dims ask for more is refused before anything is allocated or run. Default 256 MiB (a 224x224
+    image batch of 3 is under 2 MiB); ``NETMORPH_MAX_VERIFY_INPUT_BYTES`` raises it."""
+    return _env_bytes("NETMORPH_MAX_VERIFY_INPUT_BYTES", 256 << 20)
