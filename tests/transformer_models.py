@@ -249,6 +249,8 @@ def build(kind: str) -> tuple[nn.Module, torch.Tensor]:
         return randomised(gpt2()), ids
     if kind in LLAMA_STYLE:
         return llama_style(kind), ids
+    if kind in PARALLEL:
+        return parallel_lm(kind), ids
     raise ValueError(kind)
 
 
@@ -326,7 +328,7 @@ def need(kind: str) -> None:
     ``[test]`` extra installs it, so a missing one is a broken install, not a reason to test less."""
     import pytest
 
-    if kind in ("bert", "gpt2", *LLAMA_STYLE) and not has_transformers():
+    if kind in ("bert", "gpt2", *LLAMA_STYLE, *PARALLEL, *ENCODERS) and not has_transformers():
         pytest.fail("transformers is not installed: pip install -e '.[test]'")
 
 
@@ -504,7 +506,23 @@ def masked_inputs(kind: str, rng, batch: int, length: int) -> dict[str, np.ndarr
     return feeds
 
 
-def export_masked(kind: str, path: Path, exporter: str = "dynamo") -> Path:
+def exported_masked(kind: str, exporter: str = "torchscript") -> Path:
+    """:func:`export_masked`, once per process (in the directory :func:`exported` uses)."""
+    global _DIR
+    key = (kind, exporter, "masked")
+    if key not in _CACHE:
+        if _DIR is None:
+            import atexit
+            import shutil
+            import tempfile
+
+            _DIR = Path(tempfile.mkdtemp(prefix="netmorph-transformers-"))
+            atexit.register(shutil.rmtree, _DIR, True)
+        _CACHE[key] = export_masked(kind, _DIR / f"{kind}-{exporter}-masked.onnx", exporter)
+    return _CACHE[key]
+
+
+def export_masked(kind: str, path: Path, exporter: str = "torchscript") -> Path:
     """Export encoder ``kind`` with its mask inputs (``ids``, ``mask``, ``types``), batch and length
     dynamic; output ``y``."""
     torch.manual_seed(0)

@@ -217,6 +217,21 @@ class TransformerStructure:
         return any(lay.parallel for lay in self.layers)
 
     @property
+    def shared_layers(self) -> list[list[int]]:
+        """Groups of layers whose linear layers read the same weights (ALBERT's one shared layer
+        applied L times), each group at least two layer indices; empty when no weights are shared.
+        The passes give every layer they grow its own new arrays (the sharing is not kept)."""
+        owner: dict[int, int] = {}
+        groups: dict[int, set[int]] = {}
+        for lay in self.layers:
+            for lin in lay.attention.linears + lay.mlp.linears:
+                w = _param(lin.node.inputs[1]) or lin.weight
+                first = owner.setdefault(id(w), lay.index)
+                if first != lay.index:
+                    groups.setdefault(first, {first}).add(lay.index)
+        return [sorted(g) for _, g in sorted(groups.items())]
+
+    @property
     def style(self) -> str | None:
         """A family name when the layer recipe is one: ``"Llama-style"`` (pre-norm RMSNorm, a gated
         MLP, rotary positions), ``"GPT-NeoX-style"`` (parallel attention + MLP), else ``None``."""
@@ -235,6 +250,9 @@ class TransformerStructure:
         parts.append(f"{self.heads} heads{groups}")
         if self.rotary:
             parts.append("rotary")
+        if self.shared_layers:
+            parts.append("shared layer weights (" + "; ".join(",".join(map(str, g)) for g in self.shared_layers)
+                         + ")")
         if self.parallel:
             lay = self.layers[0]
             one = lay.attention.norm is lay.mlp.norm
@@ -265,6 +283,7 @@ class TransformerStructure:
             "gated_mlp": self.gated,
             "rotary": self.rotary,
             "parallel": self.parallel,
+            "shared_layers": self.shared_layers,
             "inputs": self.inputs,
             "embeddings": list(self.embeddings),
             "head": self.head,
@@ -643,7 +662,8 @@ def probe_shapes(graph: Graph, names: list[str], flow: DataFlow, *, runs: int = 
 
     def run(batch: int, other: int):
         dims = [d if isinstance(d, int) else (batch if i == 0 else other) for i, d in enumerate(shape)]
-        outs = sess.run(names, {inp.name: np.zeros(dims, dtype=dtype)})
+        feeds = side_input_feeds(flow, {i: d for i, d in enumerate(dims)})
+        outs = sess.run(names, {inp.name: np.zeros(dims, dtype=dtype), **feeds})
         return {n: tuple(o.shape) for n, o in zip(names, outs, strict=True)}, int(dims[0])
 
     last = None
@@ -731,6 +751,43 @@ def _embeddings(graph: Graph, flow: DataFlow) -> list[dict[str, Any]]:
     return out
 
 
+def stream_input(graph: Graph) -> Value | None:
+    """The data input the residual stream is read over when a graph has several (``input_ids``
+    next to ``attention_mask`` / ``token_type_ids`` / ``position_ids``): the integer input indexing
+    the largest embedding table (a ``Gather`` of a 2-D float parameter). ``None`` with one data
+    input (or none such), where :class:`DataFlow` takes (or refuses) the graph's inputs itself."""
+    ins = [v for v in graph.inputs if not v.is_parameter]
+    if len(ins) < 2:
+        return None
+    rows: dict[int, int] = {}
+    for v in ins:
+        for n in v.consumers():
+            if n.op_type == "Gather" and n.inputs[1] is v and int(n.attr("axis", 0)) == 0:
+                w = _param(n.inputs[0])
+                if w is not None and w.const.array.ndim == 2:
+                    rows[id(v)] = max(rows.get(id(v), 0), int(w.const.shape[0]))
+    if not rows:
+        return None
+    return max(ins, key=lambda v: rows.get(id(v), -1))
+
+
+def side_input_feeds(flow: DataFlow, dims: dict[int, int]) -> dict[str, np.ndarray]:
+    """Neutral feeds for the data inputs other than the stream's (``dims``: the sizes the stream
+    input's symbolic dims take, by position): ones for an attention mask (a name holding
+    ``mask``), zeros otherwise (token types, ...); float inputs zeros, bool ``True``."""
+    feeds = {}
+    for v in flow.graph.inputs:
+        if v.is_parameter or v is flow.image:
+            continue
+        t = v.type
+        shape = [d if isinstance(d, int) else dims.get(i, 1) for i, d in enumerate(t.shape or ())] \
+            if t is not None else []
+        dtype = t.dtype if t is not None and t.elem_type else np.int64
+        fill = 1 if "mask" in v.name.lower() or np.dtype(dtype).kind == "b" else 0
+        feeds[v.name] = np.full(shape, fill, dtype=dtype)
+    return feeds
+
+
 def recognise_transformer(graph: Graph) -> TransformerStructure:
     """The transformer layers of ``graph``; :class:`StructureError` saying why when there are none.
 
@@ -739,7 +796,7 @@ def recognise_transformer(graph: Graph) -> TransformerStructure:
     StructureError
         No residual attention + MLP layer pairs, mixed pre-/post-LN, or unreadable heads.
     """
-    flow = DataFlow(graph, images=False)
+    flow = DataFlow(graph, images=False, source=stream_input(graph))
     layers: list[TransformerLayer] = []
     _layers(_units(flow, flow.segments), layers, None)
     if not layers:
