@@ -39,7 +39,8 @@ def _parent(parents, kind):
 
 
 def _session(graph):
-    return ort.InferenceSession(onnx_io.to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    proto = onnx_io.to_onnx(graph).SerializeToString()
+    return ort.InferenceSession(proto, providers=["CPUExecutionProvider"])
 
 
 def _grow_and_check(parent, kind, name):
@@ -72,7 +73,8 @@ def test_encoder_with_mask_by_pass(parents, kind, name):
     st = recognise_transformer(child)
     shape = (len(st.layers), st.heads, st.hidden, st.mlp)
     layers, heads, hidden, mlp = len(before.layers), before.heads, before.hidden, before.mlp
-    assert shape == {"deepen": (2 * layers, heads, hidden, mlp), "widen-mlp": (layers, heads, hidden, 2 * mlp),
+    assert shape == {"deepen": (2 * layers, heads, hidden, mlp),
+                     "widen-mlp": (layers, heads, hidden, 2 * mlp),
                      "add-heads": (layers, heads + 2, hidden, mlp),
                      "widen-hidden": (layers, 2 * heads, 2 * hidden, 2 * mlp)}[name]
     if kind == "albert-mask" and name == "widen-mlp":  # each layer's MLP grows into its own arrays;

@@ -35,13 +35,15 @@ def parents():
 
 
 def _session(graph):
-    return ort.InferenceSession(onnx_io.to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    proto = onnx_io.to_onnx(graph).SerializeToString()
+    return ort.InferenceSession(proto, providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize("kind", PARALLEL)
 def test_parallel_layers_are_one_residual_unit_with_two_terms(parents, kind):
     st = recognise_transformer(parents[kind])
     assert st.parallel and st.style == "GPT-NeoX-style" and st.norm == "pre"
+    assert st.rotary  # partial rotary (GPT-NeoX, Phi), full (Falcon), GPT-J's interleaved rotate_every_two
     assert (len(st.layers), st.hidden, st.heads, st.head_size, st.mlp) == (2, 32, 4, 8, MLP[kind])
     for lay in st.layers:
         att, mlp = lay.attention, lay.mlp
@@ -52,7 +54,8 @@ def test_parallel_layers_are_one_residual_unit_with_two_terms(parents, kind):
         assert not any(n.op_type == "Softmax" for n in mlp.branch)
         # GPT-NeoX normalises twice (input_layernorm, post_attention_layernorm), the others once
         assert (att.norm is mlp.norm) == (kind != "gpt-neox")
-        assert att.qkv_layout == ("heads" if kind in INTERLEAVED else None if len(att.in_projs) == 3 else "blocks")
+        fused = len(att.in_projs) == 1
+        assert att.qkv_layout == ("heads" if kind in INTERLEAVED else "blocks" if fused else None)
     norms = "two norms" if kind == "gpt-neox" else "one norm"
     assert st.family_line().startswith("GPT-NeoX-style: 2 layers, LayerNorm, MLP 32→")
     assert st.family_line().endswith(f"parallel attention+MLP ({norms})")
@@ -62,8 +65,9 @@ def test_inspect_names_the_parallel_family():
     need("phi")
     r = CliRunner().invoke(cli, ["inspect", str(exported("phi", "torchscript"))])
     assert r.exit_code == 0, r.output
-    assert "structure: GPT-NeoX-style: 2 layers, LayerNorm, MLP 32→64, 4 heads, rotary, parallel attention+MLP" \
-        in r.output
+    line = ("structure: GPT-NeoX-style: 2 layers, LayerNorm, MLP 32→64, 4 heads, rotary, "
+            "parallel attention+MLP (one norm)")
+    assert line in r.output
 
 
 @pytest.mark.parametrize("name", PASSES)
@@ -88,7 +92,8 @@ def test_parallel_family_by_pass(parents, kind, name):
     assert st.parallel and [v.name for v in child.outputs] == ["y"]
     shape = (len(st.layers), st.heads, st.hidden, st.mlp)
     layers, heads, hidden, mlp = len(before.layers), before.heads, before.hidden, before.mlp
-    assert shape == {"deepen": (2 * layers, heads, hidden, mlp), "widen-mlp": (layers, heads, hidden, 2 * mlp),
+    assert shape == {"deepen": (2 * layers, heads, hidden, mlp),
+                     "widen-mlp": (layers, heads, hidden, 2 * mlp),
                      "add-heads": (layers, heads + 2, hidden, mlp),
                      "widen-hidden": (layers, 2 * heads, 2 * hidden, 2 * mlp)}[name]
     if name == "deepen":  # the copies add zero through both output projections (LLaMA Pro)

@@ -473,10 +473,11 @@ def masked_encoder(kind: str, layers: int = 2) -> nn.Module:
             max_position_embeddings=16, num_labels=3, **drop, **common))
         return randomised(HFMasked(m, types=True))
     if kind in ("distilbert-mask", "distilbert-body"):
-        cfg = tf.DistilBertConfig(dim=32, n_layers=layers, n_heads=4, hidden_dim=64, max_position_embeddings=16,
-                                  num_labels=3, dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0,
-                                  **common)
-        m = tf.DistilBertForSequenceClassification(cfg) if kind == "distilbert-mask" else tf.DistilBertModel(cfg)
+        cfg = tf.DistilBertConfig(dim=32, n_layers=layers, n_heads=4, hidden_dim=64,
+                                  max_position_embeddings=16, num_labels=3, dropout=0.0,
+                                  attention_dropout=0.0, seq_classif_dropout=0.0, **common)
+        body = kind == "distilbert-body"
+        m = tf.DistilBertModel(cfg) if body else tf.DistilBertForSequenceClassification(cfg)
         return randomised(HFMasked(m, types=False))
     if kind == "roberta-mask":
         m = tf.RobertaForSequenceClassification(tf.RobertaConfig(

@@ -251,8 +251,8 @@ class TransformerStructure:
         if self.rotary:
             parts.append("rotary")
         if self.shared_layers:
-            parts.append("shared layer weights (" + "; ".join(",".join(map(str, g)) for g in self.shared_layers)
-                         + ")")
+            groups = "; ".join(",".join(map(str, g)) for g in self.shared_layers)
+            parts.append(f"shared layer weights ({groups})")
         if self.parallel:
             lay = self.layers[0]
             one = lay.attention.norm is lay.mlp.norm
@@ -264,7 +264,9 @@ class TransformerStructure:
         h = self.head
         head = "none" if h is None else f"{h['name']} ({h['in']} -> {h['out']})"
         return (f"{self.family_line()}; "
-                f"transformer, {len(self.layers)} {'parallel ' if self.parallel else ''}{self.norm}-LN layers, hidden {self.hidden}, "
+                f"transformer, {len(self.layers)} {'parallel ' if self.parallel else ''}{self.norm}-LN "
+                "layers, "
+                f"hidden {self.hidden}, "
                 f"{self.heads} heads x {self.head_size}, MLP {self.mlp}; {self.inputs} in; "
                 f"embeddings: {emb}; head: {head}")
 
@@ -526,13 +528,18 @@ def reachable(flow: DataFlow, start: Value, stop: Node) -> list[Node]:
 
 
 def _rotate_half(flow: DataFlow, unit: Sublayer) -> bool:
-    """``Concat(-x2, x1)`` of two ``Slice`` s of one value in the branch (RoPE's ``rotate_half``)."""
+    """``Concat(-x2, x1)`` of two ``Slice`` s of one value in the branch (RoPE's ``rotate_half``;
+    GPT-J's ``rotate_every_two`` stacks the strided halves: each through an ``Unsqueeze``)."""
+    def peel(v):
+        p = v.producer
+        return p.inputs[0].producer if p is not None and p.op_type == "Unsqueeze" else p
+
     for n in unit.branch:
         if n.op_type != "Concat" or len(n.inputs) != 2:
             continue
-        neg = n.inputs[0].producer
+        neg = peel(n.inputs[0])
         s2 = neg.inputs[0].producer if neg is not None and neg.op_type == "Neg" else None
-        s1 = n.inputs[1].producer
+        s1 = peel(n.inputs[1])
         if s1 is not None and s2 is not None and s1.op_type == s2.op_type == "Slice" \
                 and s1.inputs[0] is s2.inputs[0]:
             return True
@@ -708,7 +715,8 @@ def _heads(graph: Graph, flow: DataFlow, units: list[Sublayer]) -> None:
         u.kv_heads = _kv_heads(u)
         if len(u.in_projs) == 1 and u.in_projs[0].out_features == 3 * width:
             sp = splits.get(id(u))
-            u.qkv_layout = _qkv_layout(None if sp is None else shapes[sp.outputs[0].name], heads, width // heads)
+            split = None if sp is None else shapes[sp.outputs[0].name]
+            u.qkv_layout = _qkv_layout(split, heads, width // heads)
 
 
 def _qkv_layout(split: tuple | None, heads: int, dh: int) -> str:
@@ -865,8 +873,8 @@ def _norm_kind(att: Sublayer, mlp: Sublayer) -> str:
     if att.norm is not None and mlp.norm is not None and att.post_norm is None and mlp.post_norm is None:
         return "pre"
     if att.parallel:
-        raise StructureError(f"parallel layer ending at {mlp.add.name!r}: its attention and MLP branches do not "
-                             "both open with a norm of the layer input (a parallel post-LN layer is not read)")
+        raise StructureError(f"parallel layer ending at {mlp.add.name!r}: its attention and MLP branches do "
+                             "not both open with a norm of the layer input (parallel post-LN is not read)")
     if att.post_norm is not None and mlp.post_norm is not None and att.norm is None and mlp.norm is None:
         return "post"
     raise StructureError(
