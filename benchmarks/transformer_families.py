@@ -14,6 +14,7 @@ the pass time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -52,10 +53,11 @@ def main(argv: list[str]) -> None:
     for kind in kinds:
         path = tmp / f"{kind}-{exporter}.onnx"
         t0 = time.perf_counter()
-        if kind in tm.PARALLEL:
-            tm.export(kind, path, exporter)
-        else:
-            tm.export_masked(kind, path, exporter)
+        with contextlib.redirect_stdout(sys.stderr):  # the dynamo exporter prints its progress
+            if kind in tm.PARALLEL:
+                tm.export(kind, path, exporter)
+            else:
+                tm.export_masked(kind, path, exporter)
         export_s = time.perf_counter() - t0
         parent = onnx_io.load(path)
         before = recognise_transformer(parent)
