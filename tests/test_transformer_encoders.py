@@ -67,6 +67,9 @@ def test_encoder_with_mask_by_pass(parents, kind, name):
     parent = _parent(parents, kind)
     before = recognise_transformer(parent)
     assert before.flow.image.name == "ids" and before.norm == "post"
+    assert before.side_inputs == (["mask", "types"] if kind == "bert-mask" else ["mask"])
+    if kind == "bert-mask":  # the token-type table is indexed by a side input
+        assert [e["kind"] for e in before.embeddings] == ["token", "type", "position"]
     child = _grow_and_check(parent, kind, name)
     assert [v.name for v in child.inputs if not v.is_parameter] == [v.name for v in parent.inputs
                                                                     if not v.is_parameter]

@@ -188,6 +188,7 @@ class TransformerStructure:
     embeddings: list[dict[str, Any]] = field(default_factory=list)
     head: dict[str, Any] | None = None
     flow: DataFlow | None = None
+    side_inputs: list[str] = field(default_factory=list)  # other data inputs: attention mask, token types
 
     family = "transformer"
 
@@ -263,11 +264,12 @@ class TransformerStructure:
         emb = ", ".join(f"{e['name']} {e['rows']}x{e['dim']}" for e in self.embeddings) or "none"
         h = self.head
         head = "none" if h is None else f"{h['name']} ({h['in']} -> {h['out']})"
+        side = f" (side inputs: {', '.join(self.side_inputs)})" if self.side_inputs else ""
         return (f"{self.family_line()}; "
                 f"transformer, {len(self.layers)} {'parallel ' if self.parallel else ''}{self.norm}-LN "
                 "layers, "
                 f"hidden {self.hidden}, "
-                f"{self.heads} heads x {self.head_size}, MLP {self.mlp}; {self.inputs} in; "
+                f"{self.heads} heads x {self.head_size}, MLP {self.mlp}; {self.inputs} in{side}; "
                 f"embeddings: {emb}; head: {head}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -287,6 +289,7 @@ class TransformerStructure:
             "parallel": self.parallel,
             "shared_layers": self.shared_layers,
             "inputs": self.inputs,
+            "side_inputs": list(self.side_inputs),
             "embeddings": list(self.embeddings),
             "head": self.head,
             "layer_list": [
@@ -753,10 +756,23 @@ def _embeddings(graph: Graph, flow: DataFlow) -> list[dict[str, Any]]:
         if n.op_type == "Gather" and int(n.attr("axis", 0)) == 0 and _param(n.inputs[0]) is not None \
                 and n.inputs[0].const.array.ndim == 2:
             rows, dim = n.inputs[0].const.shape
-            kind = "token" if flow.is_data(n.inputs[1]) else "position"
+            idx = n.inputs[1]
+            kind = "token" if flow.is_data(idx) else "type" if _reads_graph_input(idx) else "position"
             out.append({"name": n.name, "table": n.inputs[0].name, "rows": int(rows), "dim": int(dim),
                         "kind": kind})
     return out
+
+
+def _reads_graph_input(v: Value) -> bool:
+    """Whether ``v`` is (a cast / reshape of) a data input of the graph (token type ids next to the
+    token ids are a side input, not data of the stream)."""
+    for _ in range(4):
+        if v.producer is None:
+            return not v.is_parameter and v.const is None
+        if v.producer.op_type not in ("Cast", "Reshape", "Unsqueeze", "Identity", "Expand"):
+            return False
+        v = v.producer.inputs[0]
+    return False
 
 
 def stream_input(graph: Graph) -> Value | None:
@@ -828,6 +844,7 @@ def recognise_transformer(graph: Graph) -> TransformerStructure:
         layers=layers, norm=kinds.pop(), hidden=hidden, heads=first.attention.heads,
         head_size=first.attention.head_size, mlp=first.up.out_features,
         inputs="tokens" if tokens else "images", embeddings=_embeddings(graph, flow), head=head, flow=flow,
+        side_inputs=[v.name for v in graph.inputs if not v.is_parameter and v is not flow.image],
     )
 
 
