@@ -555,3 +555,23 @@ class HFFullMask(nn.Module):
 
     def forward(self, ids):
         return self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+
+
+def lowers_and_trains(graph, feeds: dict[str, np.ndarray], reference: np.ndarray) -> None:
+    """``graph`` lowers to torch, matches ``reference`` (its ONNX Runtime output on ``feeds``, given
+    in the graph's input order) to 1e-5 relative, and one AdamW step moves most of its weights."""
+    import netmorph
+
+    gm = netmorph.lower(graph)
+    args = [torch.from_numpy(a) for a in feeds.values()]
+    with torch.no_grad():
+        assert rel_error(gm(*args).numpy(), reference) <= 1e-5
+    gm.train()
+    before = {n: p.detach().clone() for n, p in gm.named_parameters()}
+    opt = torch.optim.AdamW(gm.parameters(), lr=1e-3)
+    loss = gm(*args).float().logsumexp(-1).mean()
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    moved = sum(not torch.equal(p, before[n]) for n, p in gm.named_parameters())
+    assert moved >= len(before) // 2
