@@ -5,7 +5,8 @@ exported by the TorchScript exporter with batch and length dynamic.
 The residual stream is read over the token ids; the attention mask and token types are side
 inputs. Each family x pass grows with the verification's own generated inputs (the mask 0/1, the
 token types inside their table), and the test checks the written child itself in ONNX Runtime on
-padded masks at two batch sizes and two lengths (1e-4 relative to the output's scale).
+padded masks at two batch sizes and two lengths (1e-4 relative to the output's scale); two
+children also lower to torch and take an AdamW step.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ objects and exported by the TorchScript exporter (an all-ones mask given: no ``a
 Recognition reads one residual unit with two terms (attention, MLP) per layer; each family x pass
 grows with the verification's own generated inputs, and the test checks the written child itself
 in ONNX Runtime at two batch sizes and two sequence lengths (1e-4 relative to the logits' scale).
-GPT-NeoX's and Falcon's fused Q/K/V holds each head's q, k, v together: add-heads and
-widen-hidden refuse it by name.
+Two children also lower to torch and take an AdamW step. GPT-NeoX's and Falcon's fused Q/K/V
+holds each head's q, k, v together: add-heads and widen-hidden refuse it by name.
 """
 
 from __future__ import annotations
