@@ -34,6 +34,9 @@ def attention_projections(att, what: str):
     ins = att.linears[:-1]
     width = att.out_proj.in_features
     if len(ins) == 1 and ins[0].out_features == 3 * width:
+        if att.qkv_layout == "heads":
+            raise PreconditionError(f"{what}: the fused Q/K/V {ins[0].name!r} holds each head's q, k, v "
+                                    "together (GPT-NeoX / Falcon layout), not [Q | K | V]; not grown")
         return ins, True
     if len(ins) == 3 and all(x.out_features == width for x in ins):
         return ins, False

@@ -1,10 +1,11 @@
 """``transformer-deepen`` (and ``deepen`` on a transformer): insert identity layers.
 
-Each new layer is a copy of the layer before it. Pre-LN (``x + f(LN(x))``): the copy's
-attention out-projection and MLP down-projection (weights and biases) are zero, so both of
-its residual branches add zero. Post-LN (``LN(x + f(x))``): a zero branch still normalises,
-so the copy is gated, ``h + g ⊙ (layer(h) − h)`` with a trainable per-unit ``g = 0``
-(MSG's masked growth), which is the identity and lets training open the gate.
+Each new layer is a copy of the layer before it. Pre-LN (``x + f(LN(x))``) and parallel
+(``x + attn(LN(x)) + mlp(LN'(x))``: GPT-NeoX, Phi, Falcon, GPT-J; one residual unit, two terms):
+the copy's attention out-projection and MLP down-projection (weights and biases) are zero, so
+its residual branches add zero (LLaMA Pro's block expansion). Post-LN (``LN(x + f(x))``): a
+zero branch still normalises, so the copy is gated, ``h + g ⊙ (layer(h) − h)`` with a trainable
+per-unit ``g = 0`` (MSG's masked growth), which is the identity and lets training open the gate.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ class TransformerDeepen(Pass):
     """Insert an identity layer after every layer (L -> 2L), after ``--after`` layers, or ``--layers K``."""
 
     name = "transformer-deepen"
-    summary = ("Transformer: insert identity layers (pre-LN: copies with zero out-projections; post-LN: "
-               "gated copies h + g*(layer(h) - h), g = 0).")
+    summary = ("Transformer: insert identity layers (pre-LN, parallel: copies with zero out-projections; "
+               "post-LN: gated copies h + g*(layer(h) - h), g = 0).")
     option_specs = (
         Option("after", str, None, "comma list of layer indices to insert after (default: every layer)"),
         Option("layers", int, None, "insert this many layers, after evenly spaced layers", low=1,
@@ -54,7 +55,7 @@ class TransformerDeepen(Pass):
             suffix = f"_grown{len(st.layers) + k}"
             old_uses = list(layer.output.uses())
             nmap, out = clone_layer(graph, ctx, st, layer, suffix)
-            if st.norm == "pre":
+            if st.norm == "pre":  # pre-LN or parallel: both output projections of the copy are zero
                 for unit in (layer.attention, layer.mlp):
                     lin = unit.out_proj
                     node = nmap[id(lin.node)]

@@ -249,6 +249,8 @@ def build(kind: str) -> tuple[nn.Module, torch.Tensor]:
         return randomised(gpt2()), ids
     if kind in LLAMA_STYLE:
         return llama_style(kind), ids
+    if kind in PARALLEL:
+        return parallel_lm(kind), ids
     raise ValueError(kind)
 
 
@@ -326,7 +328,7 @@ def need(kind: str) -> None:
     ``[test]`` extra installs it, so a missing one is a broken install, not a reason to test less."""
     import pytest
 
-    if kind in ("bert", "gpt2", *LLAMA_STYLE) and not has_transformers():
+    if kind in ("bert", "gpt2", *LLAMA_STYLE, *PARALLEL, *ENCODERS) and not has_transformers():
         pytest.fail("transformers is not installed: pip install -e '.[test]'")
 
 
@@ -401,3 +403,175 @@ def fuse_rms_norms(src: Path, dst: Path, op: str) -> Path:
                 o.version = 23
     onnx.save(m, str(dst))
     return dst
+
+
+# -- parallel blocks and encoders with an attention mask (issue 19) ------------------------------
+# Parallel layers: attention and MLP read the layer input (through one norm, or two: GPT-NeoX) and
+# add into one residual, x + attn(LN(x)) + mlp(LN'(x)). Hidden 32, 4 heads x 8, MLP 64 (Falcon's
+# MLP is 4 x hidden = 128), 2 layers, vocab 50.
+PARALLEL = ("gpt-neox", "phi", "falcon", "gpt-j")
+
+
+def parallel_lm(kind: str, layers: int = 2):
+    """A tiny ``transformers`` causal LM with parallel layers (eager attention, no cache), from its
+    config object; LayerNorm parameters randomised (fresh equal ones would let the exporter merge
+    GPT-NeoX's two norms into one node)."""
+    import transformers as tf
+
+    common = {"vocab_size": VOCAB, "attn_implementation": "eager", "use_cache": False,
+              "initializer_range": PEAKED}
+    if kind == "gpt-neox":
+        m = tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(
+            hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=64, use_parallel_residual=True, rotary_pct=0.5, **common))
+    elif kind == "phi":
+        m = tf.PhiForCausalLM(tf.PhiConfig(
+            hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=64, **common))
+    elif kind == "falcon":
+        m = tf.FalconForCausalLM(tf.FalconConfig(
+            hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, parallel_attn=True,
+            new_decoder_architecture=False, multi_query=False, bias=True, **common))
+    elif kind == "gpt-j":
+        m = tf.GPTJForCausalLM(tf.GPTJConfig(
+            n_embd=32, n_layer=layers, n_head=4, n_inner=64, n_positions=64, rotary_dim=4, **common))
+    else:
+        raise ValueError(kind)
+    return randomised(HFFullMask(m))
+
+
+class HFMasked(nn.Module):
+    """A ``transformers`` encoder called with ``input_ids``, ``attention_mask`` (and
+    ``token_type_ids`` when ``types``), returning its logits (or, for a base model, its last
+    hidden state)."""
+
+    def __init__(self, model, types: bool):
+        super().__init__()
+        self.model, self.types = model, types
+
+    def forward(self, ids, mask, types=None):
+        kw = {"token_type_ids": types} if self.types else {}
+        out = self.model(input_ids=ids, attention_mask=mask, **kw)
+        return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+ENCODERS = ("bert-mask", "distilbert-mask", "roberta-mask", "albert-mask", "distilbert-body")
+"""Encoders exported with their mask inputs: BERT (ids, attention_mask, token_type_ids),
+DistilBERT (ids, attention_mask; ``-body``: the base model, whose output is the hidden stream),
+RoBERTa and ALBERT (ids, attention_mask)."""
+
+
+def masked_encoder(kind: str, layers: int = 2) -> nn.Module:
+    """A tiny ``transformers`` encoder of ``kind`` (one of :data:`ENCODERS`) from its config object."""
+    import transformers as tf
+
+    drop = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    common = {"vocab_size": VOCAB, "attn_implementation": "eager", "initializer_range": PEAKED}
+    if kind == "bert-mask":
+        m = tf.BertForSequenceClassification(tf.BertConfig(
+            hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=16, num_labels=3, **drop, **common))
+        return randomised(HFMasked(m, types=True))
+    if kind in ("distilbert-mask", "distilbert-body"):
+        cfg = tf.DistilBertConfig(dim=32, n_layers=layers, n_heads=4, hidden_dim=64,
+                                  max_position_embeddings=16, num_labels=3, dropout=0.0,
+                                  attention_dropout=0.0, seq_classif_dropout=0.0, **common)
+        body = kind == "distilbert-body"
+        m = tf.DistilBertModel(cfg) if body else tf.DistilBertForSequenceClassification(cfg)
+        return randomised(HFMasked(m, types=False))
+    if kind == "roberta-mask":
+        m = tf.RobertaForSequenceClassification(tf.RobertaConfig(
+            hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=24, num_labels=3, pad_token_id=1, **drop, **common))
+        return randomised(HFMasked(m, types=False))
+    if kind == "albert-mask":
+        m = tf.AlbertForSequenceClassification(tf.AlbertConfig(
+            embedding_size=16, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=16, num_labels=3, **drop, **common))
+        return randomised(HFMasked(m, types=False))
+    raise ValueError(kind)
+
+
+def masked_inputs(kind: str, rng, batch: int, length: int) -> dict[str, np.ndarray]:
+    """Valid feeds of an encoder of :data:`ENCODERS`: ids (RoBERTa: ≥ 2, its positions count the
+    non-padding ids from 2), a 0/1 attention mask with a padded tail on one row and at least one
+    kept token per row, token types 0/1 (BERT)."""
+    low = 2 if kind == "roberta-mask" else 0
+    ids = rng.integers(low, VOCAB, (batch, length)).astype(np.int64)
+    mask = (rng.random((batch, length)) < 0.8).astype(np.int64)
+    mask[:, 0] = 1
+    mask[0, length // 2:] = 0
+    feeds = {"ids": ids, "mask": mask}
+    if kind == "bert-mask":
+        feeds["types"] = rng.integers(0, 2, (batch, length)).astype(np.int64)
+    return feeds
+
+
+def exported_masked(kind: str, exporter: str = "torchscript") -> Path:
+    """:func:`export_masked`, once per process (in the directory :func:`exported` uses)."""
+    global _DIR
+    key = (kind, exporter, "masked")
+    if key not in _CACHE:
+        if _DIR is None:
+            import atexit
+            import shutil
+            import tempfile
+
+            _DIR = Path(tempfile.mkdtemp(prefix="netmorph-transformers-"))
+            atexit.register(shutil.rmtree, _DIR, True)
+        _CACHE[key] = export_masked(kind, _DIR / f"{kind}-{exporter}-masked.onnx", exporter)
+    return _CACHE[key]
+
+
+def export_masked(kind: str, path: Path, exporter: str = "torchscript") -> Path:
+    """Export encoder ``kind`` with its mask inputs (``ids``, ``mask``, ``types``), batch and length
+    dynamic; output ``y``."""
+    torch.manual_seed(0)
+    model = masked_encoder(kind)
+    feeds = masked_inputs(kind, np.random.default_rng(0), 2, SEQ)
+    names = list(feeds)
+    args = tuple(torch.from_numpy(feeds[n]) for n in names)
+    with torch.no_grad():
+        if exporter == "torchscript":
+            axes = {n: {0: "N", 1: "T"} for n in names}
+            torch.onnx.export(model, args, str(path), dynamo=False, input_names=names, output_names=["y"],
+                              opset_version=17, dynamic_axes={**axes, "y": {0: "N"}})
+        else:
+            n_, t_ = torch.export.Dim("N", min=2, max=16), torch.export.Dim("T", min=2, max=16)
+            torch.onnx.export(model, args, str(path), dynamo=True, input_names=names, output_names=["y"],
+                              opset_version=18, dynamic_shapes={n: {0: n_, 1: t_} for n in names},
+                              optimize=True)
+    return path
+
+
+class HFFullMask(nn.Module):
+    """A ``transformers`` causal LM called with an all-ones ``attention_mask`` made from the ids:
+    with a mask given, transformers 5 does not look for packed sequences (``aten::diff``), so the
+    TorchScript exporter (seconds, not the dynamo exporter's tens of seconds) exports it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+
+
+def lowers_and_trains(graph, feeds: dict[str, np.ndarray], reference: np.ndarray) -> None:
+    """``graph`` lowers to torch, matches ``reference`` (its ONNX Runtime output on ``feeds``, given
+    in the graph's input order) to 1e-5 relative, and one AdamW step moves most of its weights."""
+    import netmorph
+
+    gm = netmorph.lower(graph)
+    args = [torch.from_numpy(a) for a in feeds.values()]
+    with torch.no_grad():
+        assert rel_error(gm(*args).numpy(), reference) <= 1e-5
+    gm.train()
+    before = {n: p.detach().clone() for n, p in gm.named_parameters()}
+    opt = torch.optim.AdamW(gm.parameters(), lr=1e-3)
+    loss = gm(*args).float().logsumexp(-1).mean()
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    moved = sum(not torch.equal(p, before[n]) for n, p in gm.named_parameters())
+    assert moved >= len(before) // 2

@@ -49,10 +49,12 @@ class DataFlow(ActivationView):
     data input (token ids, images: the transformer reading).
     """
 
-    def __init__(self, graph: Graph, *, images: bool = True):
+    def __init__(self, graph: Graph, *, images: bool = True, source: Value | None = None):
         self.graph = graph
         self.images = images
-        self.image = self._image_input()
+        # ``source``: the data input the flow is read over when there are several (token ids next
+        # to an attention mask); the others are side inputs, read like constants
+        self.image = source if source is not None else self._image_input()
         self.output = self._single_output()
         super().__init__(graph, [self.image])
         self.data_nodes: list[Node] = self.nodes

@@ -96,6 +96,9 @@ class Sublayer:
     rotary: bool = False  # attention: Q and K rotated by Sin/Cos tables (RoPE)
     repeat_kv: list = field(default_factory=list)  # attention: (Expand, axis) repeating K/V groups
     residual: Any = None  # the shared residual unit (netmorph.structure.residual.Sublayer)
+    term_branch: list[Node] | None = None  # parallel layer: this half's part of the unit's branch
+    parallel: bool = False  # one of the two terms of a parallel layer's residual unit
+    qkv_layout: str | None = None  # fused Q/K/V: "blocks" ([Q | K | V]) or "heads" ([q k v] per head)
 
     @property
     def entry(self) -> Value:
@@ -103,11 +106,11 @@ class Sublayer:
 
     @property
     def branch(self) -> list[Node]:
-        return self.residual.branch
+        return self.residual.branch if self.term_branch is None else self.term_branch
 
     @property
     def branch_output(self) -> Value:
-        return self.residual.branch_output
+        return self.branch[-1].outputs[0] if self.term_branch is not None else self.residual.branch_output
 
     @property
     def output(self) -> Value:
@@ -145,9 +148,16 @@ class TransformerLayer:
         return self.gate[2].outputs[0] if self.gate is not None else self.mlp.output
 
     @property
+    def parallel(self) -> bool:
+        """Attention and MLP are the two terms of one residual unit, ``x + attn(·) + mlp(·)``
+        (GPT-NeoX / Pythia, Phi, Falcon, GPT-J), both reading the layer's input."""
+        return self.attention.parallel
+
+    @property
     def nodes(self) -> list[Node]:
         post = [u.post_norm for u in (self.attention, self.mlp) if u.post_norm is not None]
-        return self.attention.segment.nodes + self.mlp.segment.nodes + post + list(self.gate or ())
+        mlp = [] if self.parallel else self.mlp.segment.nodes  # a parallel layer is one segment
+        return self.attention.segment.nodes + mlp + post + list(self.gate or ())
 
     @property
     def up(self) -> Linear:
@@ -178,6 +188,7 @@ class TransformerStructure:
     embeddings: list[dict[str, Any]] = field(default_factory=list)
     head: dict[str, Any] | None = None
     flow: DataFlow | None = None
+    side_inputs: list[str] = field(default_factory=list)  # other data inputs: attention mask, token types
 
     family = "transformer"
 
@@ -202,9 +213,31 @@ class TransformerStructure:
         return any(lay.attention.rotary for lay in self.layers)
 
     @property
+    def parallel(self) -> bool:
+        """Whether the layers are parallel (attention and MLP summed into one residual)."""
+        return any(lay.parallel for lay in self.layers)
+
+    @property
+    def shared_layers(self) -> list[list[int]]:
+        """Groups of layers whose linear layers read the same weights (ALBERT's one shared layer
+        applied L times), each group at least two layer indices; empty when no weights are shared.
+        The passes give every layer they grow its own new arrays (the sharing is not kept)."""
+        owner: dict[int, int] = {}
+        groups: dict[int, set[int]] = {}
+        for lay in self.layers:
+            for lin in lay.attention.linears + lay.mlp.linears:
+                w = _param(lin.node.inputs[1]) or lin.weight
+                first = owner.setdefault(id(w), lay.index)
+                if first != lay.index:
+                    groups.setdefault(first, {first}).add(lay.index)
+        return [sorted(g) for _, g in sorted(groups.items())]
+
+    @property
     def style(self) -> str | None:
         """A family name when the layer recipe is one: ``"Llama-style"`` (pre-norm RMSNorm, a gated
-        MLP, rotary positions), else ``None``."""
+        MLP, rotary positions), ``"GPT-NeoX-style"`` (parallel attention + MLP), else ``None``."""
+        if self.parallel:
+            return "GPT-NeoX-style"
         if self.norm == "pre" and self.norm_kind == "rms" and self.gated and self.rotary:
             return "Llama-style"
         return None
@@ -218,15 +251,25 @@ class TransformerStructure:
         parts.append(f"{self.heads} heads{groups}")
         if self.rotary:
             parts.append("rotary")
+        if self.shared_layers:
+            groups = "; ".join(",".join(map(str, g)) for g in self.shared_layers)
+            parts.append(f"shared layer weights ({groups})")
+        if self.parallel:
+            lay = self.layers[0]
+            one = lay.attention.norm is lay.mlp.norm
+            parts.append(f"parallel attention+MLP ({'one norm' if one else 'two norms'})")
         return f"{self.style or 'transformer'}: " + ", ".join(parts)
 
     def summary(self) -> str:
         emb = ", ".join(f"{e['name']} {e['rows']}x{e['dim']}" for e in self.embeddings) or "none"
         h = self.head
         head = "none" if h is None else f"{h['name']} ({h['in']} -> {h['out']})"
+        side = f" (side inputs: {', '.join(self.side_inputs)})" if self.side_inputs else ""
         return (f"{self.family_line()}; "
-                f"transformer, {len(self.layers)} {self.norm}-LN layers, hidden {self.hidden}, "
-                f"{self.heads} heads x {self.head_size}, MLP {self.mlp}; {self.inputs} in; "
+                f"transformer, {len(self.layers)} {'parallel ' if self.parallel else ''}{self.norm}-LN "
+                "layers, "
+                f"hidden {self.hidden}, "
+                f"{self.heads} heads x {self.head_size}, MLP {self.mlp}; {self.inputs} in{side}; "
                 f"embeddings: {emb}; head: {head}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,13 +286,16 @@ class TransformerStructure:
             "kv_heads": self.kv_heads,
             "gated_mlp": self.gated,
             "rotary": self.rotary,
+            "parallel": self.parallel,
+            "shared_layers": self.shared_layers,
             "inputs": self.inputs,
+            "side_inputs": list(self.side_inputs),
             "embeddings": list(self.embeddings),
             "head": self.head,
             "layer_list": [
                 {"index": lay.index, "input": lay.input.name, "output": lay.output.name,
                  "attention": {"out_proj": lay.attention.out_proj.name, "heads": lay.attention.heads,
-                               "head_size": lay.attention.head_size,
+                               "head_size": lay.attention.head_size, "qkv_layout": lay.attention.qkv_layout,
                                "linears": [x.name for x in lay.attention.linears]},
                  "mlp": {"up": lay.up.name, "down": lay.down.name, "width": lay.up.out_features,
                          "gate": None if lay.gate_proj is None else lay.gate_proj.name}}
@@ -303,26 +349,57 @@ def as_linear(flow: DataFlow, n: Node) -> Linear | None:
 
 
 # -- units and layers ---------------------------------------------------------------------
-def _unit(flow: DataFlow, seg: Segment, nxt: Segment | None) -> Sublayer | None:
+def _unit(flow: DataFlow, seg: Segment, nxt: Segment | None) -> list[Sublayer]:
+    """The residual unit closing ``seg`` as transformer sublayers: one (attention or MLP), two
+    for a parallel layer (``x + attn(LN(x)) + mlp(LN'(x))``: the unit's two ``terms``), none."""
     if len(seg.nodes) < 2:
-        return None
+        return []
     add = seg.last
-    ins = flow.data_inputs(add)
-    if add.op_type != "Add" or len(ins) != 2 or seg.entry not in ins:
-        return None
     shared = match_residual(add, flow, entry=seg.entry)  # the one residual matcher
     if isinstance(shared, str):
-        return None
-    branch = shared.branch
-    kind = "attention" if any(n.op_type == "Softmax" for n in branch) else "mlp"
-    linears = [lin for n in branch if (lin := as_linear(flow, n)) is not None]
+        return []
+    if shared.terms:
+        if len(shared.terms) != 2:
+            return []
+        units = [_sublayer(flow, seg, add, shared, None, _term_branch(shared, t)) for t in shared.terms]
+        if any(u is None for u in units) or sorted(u.kind for u in units) != ["attention", "mlp"]:
+            return []
+        units.sort(key=lambda u: u.kind != "attention")
+        for u in units:
+            u.parallel = True
+        return units
+    unit = _sublayer(flow, seg, add, shared, nxt, None)
+    return [] if unit is None else [unit]
+
+
+def _term_branch(shared: Any, term: Value) -> list[Node]:
+    """The nodes of ``shared.branch`` that ``term`` (one summed branch output) is computed from."""
+    members = {id(n): n for n in shared.branch}
+    seen: dict[int, Node] = {}
+    stack = [term.producer]
+    while stack:
+        n = stack.pop()
+        if n is None or id(n) not in members or id(n) in seen:
+            continue
+        seen[id(n)] = n
+        stack.extend(v.producer for v in n.inputs if v is not None)
+    return [n for n in shared.branch if id(n) in seen]
+
+
+def _sublayer(flow: DataFlow, seg: Segment, add: Node, shared: Any, nxt: Segment | None,
+              branch: list[Node] | None) -> Sublayer | None:
+    """A :class:`Sublayer` of the residual unit ``shared`` (``branch``: one term's part of it)."""
+    nodes = shared.branch if branch is None else branch
+    kind = "attention" if any(n.op_type == "Softmax" for n in nodes) else "mlp"
+    linears = [lin for n in nodes if (lin := as_linear(flow, n)) is not None]
     if not linears:
         return None
-    norm, norm_kind = norm_at(flow, seg.entry, branch)
+    norm, norm_kind = norm_at(flow, seg.entry, nodes)
     post = None
     if norm is None and nxt is not None and len(nxt.nodes) == 1 and nxt.last.op_type in NORM_OPS:
         post, norm_kind = nxt.last, "rms" if nxt.last.op_type in RMS_OPS else "layer"
-    unit = Sublayer(kind, seg, add, norm, post, linears, norm_kind=norm_kind, residual=shared)
+    unit = Sublayer(kind, seg, add, norm, post, linears, norm_kind=norm_kind, residual=shared,
+                    term_branch=branch)
     if kind == "mlp":
         _read_gated(flow, unit)
     else:
@@ -454,13 +531,18 @@ def reachable(flow: DataFlow, start: Value, stop: Node) -> list[Node]:
 
 
 def _rotate_half(flow: DataFlow, unit: Sublayer) -> bool:
-    """``Concat(-x2, x1)`` of two ``Slice`` s of one value in the branch (RoPE's ``rotate_half``)."""
+    """``Concat(-x2, x1)`` of two ``Slice`` s of one value in the branch (RoPE's ``rotate_half``;
+    GPT-J's ``rotate_every_two`` stacks the strided halves: each through an ``Unsqueeze``)."""
+    def peel(v):
+        p = v.producer
+        return p.inputs[0].producer if p is not None and p.op_type == "Unsqueeze" else p
+
     for n in unit.branch:
         if n.op_type != "Concat" or len(n.inputs) != 2:
             continue
-        neg = n.inputs[0].producer
+        neg = peel(n.inputs[0])
         s2 = neg.inputs[0].producer if neg is not None and neg.op_type == "Neg" else None
-        s1 = n.inputs[1].producer
+        s1 = peel(n.inputs[1])
         if s1 is not None and s2 is not None and s1.op_type == s2.op_type == "Slice" \
                 and s1.inputs[0] is s2.inputs[0]:
             return True
@@ -554,9 +636,7 @@ def _units(flow: DataFlow, segs: list[Segment]) -> list[Sublayer | tuple]:
         if gate is not None:
             units.append(("gate", gate, _units(flow, _inner_segments(flow, seg, gate))))
             continue
-        u = _unit(flow, seg, segs[i + 1] if i + 1 < len(segs) else None)
-        if u is not None:
-            units.append(u)
+        units.extend(_unit(flow, seg, segs[i + 1] if i + 1 < len(segs) else None))
     return units
 
 
@@ -592,7 +672,8 @@ def probe_shapes(graph: Graph, names: list[str], flow: DataFlow, *, runs: int = 
 
     def run(batch: int, other: int):
         dims = [d if isinstance(d, int) else (batch if i == 0 else other) for i, d in enumerate(shape)]
-        outs = sess.run(names, {inp.name: np.zeros(dims, dtype=dtype)})
+        feeds = side_input_feeds(flow, {i: d for i, d in enumerate(dims)})
+        outs = sess.run(names, {inp.name: np.zeros(dims, dtype=dtype), **feeds})
         return {n: tuple(o.shape) for n, o in zip(names, outs, strict=True)}, int(dims[0])
 
     last = None
@@ -619,7 +700,8 @@ def _heads(graph: Graph, flow: DataFlow, units: list[Sublayer]) -> None:
     if not attn:
         return
     values = [_scores_value(u).name for u in attn]
-    (shapes,), (batch,) = probe_shapes(graph, values, flow)
+    splits = {id(u): sp for u in attn if len(u.in_projs) == 1 and (sp := head_split(flow, u.in_projs[0]))}
+    (shapes,), (batch,) = probe_shapes(graph, values + [sp.outputs[0].name for sp in splits.values()], flow)
     for u, name in zip(attn, values, strict=True):
         s = shapes[name]
         if len(s) == 4:
@@ -634,6 +716,20 @@ def _heads(graph: Graph, flow: DataFlow, units: list[Sublayer]) -> None:
                                  f"{heads} heads")
         u.heads, u.head_size = heads, width // heads
         u.kv_heads = _kv_heads(u)
+        if len(u.in_projs) == 1 and u.in_projs[0].out_features == 3 * width:
+            sp = splits.get(id(u))
+            split = None if sp is None else shapes[sp.outputs[0].name]
+            u.qkv_layout = _qkv_layout(split, heads, width // heads)
+
+
+def _qkv_layout(split: tuple | None, heads: int, dh: int) -> str:
+    """How a fused Q/K/V projection orders its outputs, from the shape its head-split ``Reshape``
+    gives (``None``: Q, K and V are split off first): ``"heads"`` when each head's q, k, v are
+    adjacent (``[.., H, 3·D]`` GPT-NeoX, ``[.., H, 3, D]`` Falcon), else ``"blocks"`` (``[Q | K | V]``)."""
+    s = tuple(split or ())
+    if s[-2:] == (heads, 3 * dh) or (s[-3:] == (heads, 3, dh) and heads != 3):  # 3 heads: timm's [3, H, D]
+        return "heads"
+    return "blocks"
 
 
 def _kv_heads(u: Sublayer) -> int | None:
@@ -660,10 +756,60 @@ def _embeddings(graph: Graph, flow: DataFlow) -> list[dict[str, Any]]:
         if n.op_type == "Gather" and int(n.attr("axis", 0)) == 0 and _param(n.inputs[0]) is not None \
                 and n.inputs[0].const.array.ndim == 2:
             rows, dim = n.inputs[0].const.shape
-            kind = "token" if flow.is_data(n.inputs[1]) else "position"
+            idx = n.inputs[1]
+            kind = "token" if flow.is_data(idx) else "type" if _reads_graph_input(idx) else "position"
             out.append({"name": n.name, "table": n.inputs[0].name, "rows": int(rows), "dim": int(dim),
                         "kind": kind})
     return out
+
+
+def _reads_graph_input(v: Value) -> bool:
+    """Whether ``v`` is (a cast / reshape of) a data input of the graph (token type ids next to the
+    token ids are a side input, not data of the stream)."""
+    for _ in range(4):
+        if v.producer is None:
+            return not v.is_parameter and v.const is None
+        if v.producer.op_type not in ("Cast", "Reshape", "Unsqueeze", "Identity", "Expand"):
+            return False
+        v = v.producer.inputs[0]
+    return False
+
+
+def stream_input(graph: Graph) -> Value | None:
+    """The data input the residual stream is read over when a graph has several (``input_ids``
+    next to ``attention_mask`` / ``token_type_ids`` / ``position_ids``): the integer input indexing
+    the largest embedding table (a ``Gather`` of a 2-D float parameter). ``None`` with one data
+    input (or none such), where :class:`DataFlow` takes (or refuses) the graph's inputs itself."""
+    ins = [v for v in graph.inputs if not v.is_parameter]
+    if len(ins) < 2:
+        return None
+    rows: dict[int, int] = {}
+    for v in ins:
+        for n in v.consumers():
+            if n.op_type == "Gather" and n.inputs[1] is v and int(n.attr("axis", 0)) == 0:
+                w = _param(n.inputs[0])
+                if w is not None and w.const.array.ndim == 2:
+                    rows[id(v)] = max(rows.get(id(v), 0), int(w.const.shape[0]))
+    if not rows:
+        return None
+    return max(ins, key=lambda v: rows.get(id(v), -1))
+
+
+def side_input_feeds(flow: DataFlow, dims: dict[int, int]) -> dict[str, np.ndarray]:
+    """Neutral feeds for the data inputs other than the stream's (``dims``: the sizes the stream
+    input's symbolic dims take, by position): ones for an attention mask (a name holding
+    ``mask``), zeros otherwise (token types, ...); float inputs zeros, bool ``True``."""
+    feeds = {}
+    for v in flow.graph.inputs:
+        if v.is_parameter or v is flow.image:
+            continue
+        t = v.type
+        shape = [d if isinstance(d, int) else dims.get(i, 1) for i, d in enumerate(t.shape or ())] \
+            if t is not None else []
+        dtype = t.dtype if t is not None and t.elem_type else np.int64
+        fill = 1 if "mask" in v.name.lower() or np.dtype(dtype).kind == "b" else 0
+        feeds[v.name] = np.full(shape, fill, dtype=dtype)
+    return feeds
 
 
 def recognise_transformer(graph: Graph) -> TransformerStructure:
@@ -674,7 +820,7 @@ def recognise_transformer(graph: Graph) -> TransformerStructure:
     StructureError
         No residual attention + MLP layer pairs, mixed pre-/post-LN, or unreadable heads.
     """
-    flow = DataFlow(graph, images=False)
+    flow = DataFlow(graph, images=False, source=stream_input(graph))
     layers: list[TransformerLayer] = []
     _layers(_units(flow, flow.segments), layers, None)
     if not layers:
@@ -698,6 +844,7 @@ def recognise_transformer(graph: Graph) -> TransformerStructure:
         layers=layers, norm=kinds.pop(), hidden=hidden, heads=first.attention.heads,
         head_size=first.attention.head_size, mlp=first.up.out_features,
         inputs="tokens" if tokens else "images", embeddings=_embeddings(graph, flow), head=head, flow=flow,
+        side_inputs=[v.name for v in graph.inputs if not v.is_parameter and v is not flow.image],
     )
 
 
@@ -722,7 +869,10 @@ def _layers(units: list, layers: list[TransformerLayer], gate) -> None:
         if i + 1 >= len(units) or units[i + 1].kind != "mlp":
             raise StructureError(f"attention unit ending at {u.add.name!r} is not followed by an MLP unit")
         m = units[i + 1]
-        if m.entry is not u.output:
+        if u.parallel != m.parallel or (u.parallel and m.add is not u.add):
+            raise StructureError(f"attention unit ending at {u.add.name!r} and the MLP unit ending at "
+                                 f"{m.add.name!r} mix parallel and sequential residuals")
+        if not u.parallel and m.entry is not u.output:
             raise StructureError(f"the MLP unit ending at {m.add.name!r} does not read the attention unit's "
                                  f"output {u.output.name!r}")
         norm = _norm_kind(u, m)
@@ -739,6 +889,9 @@ def _norm_kind(att: Sublayer, mlp: Sublayer) -> str:
         )
     if att.norm is not None and mlp.norm is not None and att.post_norm is None and mlp.post_norm is None:
         return "pre"
+    if att.parallel:
+        raise StructureError(f"parallel layer ending at {mlp.add.name!r}: its attention and MLP branches do "
+                             "not both open with a norm of the layer input (parallel post-LN is not read)")
     if att.post_norm is not None and mlp.post_norm is not None and att.norm is None and mlp.norm is None:
         return "post"
     raise StructureError(

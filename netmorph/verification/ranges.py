@@ -100,6 +100,7 @@ def infer_int_ranges(model: onnx.ModelProto, names: list[str]) -> dict[str, IntR
     for name in names:
         bounds: list[IntRange] = []
         hints: list[np.ndarray] = []
+        as_bool = False  # read as a 0/1 mask (Cast to bool): 0 and 1 reach every behaviour
         # (value, shift): value = input + shift, for ids that pass through Add/Sub of a constant
         seen, todo = {name}, [(name, 0)]
         while todo:
@@ -117,6 +118,8 @@ def infer_int_ranges(model: onnx.ModelProto, names: list[str]) -> dict[str, IntR
                     depth = int(np.asarray(consts[node.input[1]]).reshape(-1)[0])
                     if depth > 0:
                         bounds.append(IntRange(-shift, depth - 1 - shift, f"OneHot depth {depth}"))
+                elif op == "Cast" and int(_attr(node, "to", 0)) == onnx.TensorProto.BOOL and shift == 0:
+                    as_bool = True
                 elif op in COMPARISONS:
                     other = node.input[1 - i] if len(node.input) == 2 else ""
                     if other in consts and np.asarray(consts[other]).size:
@@ -141,4 +144,6 @@ def infer_int_ranges(model: onnx.ModelProto, names: list[str]) -> dict[str, IntR
                 lo = min(0, int(np.floor(c.min())) - 1)
                 hi = max(3, int(np.ceil(c.max())) + 1)
                 found[name] = IntRange(lo, hi, "comparisons with constants")
+        elif as_bool:
+            found[name] = IntRange(0, 1, "Cast to bool (a 0/1 mask)")
     return found
