@@ -608,13 +608,15 @@ class AxisRoles:
     def _join_param(self, n: Node, slot: int, v: Value, out: list, depth: int = 0) -> None:
         """Record which axes of the float constant behind ``n``'s input ``slot`` meet a role axis of
         ``out`` (broadcast from the right), through the plumbing constants are broadcast by
-        (``Expand``, ``Unsqueeze``, ``Identity``, ``Cast``) and elementwise arithmetic with other
-        constants (Gemma's ``1 + w``)."""
+        (``Expand``, ``Unsqueeze``, ``Identity``, ``Cast``; ``Gather`` / ``Slice`` of a position
+        table at positions computed from shapes) and elementwise arithmetic with other constants
+        (Gemma's ``1 + w``)."""
         if v is None or depth > 6:
             return
         p = v.producer
         if v.const is None and p is not None and p.op_type != "Constant":
-            if p.op_type in ("Expand", "Identity", "Cast", "Unsqueeze", "Tile"):
+            if p.op_type in ("Expand", "Identity", "Cast", "Unsqueeze", "Tile", "Gather", "Slice"):
+                # trailing axes kept in place: a position table read by positions computed from shapes
                 self._join_param(p, 0, p.inputs[0], out, depth + 1)
             elif p.op_type in ("Add", "Mul", "Sub", "Div"):
                 for k, x in enumerate(p.inputs):

@@ -160,7 +160,7 @@ class WidenHidden(Pass):
         moving = heads if mode == "count" else sizes
         grow = {r: times(n) for r in ("d", "m", *(("head", "kv") if mode == "count" else ("unit",)))}
         roles = AxisRoles(graph, st.flow, self._sources(st, mode))  # which axis holds what, by data flow
-        return n, st, mode, (grow, roles), moving
+        return n, st, mode, (grow, roles, {}), moving
 
     def _sources(self, st: TransformerStructure, mode: str) -> dict[int, tuple]:
         """The axes the clone repeats, where they are written: each attention in-projection's
@@ -240,7 +240,7 @@ class WidenHidden(Pass):
                 seen_linear.add(id(node))
                 sites += self._linear_sites(flow, lin, roles.get(id(node)), n, mode)
                 continue
-            grow, axis_roles = axes
+            grow, axis_roles, _ = axes
             for slot, v in enumerate(node.inputs):
                 p = _float_param(v)
                 if p is None or (lin is None and _is_linear_bias(flow, node, slot)):
@@ -253,6 +253,7 @@ class WidenHidden(Pass):
                         if (index := role_index(atoms, n, grow, what)) is not None]
                 if rule:
                     sites.append((node, slot, p, rule, None, None))
+        axes[2].update(_keep_tie(st, sites, n))
         return sites
 
     def _linear_sites(self, flow, lin, role, n: int, mode: str) -> list[tuple]:
@@ -310,7 +311,9 @@ class WidenHidden(Pass):
             note = f"HyperCloning x{n}" + ("; Q/K scaled" if scale is not None else "")
             set_param(graph, ctx, node, slot, a, kind=_kind(div), parent=p, axis=axis, index=index,
                       divide=div, then=then, note=note)
-        grow, roles = axes
+        grow, roles, tie = axes
+        if tie:
+            ctx.note(**tie)
         heads = next(iter(moving)) if mode == "count" and len(moving) == 1 else None
         retarget_shapes(graph, ctx, roles, data, grow, self.name,
                         heads=None if heads is None else (heads, n * heads), head_ops=("Mul", "Div"))
@@ -333,3 +336,57 @@ def _is_linear_bias(flow, node: Node, slot: int) -> bool:
             if lin is not None and lin.bias_node is node:
                 return True
     return False
+
+
+_PLAIN_OPS = ("Reshape", "Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten")
+_NORMS = ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
+
+
+def _keep_tie(st: TransformerStructure, sites: list[tuple], n: int) -> dict:
+    """Tied embeddings (the unembedding is the token table, transposed): keep them tied.
+
+    HyperCloning divides the head's repeated input rows by ``n`` (``[e, e]ᵀ / n``), which would
+    untie them from the table's ``[e, e]``. Where the head reads a norm with its own scale (GPT-2's
+    final LayerNorm, Llama's final RMSNorm), the ``1/n`` moves into that norm's scale (and bias)
+    instead: the norm writes ``[y, y] / n``, the head is ``[e, e]ᵀ`` -- the table's clone, still
+    equal to it. Elsewhere they are untied, and the note says why. Returns the report note
+    (edits ``sites`` in place); ``{}`` when the embeddings are not tied.
+    """
+    flow = st.flow
+    tokens = [e for e in st.embeddings if e["kind"] == "token"]
+    head = next((lin for x in flow.data_nodes if st.head and x.name == st.head["name"]
+                 and (lin := as_linear(flow, x)) is not None), None)
+    if not tokens or head is None:
+        return {}
+    gather = next(x for x in flow.data_nodes if x.name == tokens[0]["name"])
+    table = _resolved(gather.inputs[0])
+    w = head.weight.const.array
+    t = table.const.array
+    if not (head.weight is table or (w.shape == t.T.shape and head.in_axis == 0 and np.array_equal(w, t.T))
+            or (w.shape == t.shape and head.in_axis == 1 and np.array_equal(w, t))):
+        return {}
+    v = head.node.inputs[0]
+    p = v.producer
+    while p is not None and p.op_type in _PLAIN_OPS and len(flow.data_inputs(p)) == 1:
+        p = flow.data_inputs(p)[0].producer
+    slots = []
+    if p is not None and p.op_type in _NORMS:
+        slots = [k for k in (1, 2) if k < len(p.inputs) and p.inputs[k] is not None]
+    elif p is not None and p.op_type == "Mul":
+        slots = [k for k, x in enumerate(p.inputs) if _float_param(x) is not None and x.const is not None]
+    norm = [i for i, site in enumerate(sites) if site[0] is p and site[1] in slots]
+    if not slots or len(norm) != len(slots):
+        why = (f"the head reads {p.op_type} {p.name!r}, not a norm with its own scale" if p is not None
+               else "the head reads no norm")
+        return {"tied_embeddings": "untied", "why": f"{why}: the head's repeated rows must be divided by {n} "
+                f"([e, e]^T / {n}) while the table's columns are repeated undivided ([e, e])"}
+    for i in norm:  # the 1/n moves into the final norm's scale and bias
+        node, slot, param, rules, scale, lin_axis = sites[i]
+        (axis, index, _), *rest = rules
+        sites[i] = (node, slot, param, [(axis, index, float(n)), *rest], scale, lin_axis)
+    for i, site in enumerate(sites):
+        if site[0] is head.node and site[1] == 1:
+            node, slot, param, rules, scale, lin_axis = site
+            sites[i] = (node, slot, param, [(ax, ix, 1.0) for ax, ix, _ in rules], scale, lin_axis)
+    return {"tied_embeddings": "kept", "table": table.name, "head": head.name,
+            "how": f"the final norm {p.name!r} scales by 1/{n}; the head is the table's clone [e, e]^T"}
