@@ -157,9 +157,9 @@ def reshape(ctx, node):
     x = ctx.input(node, 0)
     target = _items(ctx, node, 1, "shape")
     if isinstance(x, Sym):
-        if len(target) == 2 and isinstance(target[1], int) and target[1] > 0 and len(x.items) % target[1] == 0 \
-                and target[0] in (-1, len(x.items) // target[1]):
-            return Sym(x.items, cols=target[1])  # F.pad's pads, [-1, 2]
+        cols = target[1] if len(target) == 2 and isinstance(target[1], int) and target[1] > 0 else None
+        if cols and len(x.items) % cols == 0 and target[0] in (-1, len(x.items) // cols):
+            return Sym(x.items, cols=cols)  # F.pad's pads, [-1, 2]
         if len(target) > 1:
             raise LoweringError(f"Reshape node {label(node)}: a shape value reshaped to rank > 2")
         return Sym(x.items, scalar=len(target) == 0)
