@@ -106,3 +106,21 @@ def test_swin_refuses_with_one_line(name, tmp_path):
     lines = r.output.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and len(lines[0]) <= 300 and SWIN_WHY in lines[0], r.output
     assert not out.exists()
+
+
+def test_swin_deepen_copies_a_residual_unit():
+    """deepen on Swin (not read as a transformer) copies a residual unit through the shared residual
+    matcher, its last linear zeroed: exact, lowered, trainable."""
+    path = exported("swin", "torchscript")
+    parent = onnx_io.load(path)
+    xs = inputs("swin", np.random.default_rng(5))
+    child, (rep,) = PassManager(inputs=[{"x": x} for x in xs], record_depth=False).run(
+        parent, [get_pass("deepen")])
+    assert rep.verification["ok"] and rep.details[0]["morph"] == "unit-copy"
+    assert "zeroed" in rep.details[0]["zeroed"]
+    ps, cs = _session(parent), _session(child)
+    for x in xs:
+        assert rel_error(cs.run(None, {"x": x})[0], ps.run(None, {"x": x})[0]) <= 1e-4
+    gm = netmorph.lower(child)
+    with torch.no_grad():
+        assert rel_error(gm(torch.from_numpy(xs[0])).numpy(), cs.run(None, {"x": xs[0]})[0]) <= 1e-5
