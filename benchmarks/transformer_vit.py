@@ -10,7 +10,9 @@ and, for the tied models, whether the token table and the head are still one ten
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,20 @@ PASSES = [("deepen", {}), ("widen-mlp", {"factor": 2}), ("add-heads", {"heads": 
           ("widen-hidden", {"factor": 2}), ("widen-hidden", {"factor": 2, "heads_mode": "size"})]
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """File descriptor 1 onto 2 (the exporters print too), so stdout carries only the JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(kinds: list[str]) -> None:
     import onnxruntime as ort
     from netmorph.passes import PassManager, get_pass
@@ -38,7 +54,8 @@ def main(kinds: list[str]) -> None:
     for kind, exporter in MODELS:
         if kinds and kind not in kinds:
             continue
-        g = onnx_io.load(exported(kind, exporter))
+        with _stdout_to_stderr():
+            g = onnx_io.load(exported(kind, exporter))
         xs = inputs(kind, np.random.default_rng(3))
         ps = ort.InferenceSession(onnx_io.to_onnx(g).SerializeToString(), providers=["CPUExecutionProvider"])
         for name, opts in PASSES:
