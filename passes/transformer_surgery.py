@@ -243,13 +243,6 @@ def forget_types(nodes) -> None:
                 o.type = None
 
 
-def _mapped(a: np.ndarray, values: dict[int, int]) -> np.ndarray | None:
-    """``a`` with every entry found in ``values`` replaced; ``None`` when nothing changes."""
-    flat = a.reshape(-1)
-    out = np.array([values.get(int(x), int(x)) for x in flat], dtype=a.dtype).reshape(a.shape)
-    return None if np.array_equal(out, a) else out
-
-
 def _computed_heads(graph: Graph, ctx: PassContext, v: Value, heads: tuple[int, int], seen: set[int],
                     ops: tuple[str, ...]) -> None:
     """In the shape arithmetic computing ``v``: ``ops`` (``Mul``: batch x heads; ``Div``: a width over
@@ -267,65 +260,6 @@ def _computed_heads(graph: Graph, ctx: PassContext, v: Value, heads: tuple[int, 
     for x in p.inputs:
         if x is not None:
             _computed_heads(graph, ctx, x, heads, seen, ops)
-
-
-def rescale_shape_constants(graph: Graph, ctx: PassContext, nodes: list[Node], values: dict[int, int],
-                            heads: tuple[int, int] | None = None,
-                            head_ops: tuple[str, ...] = ("Mul",)) -> int:
-    """Rewrite the shape constants of ``Reshape`` targets and ``Split`` sizes among ``nodes``.
-
-    Every constant entry found in ``values`` (old width -> new width, old head count -> new)
-    is replaced; in targets computed at run time (``Concat`` of shape queries and constants)
-    the constant pieces are, and ``head_ops`` by the old head count ``heads[0]`` (``Mul``: batch
-    x heads; ``Div``: width / heads, where the width grows too) get ``heads[1]``. New constants
-    are new parameters (exporters share them). Returns how many constants changed.
-    """
-    changed = 0
-    for n in nodes:
-        if n.op_type == "Split":
-            if n.attr("split") is not None:
-                new = _mapped(np.asarray(n.attr("split")), values)
-                if new is not None:
-                    n.set_attr("split", [int(x) for x in new])
-                    changed += 1
-            elif len(n.inputs) > 1 and n.inputs[1] is not None:
-                c = _const(n.inputs[1])
-                new = None if c is None else _mapped(c, values)
-                if new is not None:
-                    n.set_input(1, shape_param(graph, ctx, f"{n.name}_split", new))
-                    changed += 1
-            continue
-        if n.op_type != "Reshape":
-            continue
-        target = n.inputs[1]
-        c = _const(target)
-        if c is not None:
-            new = _mapped(c, values)
-            if new is not None:
-                n.set_input(1, shape_param(graph, ctx, f"{n.name}_shape", new))
-                changed += 1
-            continue
-        cat = target.producer
-        if cat is None or cat.op_type != "Concat":
-            continue
-        pieces = list(cat.inputs)
-        fixed = []
-        for x in pieces:
-            a = _const(x)
-            new = None if a is None else _mapped(a, values)
-            if new is not None:
-                fixed.append(shape_param(graph, ctx, f"{n.name}_shape_piece", new))
-                changed += 1
-            else:
-                fixed.append(x)
-                if a is None and heads is not None:
-                    _computed_heads(graph, ctx, x, heads, set(), head_ops)
-        if any(f is not p for f, p in zip(fixed, pieces, strict=True)):
-            c2 = graph.create_node("Concat", fixed, dict(cat.attributes), name=f"{cat.name}_grown",
-                                   output_types=[target.type])
-            graph.insert_before(n, c2)
-            n.set_input(1, c2.outputs[0])
-    return changed
 
 
 def plan_targets(graph: Graph, flow, reshapes: list[Node], width: int, what: str) -> list[tuple[Node, list]]:
@@ -354,7 +288,7 @@ def plan_targets_layers(graph: Graph, flow, layers: list[tuple[list[Node], int, 
                 continue
             cat = n.inputs[1].producer
             if cat is not None and cat.op_type == "Concat" and _const(cat.inputs[-1]) is not None:
-                continue  # a constant last piece: rescale_shape_constants handles it
+                continue  # a constant last piece: retarget_shapes handles it
             todo.append(n)
         todos.append(todo)
     names = list(dict.fromkeys(x for todo in todos for n in todo
