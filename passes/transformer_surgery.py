@@ -486,8 +486,6 @@ class AxisRoles:
         t = v.type
         if t is not None and t.shape is not None and all(isinstance(d, int) for d in t.shape):
             return tuple(t.shape)
-        if v is self.flow.image and t is not None and t.shape is not None:
-            return None
         return None
 
     def label(self, v: Value | None):
