@@ -2,7 +2,8 @@
 
 The ViTs carry the traps of issue 19: 3 heads (the fused ``[B, T, 3, H, D]`` split holds two 3s),
 a head size equal to the token-grid length (16), and (``vit-square``) an MLP as wide as the stream.
-GPT-2's causal mask is ``(1, 1, 16, 16)`` next to heads of size 16. Norms, class / distillation
+``gpt2-tied`` (hidden 64, heads of 16) and ``llama-tied`` tie their unembedding to the token
+table. Norms, class / distillation
 tokens and heads are randomised (fresh ones would hide a misordered clone).
 """
 
