@@ -17,13 +17,16 @@ from ..limits import MAX_HEADS
 from ..morphs.transformer import fresh_units, zero_rows
 from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_surgery import (
+    AxisRoles,
     apply_targets,
+    attention_atoms,
     between,
     forget_types,
     parse_layers,
     plan_targets_layers,
-    rescale_shape_constants,
+    plus,
     retarget_entry,
+    retarget_shapes,
     set_param,
     transformer_of,
 )
@@ -76,35 +79,30 @@ class AddHeads(Pass):
                 if len(att.repeat_kv) == 0:
                     raise PreconditionError(f"{self.name}: layer {i}: no K/V head repeat (Unsqueeze + "
                                             f"Expand) found for its {groups} K/V groups")
-                if att.heads in (groups, att.heads // groups):
-                    raise PreconditionError(
-                        f"{self.name}: layer {i} has {att.heads} heads in {groups} groups: the head count "
-                        "equals the group count or size, so the shape constants holding it are ambiguous")
-            if att.heads in (att.head_size, att.out_proj.in_features):
-                raise PreconditionError(
-                    f"{self.name}: layer {i} has {att.heads} heads of size {att.head_size}: the head count "
-                    "equals a size that must stay, so the shape constants holding it are ambiguous (grow "
-                    "the head size first, e.g. widen-hidden --heads-mode size)")
             region: dict[int, object] = {}
             for lin in ins:
                 for n in between(st.flow, lin.output, att.out_proj.node):
                     region[id(n)] = n
             nodes = [n for n in graph.nodes if id(n) in region]
             work.append((i, att, ins, fused, nodes))
-        return st, hn, work
+        sources: dict[int, tuple] = {}
+        for _, att, ins, fused, _ in work:
+            sources.update(attention_atoms(att, ins, fused))
+        roles = AxisRoles(graph, st.flow, sources)  # which axis holds the heads, from the data flow
+        return st, hn, work, roles
 
     def requires(self, graph: Graph):
         return self._plan(graph)
 
     def child_bytes(self, graph: Graph, plan) -> int:
         """Each attention's Q/K/V and output projection grow by ``heads / H``."""
-        _, hn, work = plan
+        _, hn, work, _ = plan
         extra = sum(p.weight.const.array.nbytes * hn / att.heads
                     for _, att, ins, _, _ in work for p in (*ins, att.out_proj))
         return parameter_bytes(graph) + int(extra)
 
     def call(self, graph: Graph, ctx: PassContext, plan) -> None:
-        st, hn, work = plan
+        st, hn, work, roles = plan
         plans = plan_targets_layers(graph, st.flow, [
             ([n for n in nodes if n.op_type == "Reshape"], att.out_proj.in_features,
              f"{self.name}: layer {i}") for i, att, _, _, nodes in work])  # one parent probe, all layers
@@ -116,9 +114,9 @@ class AddHeads(Pass):
             groups = att.kv_heads if att.kv_heads is not None and att.kv_heads < h else None
             if groups is not None:  # GQA: new query heads join each K/V group; K and V stay
                 self._grouped(graph, ctx, i, att, ins, groups, hn)
+                retarget_shapes(graph, ctx, roles, nodes, {"head": plus(hn), "rep": plus(hn // groups)},
+                                f"{self.name}: layer {i}", heads=(h, h + hn))
                 apply_targets(graph, ctx, targets[id(att)], width + extra)
-                rescale_shape_constants(graph, ctx, nodes, {width: width + extra, h: h + hn},
-                                        heads=(h, h + hn))
                 forget_types([*nodes, *(x.node for x in ins), *(x.bias_node for x in ins if x.bias_node)])
                 continue
             for lin in ins:
@@ -136,9 +134,9 @@ class AddHeads(Pass):
             out = att.out_proj
             set_param(graph, ctx, out.node, 1, zero_rows(out.weight.const.array, extra, out.in_axis),
                       kind="new", hint=out.weight.name, note=f"zero rows read the {hn} new heads")
+            retarget_shapes(graph, ctx, roles, nodes, {"head": plus(hn)}, f"{self.name}: layer {i}",
+                            heads=(h, h + hn))
             apply_targets(graph, ctx, targets[id(att)], width + extra)
-            rescale_shape_constants(graph, ctx, nodes, {width: width + extra, 3 * width: 3 * (width + extra),
-                                                   h: h + hn}, heads=(h, h + hn))
             forget_types([*nodes, *(x.node for x in ins), *(x.bias_node for x in ins if x.bias_node)])
 
     def _grouped(self, graph: Graph, ctx: PassContext, i: int, att, ins, groups: int, hn: int) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import PreconditionError, StructureError
 from ..ir import Graph, Node, Value
+from ..morphs.transformer import tile_index
 from ..structure.constants import constant_array
 from ..structure.transformer import TransformerLayer, TransformerStructure, reachable, recognise_transformer
 from .base import PassContext
@@ -242,13 +243,6 @@ def forget_types(nodes) -> None:
                 o.type = None
 
 
-def _mapped(a: np.ndarray, values: dict[int, int]) -> np.ndarray | None:
-    """``a`` with every entry found in ``values`` replaced; ``None`` when nothing changes."""
-    flat = a.reshape(-1)
-    out = np.array([values.get(int(x), int(x)) for x in flat], dtype=a.dtype).reshape(a.shape)
-    return None if np.array_equal(out, a) else out
-
-
 def _computed_heads(graph: Graph, ctx: PassContext, v: Value, heads: tuple[int, int], seen: set[int],
                     ops: tuple[str, ...]) -> None:
     """In the shape arithmetic computing ``v``: ``ops`` (``Mul``: batch x heads; ``Div``: a width over
@@ -266,65 +260,6 @@ def _computed_heads(graph: Graph, ctx: PassContext, v: Value, heads: tuple[int, 
     for x in p.inputs:
         if x is not None:
             _computed_heads(graph, ctx, x, heads, seen, ops)
-
-
-def rescale_shape_constants(graph: Graph, ctx: PassContext, nodes: list[Node], values: dict[int, int],
-                            heads: tuple[int, int] | None = None,
-                            head_ops: tuple[str, ...] = ("Mul",)) -> int:
-    """Rewrite the shape constants of ``Reshape`` targets and ``Split`` sizes among ``nodes``.
-
-    Every constant entry found in ``values`` (old width -> new width, old head count -> new)
-    is replaced; in targets computed at run time (``Concat`` of shape queries and constants)
-    the constant pieces are, and ``head_ops`` by the old head count ``heads[0]`` (``Mul``: batch
-    x heads; ``Div``: width / heads, where the width grows too) get ``heads[1]``. New constants
-    are new parameters (exporters share them). Returns how many constants changed.
-    """
-    changed = 0
-    for n in nodes:
-        if n.op_type == "Split":
-            if n.attr("split") is not None:
-                new = _mapped(np.asarray(n.attr("split")), values)
-                if new is not None:
-                    n.set_attr("split", [int(x) for x in new])
-                    changed += 1
-            elif len(n.inputs) > 1 and n.inputs[1] is not None:
-                c = _const(n.inputs[1])
-                new = None if c is None else _mapped(c, values)
-                if new is not None:
-                    n.set_input(1, shape_param(graph, ctx, f"{n.name}_split", new))
-                    changed += 1
-            continue
-        if n.op_type != "Reshape":
-            continue
-        target = n.inputs[1]
-        c = _const(target)
-        if c is not None:
-            new = _mapped(c, values)
-            if new is not None:
-                n.set_input(1, shape_param(graph, ctx, f"{n.name}_shape", new))
-                changed += 1
-            continue
-        cat = target.producer
-        if cat is None or cat.op_type != "Concat":
-            continue
-        pieces = list(cat.inputs)
-        fixed = []
-        for x in pieces:
-            a = _const(x)
-            new = None if a is None else _mapped(a, values)
-            if new is not None:
-                fixed.append(shape_param(graph, ctx, f"{n.name}_shape_piece", new))
-                changed += 1
-            else:
-                fixed.append(x)
-                if a is None and heads is not None:
-                    _computed_heads(graph, ctx, x, heads, set(), head_ops)
-        if any(f is not p for f, p in zip(fixed, pieces, strict=True)):
-            c2 = graph.create_node("Concat", fixed, dict(cat.attributes), name=f"{cat.name}_grown",
-                                   output_types=[target.type])
-            graph.insert_before(n, c2)
-            n.set_input(1, c2.outputs[0])
-    return changed
 
 
 def plan_targets(graph: Graph, flow, reshapes: list[Node], width: int, what: str) -> list[tuple[Node, list]]:
@@ -353,7 +288,7 @@ def plan_targets_layers(graph: Graph, flow, layers: list[tuple[list[Node], int, 
                 continue
             cat = n.inputs[1].producer
             if cat is not None and cat.op_type == "Concat" and _const(cat.inputs[-1]) is not None:
-                continue  # a constant last piece: rescale_shape_constants handles it
+                continue  # a constant last piece: retarget_shapes handles it
             todo.append(n)
         todos.append(todo)
     names = list(dict.fromkeys(x for todo in todos for n in todo
@@ -452,3 +387,584 @@ def retarget_entry(graph: Graph, ctx: PassContext, node: Node, slot: int, positi
             return
         start += size
     raise PreconditionError(f"{what}: {node.op_type} {node.name!r}: no entry at position {position}")
+
+
+# -- which axis carries what: the data flow's axis roles, for rewriting shape constants by position --
+
+Atom = tuple[str, int]
+"""``(role, size)``: one factor of an axis. Roles: ``d`` (the residual stream's width), ``m`` (an
+MLP's hidden width), ``blk`` (the Q / K / V block of a fused projection), ``head`` (query heads),
+``kv`` (K/V heads under grouped-query attention), ``rep`` (query heads per K/V group in a K/V
+repeat), ``unit`` (a head's units); ``""``: none of them (batch, tokens, pixels, vocabulary).
+A role ending in ``/part`` is a piece of such a factor (a slice of it)."""
+
+_SAME_SHAPE = frozenset({
+    "Relu", "Gelu", "Erf", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LayerNormalization",
+    "RMSNormalization", "SimplifiedLayerNormalization", "Cast", "CastLike", "Identity", "Dropout", "Neg",
+    "Sqrt", "Reciprocal", "Exp", "Log", "Abs", "IsNaN", "IsInf", "Not", "Clip", "Softplus", "HardSwish",
+    "HardSigmoid", "LeakyRelu", "Elu", "Selu", "Mish", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign",
+    "Trilu", "Celu"})
+_BROADCAST = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "And", "Or", "Xor", "Max",
+                        "Min", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Mod", "PRelu"})
+_REDUCE = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceProd"})
+
+
+def _plain(shape) -> list[tuple[Atom, ...]]:
+    return [(("", int(s)),) for s in shape]
+
+
+def _size(axis: tuple[Atom, ...]) -> int:
+    return int(np.prod([s for _, s in axis], dtype=np.int64)) if axis else 1
+
+
+def _base(role: str) -> str:
+    return role.split("/")[0]
+
+
+class AxisRoles:
+    """The role of every axis of every data value (:data:`Atom` factors), read from the data flow.
+
+    ``sources``: ``id(node) -> atoms`` of the axis a node writes (a linear's output features, a
+    conv's output channels, an embedding table's columns, a K/V repeat's new axis); every other
+    axis follows from its ops: broadcasting, ``Transpose``, ``Reshape`` (the factors of the input
+    regrouped in order to the output's sizes), ``Split`` / ``Slice``, ``MatMul``, reductions. The
+    sizes come from one run of the parent in ONNX Runtime. A value whose axes cannot be told
+    (an op without a rule, two roles meeting on one axis) has no label (``None``) and a shape
+    rewrite that needs it refuses. ``param_axes[(id(node), slot)]`` says, for a float constant read
+    by ``node`` (directly, or through ``Expand`` / ``Identity`` / ``Cast``), which of its axes meet
+    which role: what widening must repeat.
+    """
+
+    def __init__(self, graph: Graph, flow, sources: dict[int, tuple[Atom, ...]]):
+        from ..structure.transformer import probe_shapes
+
+        self.flow = flow
+        self.sources = sources
+        names = list(dict.fromkeys(o.name for n in flow.data_nodes for o in n.outputs
+                                   if o.uses() or o.is_graph_output))
+        (self.shapes,), _ = probe_shapes(graph, names, flow)
+        self.labels: dict[int, list | None] = {id(flow.image): self._input_label(flow)}
+        self.why: dict[int, str] = {}
+        self.param_axes: dict[tuple[int, int], dict[int, tuple[Atom, ...]]] = {}
+        for n in flow.data_nodes:
+            try:
+                outs = self._node(n)
+            except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
+                outs = None
+            for k, o in enumerate(n.outputs):
+                lab = None if outs is None or k >= len(outs) else outs[k]
+                if lab is not None and (o.name not in self.shapes or len(lab) != len(self.shapes[o.name])
+                                        or any(_size(a) != s for a, s in zip(lab, self.shapes[o.name],
+                                                                              strict=True))):
+                    lab = None
+                self.labels[id(o)] = lab
+                if lab is None:
+                    up = next((self.why[id(v)] for v in flow.data_inputs(n) if id(v) in self.why), None)
+                    self.why[id(o)] = up or f"{n.name!r} ({n.op_type})"
+
+    def _input_label(self, flow) -> list | None:
+        """The data input's axes (no roles): static dims from its type, symbolic ones as its first
+        reader's output has them (a conv's batch, an embedding's batch and length)."""
+        t = flow.image.type
+        if t is None or t.shape is None:
+            return None
+        readers = flow.data_consumers(flow.image)
+        ref = self.shapes.get(readers[0].outputs[0].name) if readers else None
+        dims = []
+        for i, d in enumerate(t.shape):
+            if isinstance(d, int):
+                dims.append(d)
+            elif ref is not None and i < len(ref):
+                dims.append(int(ref[i]))
+            else:
+                return None
+        return _plain(dims)
+
+    def _shape_of(self, v: Value):
+        if v.name in self.shapes:
+            return self.shapes[v.name]
+        t = v.type
+        if t is not None and t.shape is not None and all(isinstance(d, int) for d in t.shape):
+            return tuple(t.shape)
+        return None
+
+    def label(self, v: Value | None):
+        return None if v is None else self.labels.get(id(v))
+
+    def unknown(self, v: Value) -> str:
+        """Where the labels stopped, for a refusal: the first node without an axis rule."""
+        return self.why.get(id(v), "its producer")
+
+    # -- rules -------------------------------------------------------------------------------------
+    def _data(self, v) -> bool:
+        return v is not None and self.flow.is_data(v)
+
+    def _merge(self, n: Node, out_shape, operands) -> list | None:
+        """Broadcast ``operands`` (aligned right) to ``out_shape``: each axis takes the role its
+        full-size operands carry; constants met on a role axis are recorded in ``param_axes``."""
+        r = len(out_shape)
+        out = [None] * r
+        for _, v in operands:
+            if not self._data(v):
+                continue
+            lab = self.label(v)
+            if lab is None:
+                return None
+            for i, ax in enumerate(lab):
+                k = r - len(lab) + i
+                if _size(ax) != out_shape[k]:
+                    continue
+                out[k] = self._pick(out[k], ax)
+                if out[k] is False:
+                    return None
+        out = [ax if ax is not None else (("", int(s)),) for ax, s in zip(out, out_shape, strict=True)]
+        for slot, v in operands:
+            if not self._data(v):
+                self._join_param(n, slot, v, out)
+        return out
+
+    @staticmethod
+    def _pick(a, b):
+        if a is None or a == b:
+            return b
+        ra, rb = {x for x, _ in a if x}, {x for x, _ in b if x}
+        if not rb:
+            return a
+        if not ra:
+            return b
+        full_a, full_b = {x for x in ra if "/" not in x}, {x for x in rb if "/" not in x}
+        if {_base(x) for x in ra} == {_base(x) for x in rb}:
+            return a if len(full_a) >= len(full_b) else b
+        return False  # two roles on one axis
+
+    def _join_param(self, n: Node, slot: int, v: Value, out: list, depth: int = 0) -> None:
+        """Record which axes of the float constant behind ``n``'s input ``slot`` meet a role axis of
+        ``out`` (broadcast from the right), through the plumbing constants are broadcast by
+        (``Expand``, ``Unsqueeze``, ``Identity``, ``Cast``; ``Gather`` / ``Slice`` of a position
+        table at positions computed from shapes) and elementwise arithmetic with other constants
+        (Gemma's ``1 + w``)."""
+        if v is None or depth > 6:
+            return
+        p = v.producer
+        if v.const is None and p is not None and p.op_type != "Constant":
+            if p.op_type in ("Expand", "Identity", "Cast", "Unsqueeze", "Tile", "Gather", "Slice"):
+                # trailing axes kept in place: a position table read by positions computed from shapes
+                self._join_param(p, 0, p.inputs[0], out, depth + 1)
+            elif p.op_type in ("Add", "Mul", "Sub", "Div"):
+                for k, x in enumerate(p.inputs):
+                    self._join_param(p, k, x, out, depth + 1)
+            return
+        a = _resolved_array(v)
+        if a is None or a.dtype.kind != "f" or a.size <= 1:
+            return
+        axes = {}
+        for i, size in enumerate(a.shape):
+            k = len(out) - a.ndim + i
+            if k < 0 or size == 1:
+                continue
+            if any(role for role, _ in out[k]) and _size(out[k]) == size:
+                axes[i] = out[k]
+        if axes:
+            self.param_axes.setdefault((id(n), slot), {}).update(axes)
+
+    def _node(self, n: Node) -> list | None:
+        op = n.op_type
+        outs = [self.shapes.get(o.name) for o in n.outputs]
+        shape = outs[0]
+        if shape is None:
+            return None
+        data = [(i, v) for i, v in enumerate(n.inputs) if v is not None]
+        if id(n) in self.sources and op in ("MatMul", "Gemm", "Conv", "Gather", "Expand"):
+            return [self._source(n, shape)]
+        if op in _SAME_SHAPE or op in ("BatchNormalization", "InstanceNormalization"):
+            x = self.label(n.inputs[0]) if self._data(n.inputs[0]) else None
+            if x is None:
+                return None
+            if op in ("BatchNormalization", "InstanceNormalization"):
+                for slot in range(1, len(n.inputs)):
+                    self._join_param(n, slot, n.inputs[slot], [x[1]])
+                return [x]
+            return [self._merge(n, shape, data)]
+        if op in _BROADCAST:
+            return [self._merge(n, shape, data)]
+        if op == "MatMul":
+            a, b = n.inputs[0], n.inputs[1]
+            la = self.label(a) if self._data(a) else None
+            lb = self.label(b) if self._data(b) else None
+            if self._data(a) and la is None or self._data(b) and lb is None:
+                return None
+            out = _plain(shape)
+            r = len(shape)
+            for lab in (la, lb):
+                if lab is not None and len(lab) > 2:
+                    for i, ax in enumerate(lab[:-2]):
+                        k = r - 2 - (len(lab) - 2) + i
+                        if _size(ax) == shape[k]:
+                            out[k] = ax
+            if la is not None and len(la) >= 2:
+                out[-2] = la[-2]
+            if lb is not None and len(lb) >= 2:
+                out[-1] = lb[-1]
+            return [out]
+        if op == "Gemm":
+            la = self.label(n.inputs[0])
+            if la is None:
+                return None
+            return [[la[1] if n.attr("transA", 0) else la[0], (("", int(shape[1])),)]]
+        if op == "Conv":
+            la = self.label(n.inputs[0])
+            return None if la is None else [[la[0], *_plain(shape[1:])]]
+        if op == "Gather":
+            if not self._data(n.inputs[0]):  # a table read by data indices
+                return [[*self.label(n.inputs[1]), *_plain(shape[len(self.label(n.inputs[1])):])]]
+            x = self.label(n.inputs[0])
+            ax = int(n.attr("axis", 0)) % len(x)
+            idx = self._shape_of(n.inputs[1]) if n.inputs[1] is not None else None
+            if x is None or idx is None:
+                return None
+            return [[*x[:ax], *_plain(idx), *x[ax + 1:]]]
+        if op == "Transpose":
+            x = self.label(n.inputs[0])
+            perm = n.attr("perm") or list(range(len(x)))[::-1]
+            return None if x is None else [[x[p] for p in perm]]
+        if op in ("Reshape", "Flatten"):
+            x = self.label(n.inputs[0])
+            return None if x is None else [_regroup(x, shape)]
+        if op in ("Squeeze", "Unsqueeze"):
+            x = self.label(n.inputs[0])
+            if x is None:
+                return None
+            axes = n.attr("axes")
+            if axes is None and len(n.inputs) > 1 and n.inputs[1] is not None:
+                c = _const(n.inputs[1])
+                axes = None if c is None else c.reshape(-1).tolist()
+            if op == "Squeeze":
+                if axes is None:
+                    return [[ax for ax in x if _size(ax) != 1]]
+                drop = {int(a) % len(x) for a in axes}
+                return [[ax for i, ax in enumerate(x) if i not in drop]]
+            out = list(x)
+            for a in sorted(int(a) % len(shape) for a in axes):
+                out.insert(a, (("", 1),))
+            return [out]
+        if op in ("Split", "Slice"):
+            return self._pieces(n, outs)
+        if op == "Concat":
+            r = len(shape)
+            ax = int(n.attr("axis", 0)) % r
+            labs = [self.label(v) if self._data(v) else None for v in n.inputs]
+            if any(self._data(v) and lab is None for v, lab in zip(n.inputs, labs, strict=True)):
+                return None
+            rest = [(i, v) for i, v in data]
+            out = self._merge_except(n, shape, rest, ax)
+            if out is None:
+                return None
+            for slot, v in rest:
+                if not self._data(v):
+                    self._join_param(n, slot, v, out)
+            pieces = [lab[ax] for lab in labs if lab is not None]
+            roles = {_base(role) for p in pieces for role, _ in p if role}
+            if len(roles) > 1:
+                return None
+            role = next(iter(roles), "")
+            out[ax] = ((f"{role}/part" if role else "", int(shape[ax])),)
+            return [out]
+        if op in ("Expand", "Tile"):
+            x = self.label(n.inputs[0])
+            if x is None:
+                return None
+            out = _plain(shape)
+            for i, a in enumerate(x):
+                k = len(shape) - len(x) + i
+                if _size(a) == shape[k]:
+                    out[k] = a
+            return [out]
+        if op in _REDUCE:
+            x = self.label(n.inputs[0])
+            if x is None:
+                return None
+            axes = n.attr("axes")
+            if axes is None and len(n.inputs) > 1 and n.inputs[1] is not None:
+                c = _const(n.inputs[1])
+                axes = None if c is None else c.reshape(-1).tolist()
+            drop = set(range(len(x))) if axes is None else {int(a) % len(x) for a in axes}
+            if int(n.attr("keepdims", 1)):
+                return [[(("", 1),) if i in drop else ax for i, ax in enumerate(x)]]
+            return [[ax for i, ax in enumerate(x) if i not in drop]]
+        return None
+
+    def _merge_except(self, n: Node, shape, operands, axis: int) -> list | None:
+        out = [None] * len(shape)
+        for _, v in operands:
+            if not self._data(v):
+                continue
+            lab = self.label(v)
+            for k, ax in enumerate(lab):
+                if k == axis or _size(ax) != shape[k]:
+                    continue
+                out[k] = self._pick(out[k], ax)
+                if out[k] is False:
+                    return None
+        return [ax if ax is not None else (("", int(s)),) for ax, s in zip(out, shape, strict=True)]
+
+    def _source(self, n: Node, shape) -> list:
+        atoms = self.sources[id(n)]
+        if n.op_type == "Conv":  # a patch embedding: its filters (and bias) are the channels
+            for slot in (1, 2):
+                if slot < len(n.inputs) and n.inputs[slot] is not None:
+                    self.param_axes.setdefault((id(n), slot), {})[0] = atoms
+            return [self.label(n.inputs[0])[0], atoms, *_plain(shape[2:])]
+        if n.op_type == "Gather":  # an embedding table: its columns are the channels
+            self.param_axes.setdefault((id(n), 0), {})[1] = atoms
+            idx = self.label(n.inputs[1])
+            return [*idx, atoms]
+        if n.op_type == "Expand":  # a K/V repeat: the new axis is the group size
+            axis, rep = atoms
+            x = self.label(n.inputs[0])
+            out = _plain(shape)
+            for i, a in enumerate(x):
+                k = len(shape) - len(x) + i
+                if _size(a) == shape[k]:
+                    out[k] = a
+            out[axis] = (rep,)
+            return out
+        x = self.label(n.inputs[0])
+        if n.op_type == "Gemm":
+            return [x[1] if n.attr("transA", 0) else x[0], atoms]
+        return [*x[:-1], atoms]
+
+    def _pieces(self, n: Node, outs) -> list | None:
+        x = self.label(n.inputs[0])
+        src = self._shape_of(n.inputs[0])
+        if x is None or src is None:
+            return None
+        r = len(x)
+        labs = []
+        for k, o in enumerate(outs):
+            if o is None:
+                labs.append(None)
+                continue
+            changed = [i for i in range(r) if o[i] != src[i]]
+            if len(changed) > 1:
+                return None
+            lab = list(x)
+            for i in changed:
+                lab[i] = _piece(x[i], o[i], n, k)
+            labs.append(lab)
+        return labs
+
+
+def _piece(axis: tuple[Atom, ...], size: int, n: Node, k: int) -> tuple[Atom, ...]:
+    """The label of a piece of ``size`` of an axis: the inner factors when the piece is one block of
+    the outermost factor (a fused projection's Q, K or V), else a part of the axis."""
+    inner = axis[1:]
+    if inner and _size(inner) == size:
+        return inner
+    roles = {_base(role) for role, _ in axis if role}
+    if not roles:
+        return (("", int(size)),)
+    return ((f"{'+'.join(sorted(roles))}/part", int(size)),)
+
+
+def _regroup(x: list, shape) -> list | None:
+    """A reshape's output labels: the input's factors, in order, grouped to the output's sizes (a
+    factor without a role may be split; a factor with one may not)."""
+    atoms = [a for ax in x for a in ax]
+    out, i = [], 0
+    for s in shape:
+        s = int(s)
+        got: list[Atom] = []
+        prod = 1
+        if s == 1:
+            while i < len(atoms) and atoms[i][1] == 1 and not atoms[i][0]:
+                i += 1
+            out.append((("", 1),))
+            continue
+        while prod < s:
+            if i >= len(atoms):
+                return None
+            role, size = atoms[i]
+            if prod * size <= s and s % (prod * size) == 0:
+                got.append(atoms[i])
+                prod *= size
+                i += 1
+                continue
+            need = s // prod
+            if role or s % prod or size % need:
+                return None
+            got.append((role, need))
+            atoms[i] = (role, size // need)
+            prod = s
+        out.append(tuple(a for a in got if a[1] != 1 or a[0]) or (("", s),))
+    while i < len(atoms) and atoms[i][1] == 1:
+        i += 1
+    return out if i == len(atoms) else None
+
+
+def _resolved_array(v: Value | None) -> np.ndarray | None:
+    return constant_array(v, transpose=False)
+
+
+def _grown(axis: tuple[Atom, ...], grow: dict, what: str) -> int:
+    total = 1
+    for role, size in axis:
+        if role in grow:
+            total *= int(grow[role](size))
+        elif "/part" in role and any(r in grow for r in role.split("/")[0].split("+")):
+            raise PreconditionError(f"{what}: a slice of a growing axis ({role.split('/')[0]}) is "
+                                    "reshaped; its new size cannot be told")
+        else:
+            total *= size
+    return total
+
+
+def retarget_shapes(graph: Graph, ctx: PassContext, roles: AxisRoles, nodes: list[Node], grow: dict,
+                    what: str, heads: tuple[int, int] | None = None,
+                    head_ops: tuple[str, ...] = ("Mul",)) -> int:
+    """Rewrite the shape constants of the ``Reshape`` targets and ``Split`` sizes among ``nodes`` BY
+    POSITION: an entry changes where the output axis it sizes holds a growing factor (``grow``:
+    role -> new size of a factor of that role), found by :class:`AxisRoles` from the data flow,
+    never because its value equals a width. A constant entry must then say the parent's size
+    (or ``-1`` / ``0``), else the pass refuses. Targets computed at run time keep their
+    arithmetic; ``head_ops`` by the head count ``heads[0]`` in it (``Mul``: batch x heads;
+    ``Div``: a width over the heads) get ``heads[1]``. New constants are new parameters.
+    Returns how many constants changed."""
+    changed = 0
+    for n in nodes:
+        if n.op_type == "Split":
+            changed += _retarget_split(graph, ctx, roles, n, grow, what)
+            continue
+        if n.op_type != "Reshape":
+            continue
+        out = roles.label(n.outputs[0])
+        if out is None:
+            raise PreconditionError(
+                f"{what}: cannot tell which axes of Reshape {n.name!r} hold a growing width or head count: "
+                f"the data flow's axis roles stop at {roles.unknown(n.outputs[0])}")
+        old = [int(s) for s in roles.shapes[n.outputs[0].name]]
+        new = [_grown(ax, grow, f"{what}: Reshape {n.name!r}") for ax in out]
+        diff = [k for k in range(len(old)) if old[k] != new[k]]
+        target = n.inputs[1]
+        arr = _const(target)
+        if arr is not None:
+            vals = arr.reshape(-1).copy()
+            for k in diff:
+                vals[k] = _entry(vals[k], k, old[k], new[k], n, roles, grow, what)
+            if not np.array_equal(vals, arr.reshape(-1)):
+                n.set_input(1, shape_param(graph, ctx, f"{n.name}_shape", vals.reshape(arr.shape)))
+                changed += 1
+            continue
+        cat = target.producer
+        if cat is None or cat.op_type != "Concat":
+            continue  # computed whole: plan_targets rebuilds it where it must change
+        pieces, fixed, start = list(cat.inputs), [], 0
+        lengths = [_piece_length(p) for p in pieces]
+        for p, size in zip(pieces, lengths, strict=True):
+            a = _const(p)
+            if a is None:
+                fixed.append(p)
+                if heads is not None:
+                    _computed_heads(graph, ctx, p, heads, set(), head_ops)
+            else:
+                vals = a.reshape(-1).copy()
+                if None not in lengths:
+                    for k in diff:
+                        if start <= k < start + size:
+                            vals[k - start] = _entry(vals[k - start], k, old[k], new[k], n, roles, grow, what)
+                elif diff:
+                    raise PreconditionError(f"{what}: the target of Reshape {n.name!r} has pieces of unknown "
+                                            "length: the entry to rewrite cannot be placed")
+                if not np.array_equal(vals, a.reshape(-1)):
+                    fixed.append(shape_param(graph, ctx, f"{n.name}_shape_piece", vals.reshape(a.shape)))
+                    changed += 1
+                else:
+                    fixed.append(p)
+            start += size or 0
+        if any(f is not p for f, p in zip(fixed, pieces, strict=True)):
+            c2 = graph.create_node("Concat", fixed, dict(cat.attributes), name=f"{cat.name}_grown",
+                                   output_types=[target.type])
+            graph.insert_before(n, c2)
+            n.set_input(1, c2.outputs[0])
+    return changed
+
+
+def _entry(val, k: int, old: int, new: int, n: Node, roles: AxisRoles, grow: dict, what: str):
+    """The new target entry at position ``k`` (the parent's ``old`` size becomes ``new``)."""
+    if int(val) == old:
+        return new
+    if int(val) == -1:
+        return val  # inferred from the others
+    if int(val) == 0:  # copied from the input's axis k: right when that axis grows alike
+        x = roles.label(n.inputs[0])
+        if x is not None and k < len(x) and _grown(x[k], grow, what) == new:
+            return val
+    raise PreconditionError(f"{what}: Reshape {n.name!r} says {int(val)} at position {k}, where the data "
+                            f"flow says the parent's size {old} (to become {new})")
+
+
+def _retarget_split(graph: Graph, ctx: PassContext, roles: AxisRoles, n: Node, grow: dict, what: str) -> int:
+    x = roles.label(n.inputs[0])
+    outs = [roles.label(o) for o in n.outputs]
+    if x is None or any(o is None for o in outs):
+        raise PreconditionError(f"{what}: cannot tell which axis of Split {n.name!r} holds a growing width: "
+                                f"the data flow's axis roles stop at {roles.unknown(n.outputs[0])}")
+    axis = int(n.attr("axis", 0)) % len(x)
+    old = [_size(o[axis]) for o in outs]
+    new = [_grown(o[axis], grow, f"{what}: Split {n.name!r}") for o in outs]
+    if old == new:
+        return 0
+    if n.attr("split") is not None:
+        n.set_attr("split", [int(v) for v in new])
+        return 1
+    if len(n.inputs) > 1 and n.inputs[1] is not None:
+        c = _const(n.inputs[1])
+        if c is None:
+            raise PreconditionError(f"{what}: Split {n.name!r} takes its sizes computed at run time")
+        n.set_input(1, shape_param(graph, ctx, f"{n.name}_split", np.asarray(new, dtype=c.dtype)))
+        return 1
+    if len(set(new)) != 1:
+        raise PreconditionError(f"{what}: Split {n.name!r} splits equally but its pieces grow unequally")
+    return 0
+
+
+def times(n: int):
+    """A growth rule: a factor of size ``s`` becomes ``n·s``."""
+    return lambda s: n * s
+
+
+def plus(k: int):
+    """A growth rule: a factor of size ``s`` becomes ``s + k``."""
+    return lambda s: s + k
+
+
+def attention_atoms(att, ins, fused: bool) -> dict[int, tuple[Atom, ...]]:
+    """``id(node) -> atoms`` of each in-projection's output features: ``[Q | K | V]`` blocks of
+    heads of units (fused), heads of units, or K/V heads of units (grouped-query attention); and
+    each K/V repeat's new axis (query heads per group)."""
+    h, dh, width = att.heads, att.head_size, att.out_proj.in_features
+    out: dict[int, tuple] = {}
+    for lin in ins:
+        if fused:
+            out[id(lin.node)] = (("blk", 3), ("head", h), ("unit", dh))
+        elif lin.out_features == width:
+            out[id(lin.node)] = (("head", h), ("unit", dh))
+        else:
+            out[id(lin.node)] = (("kv", lin.out_features // dh), ("unit", dh))
+    if att.kv_heads is not None and att.kv_heads < h:
+        for expand, axis in att.repeat_kv:
+            out[id(expand)] = (axis, ("rep", h // att.kv_heads))
+    return out
+
+
+def role_index(axis: tuple[Atom, ...], n: int, grow: dict, what: str) -> np.ndarray | None:
+    """The HyperCloning gather index of an axis made of ``axis``'s factors: the ``n`` copies lie just
+    outside the outermost growing factor (``[h, h]`` for the stream, ``[Q, Q | K, K | V, V]`` for
+    fused heads, each head's units repeated in place when the head size grows); ``None`` when no
+    factor grows."""
+    sizes = [s for _, s in axis]
+    for i, (role, _) in enumerate(axis):
+        if role in grow:
+            return tile_index(_size(axis), n, int(np.prod(sizes[:i], dtype=np.int64)))
+        if "/part" in role and any(r in grow for r in role.split("/")[0].split("+")):
+            raise PreconditionError(f"{what}: a parameter holds a slice of a growing axis ({role})")
+    return None

@@ -24,16 +24,19 @@ from ..ir import Graph, Node, Value
 from ..limits import MAX_FACTOR
 from ..morphs.lineage import ParamLineage
 from ..morphs.transformer import gather, head_index, tile_index
-from ..structure.transformer import NORM_OPS, TransformerStructure, as_linear, head_split
+from ..structure.transformer import TransformerStructure, as_linear
 from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_add_heads import attention_projections
 from .transformer_surgery import (
+    AxisRoles,
     _resolved,
+    attention_atoms,
     forget_types,
-    rescale_shape_constants,
     retarget_entry,
-    retarget_reshape,
+    retarget_shapes,
+    role_index,
     set_param,
+    times,
     transformer_of,
 )
 
@@ -146,9 +149,6 @@ class WidenHidden(Pass):
         atts = [lay.attention for lay in st.layers]
         heads = {a.heads for a in atts}
         sizes = {a.head_size for a in atts}
-        widths = {st.hidden, st.mlp} | {a.out_proj.in_features for a in atts} | \
-                 {3 * a.out_proj.in_features for a in atts} | {lay.up.out_features for lay in st.layers} | \
-                 {x.out_features for a in atts for x in a.in_projs}
         if mode == "size" and any(a.rotary for a in atts):
             raise PreconditionError(
                 f"{self.name}: --heads-mode size grows the head size, which the rotary position embedding "
@@ -158,18 +158,48 @@ class WidenHidden(Pass):
             raise PreconditionError(f"{self.name}: --heads-mode size is not implemented for grouped-query "
                                     "attention: use --heads-mode count (heads and K/V groups repeated)")
         moving = heads if mode == "count" else sizes
-        still = sizes if mode == "count" else heads
-        clash = (moving | widths) & still or moving & widths
-        if clash:
-            raise PreconditionError(
-                f"{self.name}: shape constants would be ambiguous: {sorted(clash)} is both a width or head "
-                f"{'count' if mode == 'count' else 'size'} that grows and one that must stay "
-                f"(try --heads-mode {'size' if mode == 'count' else 'count'})")
-        return n, st, mode, widths, moving
+        grow = {r: times(n) for r in ("d", "m", *(("head", "kv") if mode == "count" else ("unit",)))}
+        roles = AxisRoles(graph, st.flow, self._sources(st, mode))  # which axis holds what, by data flow
+        return n, st, mode, (grow, roles, {}), moving
+
+    def _sources(self, st: TransformerStructure, mode: str) -> dict[int, tuple]:
+        """The axes the clone repeats, where they are written: each attention in-projection's
+        (blocks of) heads of units, the stream (``d``: out-projections, MLP down-projections, the
+        patch conv, embedding tables) and the MLP width (``m``); other linear layers' outputs
+        grow as the stream does unless nothing linear reads them (the head)."""
+        flow = st.flow
+        out: dict[int, tuple] = {}
+        mlp: set[int] = set()
+        for lay in st.layers:
+            att = lay.attention
+            ins, fused = attention_projections(att, f"{self.name}: layer {lay.index}")
+            out.update(attention_atoms(att, ins, fused))
+            mlp.update(id(x.node) for x in (lay.up, lay.gate_proj) if x is not None)
+        stream = {id(x.node) for lay in st.layers for x in (lay.attention.out_proj, lay.down)}
+        d = st.hidden
+        for node in flow.data_nodes:
+            if id(node) in out:
+                continue
+            lin = as_linear(flow, node)
+            if lin is not None:
+                if id(node) in mlp:
+                    out[id(node)] = (("m", lin.out_features),)
+                elif id(node) in stream or _downstream_linear(flow, lin):
+                    out[id(node)] = (("d", lin.out_features),)
+                continue
+            w = _float_param(node.inputs[1]) if node.op_type == "Conv" and len(node.inputs) > 1 else None
+            if w is not None and w.const.array.shape[0] == d:
+                out[id(node)] = (("d", d),)
+            t = _float_param(node.inputs[0]) if node.op_type == "Gather" else None
+            if t is not None and t.const.array.ndim == 2 and t.const.array.shape[1] == d \
+                    and flow.is_data(node.inputs[1]):
+                out[id(node)] = (("d", d),)
+        return out
 
     def requires(self, graph: Graph):
-        n, st, mode, widths, moving = self._plan(graph)
-        return n, st, mode, widths, moving, self._sites(graph, st, n, mode, widths)
+        n, st, mode, axes, moving = self._plan(graph)
+        return n, st, mode, axes, moving, self._sites(graph, st, n, mode, axes)
+
 
     def child_bytes(self, graph: Graph, plan) -> int:
         """Every parameter the clone repeats grows ``n`` times along each repeated axis."""
@@ -178,12 +208,12 @@ class WidenHidden(Pass):
         old = {id(p): p.const.array.nbytes for _, _, p, _, _, _ in sites}
         return parameter_bytes(graph) + int(new) - sum(old.values())
 
-    def _sites(self, graph: Graph, st: TransformerStructure, n: int, mode: str, widths: set[int]
+    def _sites(self, graph: Graph, st: TransformerStructure, n: int, mode: str, axes: tuple
                ) -> list[tuple]:
         """``(node, slot, param, [(axis, index, divide), …], scale, lineage)`` for every parameter
-        that holds a growing width (``widths``); others (rotary frequencies, masks) stay."""
+        that meets a growing axis in the data flow (``axes``: the growth rules and the
+        :class:`AxisRoles`); others (rotary frequencies, masks) stay."""
         flow = st.flow
-        d = st.hidden
         roles: dict[int, tuple] = {}  # id(linear node) -> (kind, extra)
         for lay in st.layers:
             att = lay.attention
@@ -210,33 +240,21 @@ class WidenHidden(Pass):
                 seen_linear.add(id(node))
                 sites += self._linear_sites(flow, lin, roles.get(id(node)), n, mode)
                 continue
+            grow, axis_roles, _ = axes
             for slot, v in enumerate(node.inputs):
                 p = _float_param(v)
                 if p is None or (lin is None and _is_linear_bias(flow, node, slot)):
                     continue
-                a = p.const.array
-                rule = self._vector_rule(node, slot, a, d, n)
-                if rule is None and not set(a.shape) & widths:
-                    continue  # no axis of a growing width: rotary frequencies, masks, scalars-as-arrays
-                if rule is None:
-                    raise PreconditionError(
-                        f"{self.name}: parameter {p.name!r} {tuple(a.shape)} read by {node.name!r} "
-                        f"({node.op_type}) has no rule for a hidden width {d} -> {n * d}")
-                sites.append((node, slot, p, rule, None, None))
+                meets = axis_roles.param_axes.get((id(node), slot))
+                if not meets:
+                    continue  # no axis meets a growing one in the data flow: masks, rotary tables stay
+                what = f"{self.name}: parameter {p.name!r} {tuple(p.const.array.shape)} read by {node.name!r}"
+                rule = [(axis, index, 1.0) for axis, atoms in sorted(meets.items())
+                        if (index := role_index(atoms, n, grow, what)) is not None]
+                if rule:
+                    sites.append((node, slot, p, rule, None, None))
+        axes[2].update(_keep_tie(st, sites, n))
         return sites
-
-    @staticmethod
-    def _vector_rule(node: Node, slot: int, a: np.ndarray, d: int, n: int):
-        op = node.op_type
-        if op in NORM_OPS and slot in (1, 2) and a.shape[-1] == d:  # RMS of [h, h] is h's too
-            return [(a.ndim - 1, tile_index(d, n), 1.0)]
-        if op == "Gather" and slot == 0 and a.ndim == 2 and a.shape[1] == d:
-            return [(1, tile_index(d, n), 1.0)]
-        if op == "Conv" and slot in (1, 2) and a.shape[0] == d:
-            return [(0, tile_index(d, n), 1.0)]
-        if op in ("Add", "Mul", "Sub", "Expand", "Concat", "Slice", "Where") and a.shape[-1] == d:
-            return [(a.ndim - 1, tile_index(d, n), 1.0)]
-        return None
 
     def _linear_sites(self, flow, lin, role, n: int, mode: str) -> list[tuple]:
         fin, fout = lin.in_features, lin.out_features
@@ -274,7 +292,7 @@ class WidenHidden(Pass):
         return sites
 
     def call(self, graph: Graph, ctx: PassContext, plan) -> None:
-        n, st, mode, widths, moving, sites = plan
+        n, st, mode, axes, moving, sites = plan
         flow = st.flow
         data = list(flow.data_nodes)
         for node, slot, p, rules, scale, scale_axis in sites:
@@ -293,21 +311,18 @@ class WidenHidden(Pass):
             note = f"HyperCloning x{n}" + ("; Q/K scaled" if scale is not None else "")
             set_param(graph, ctx, node, slot, a, kind=_kind(div), parent=p, axis=axis, index=index,
                       divide=div, then=then, note=note)
-        values = {w: n * w for w in widths}
-        values.update({m: n * m for m in moving})
+        grow, roles, tie = axes
+        if tie:
+            ctx.note(**tie)
         heads = next(iter(moving)) if mode == "count" and len(moving) == 1 else None
-        rescale_shape_constants(graph, ctx, data, values, heads=None if heads is None else (heads, n * heads),
-                                head_ops=("Mul", "Div"))
+        retarget_shapes(graph, ctx, roles, data, grow, self.name,
+                        heads=None if heads is None else (heads, n * heads), head_ops=("Mul", "Div"))
         for lay in st.layers:  # grouped-query attention: the K/V groups repeat with the heads
             att = lay.attention
             if mode == "count" and att.kv_heads is not None and att.kv_heads < att.heads:
                 what = f"{self.name}: layer {lay.index}"
                 for expand, axis in att.repeat_kv:
                     retarget_entry(graph, ctx, expand, 1, axis - 1, att.kv_heads, n * att.kv_heads, what)
-                for lin in att.in_projs:  # K and V split into [.., G, D]: the group count by position
-                    split = head_split(flow, lin) if lin.out_features != att.out_proj.in_features else None
-                    if split is not None:
-                        retarget_reshape(graph, ctx, split, att.kv_heads, n * att.kv_heads, what, position=-2)
         forget_types(graph.nodes)
 
 
@@ -321,3 +336,57 @@ def _is_linear_bias(flow, node: Node, slot: int) -> bool:
             if lin is not None and lin.bias_node is node:
                 return True
     return False
+
+
+_PLAIN_OPS = ("Reshape", "Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten")
+_NORMS = ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
+
+
+def _keep_tie(st: TransformerStructure, sites: list[tuple], n: int) -> dict:
+    """Tied embeddings (the unembedding is the token table, transposed): keep them tied.
+
+    HyperCloning divides the head's repeated input rows by ``n`` (``[e, e]ᵀ / n``), which would
+    untie them from the table's ``[e, e]``. Where the head reads a norm with its own scale (GPT-2's
+    final LayerNorm, Llama's final RMSNorm), the ``1/n`` moves into that norm's scale (and bias)
+    instead: the norm writes ``[y, y] / n``, the head is ``[e, e]ᵀ`` -- the table's clone, still
+    equal to it. Elsewhere they are untied, and the note says why. Returns the report note
+    (edits ``sites`` in place); ``{}`` when the embeddings are not tied.
+    """
+    flow = st.flow
+    tokens = [e for e in st.embeddings if e["kind"] == "token"]
+    head = next((lin for x in flow.data_nodes if st.head and x.name == st.head["name"]
+                 and (lin := as_linear(flow, x)) is not None), None)
+    if not tokens or head is None:
+        return {}
+    gather = next(x for x in flow.data_nodes if x.name == tokens[0]["name"])
+    table = _resolved(gather.inputs[0])
+    w = head.weight.const.array
+    t = table.const.array
+    if not (head.weight is table or (w.shape == t.T.shape and head.in_axis == 0 and np.array_equal(w, t.T))
+            or (w.shape == t.shape and head.in_axis == 1 and np.array_equal(w, t))):
+        return {}
+    v = head.node.inputs[0]
+    p = v.producer
+    while p is not None and p.op_type in _PLAIN_OPS and len(flow.data_inputs(p)) == 1:
+        p = flow.data_inputs(p)[0].producer
+    slots = []
+    if p is not None and p.op_type in _NORMS:
+        slots = [k for k in (1, 2) if k < len(p.inputs) and p.inputs[k] is not None]
+    elif p is not None and p.op_type == "Mul":
+        slots = [k for k, x in enumerate(p.inputs) if _float_param(x) is not None and x.const is not None]
+    norm = [i for i, site in enumerate(sites) if site[0] is p and site[1] in slots]
+    if not slots or len(norm) != len(slots):
+        why = (f"the head reads {p.op_type} {p.name!r}, not a norm with its own scale" if p is not None
+               else "the head reads no norm")
+        return {"tied_embeddings": "untied", "why": f"{why}: the head's repeated rows must be divided by {n} "
+                f"([e, e]^T / {n}) while the table's columns are repeated undivided ([e, e])"}
+    for i in norm:  # the 1/n moves into the final norm's scale and bias
+        node, slot, param, rules, scale, lin_axis = sites[i]
+        (axis, index, _), *rest = rules
+        sites[i] = (node, slot, param, [(axis, index, float(n)), *rest], scale, lin_axis)
+    for i, site in enumerate(sites):
+        if site[0] is head.node and site[1] == 1:
+            node, slot, param, rules, scale, lin_axis = site
+            sites[i] = (node, slot, param, [(ax, ix, 1.0) for ax, ix, _ in rules], scale, lin_axis)
+    return {"tied_embeddings": "kept", "table": table.name, "head": head.name,
+            "how": f"the final norm {p.name!r} scales by 1/{n}; the head is the table's clone [e, e]^T"}

@@ -162,7 +162,16 @@ def test_chain_of_all_passes():
         assert rel_error(cs.run(None, {"x": x})[0], ps.run(None, {"x": x})[0]) <= 1e-4
 
 
-def test_add_heads_refuses_ambiguous_head_count():
+def test_add_heads_when_head_count_equals_head_size():
+    """8 heads of size 8: shape constants are rewritten by position (the data flow's axis roles),
+    so the equal values are no longer ambiguous and add-heads grows the model exactly."""
     g, _ = get_pass("widen-hidden", factor=2).apply(onnx_io.load(exported("gpt", "dynamo")))  # 8 heads x 8
-    with pytest.raises(PreconditionError, match="8 heads of size 8"):
-        get_pass("add-heads", heads=1).apply(g)
+    xs = inputs("gpt", "dynamo", np.random.default_rng(4))
+    child, (rep,) = PassManager(inputs=[{"x": x} for x in xs], record_depth=False).run(
+        g, [get_pass("add-heads", heads=1)])
+    assert rep.verification["ok"]
+    st = recognise_transformer(child)
+    assert (st.heads, st.head_size) == (9, 8)
+    ps, cs = _session(g), _session(child)
+    for x in xs:
+        assert rel_error(cs.run(None, {"x": x})[0], ps.run(None, {"x": x})[0]) <= 1e-4

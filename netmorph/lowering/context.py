@@ -118,7 +118,7 @@ class LoweringContext:
         if isinstance(c, Const):
             return c.array.ndim
         if isinstance(c, Sym):
-            return 0 if c.scalar else 1
+            return 0 if c.scalar else 1 if c.cols is None else 2
         r = value_rank(self, node.inputs[index])
         if r is None:
             raise LoweringError(

@@ -59,6 +59,8 @@ def gather_op(ctx, node):
     x, idx = ctx.input(node, 0), ctx.input(node, 1)
     axis = int(node.attr("axis", 0))
     if isinstance(x, Sym):
+        if x.cols is not None:
+            raise LoweringError(f"Gather node {label(node)}: a rank-2 shape value is indexed")
         ind = ctx.const(node, 1, "indices").array
         items = x.items
         picked = tuple(items[int(i)] for i in ind.reshape(-1))
@@ -79,6 +81,15 @@ def slice_op(ctx, node):
         axes, steps = ctx.ints(node, 3, "axes"), ctx.ints(node, 4, "steps")
     axes = list(range(len(starts))) if axes is None else list(axes)
     steps = [1] * len(starts) if steps is None else list(steps)
+    if isinstance(x, Sym) and x.cols is not None:  # rows of a rank-2 shape value (F.pad's pads)
+        rows = [x.items[i:i + x.cols] for i in range(0, len(x.items), x.cols)]
+        if axes not in ([0], [-2]) or not isinstance(steps[0], int) or steps[0] == 0:
+            raise LoweringError(f"Slice node {label(node)}: a rank-2 shape value is sliced by rows only")
+        s, e = starts[0], ends[0]
+        big = 2 ** 62  # ONNX's "to the end" sentinels, as Python slices read them
+        s, e = (None if abs(s) >= big else s), (None if abs(e) >= big else e)
+        picked = rows[slice(s, e, steps[0])]
+        return Sym(tuple(v for r in picked for v in r), cols=x.cols)
     if any(not isinstance(s, int) or s <= 0 for s in steps):
         raise LoweringError(f"Slice node {label(node)}: steps {steps} are not supported (positive only)")
     if isinstance(x, Sym):
@@ -129,6 +140,8 @@ def unsqueeze(ctx, node):
 @converter("Concat")
 def concat(ctx, node):
     parts = [ctx.input(node, i) for i in range(len(node.inputs))]
+    if any(isinstance(p, Sym) and p.cols is not None for p in parts):
+        raise LoweringError(f"Concat node {label(node)}: a rank-2 shape value is concatenated")
     if any(isinstance(p, Sym) for p in parts):
         items: list = []
         for i, p in enumerate(parts):
@@ -144,8 +157,11 @@ def reshape(ctx, node):
     x = ctx.input(node, 0)
     target = _items(ctx, node, 1, "shape")
     if isinstance(x, Sym):
+        cols = target[1] if len(target) == 2 and isinstance(target[1], int) and target[1] > 0 else None
+        if cols and len(x.items) % cols == 0 and target[0] in (-1, len(x.items) // cols):
+            return Sym(x.items, cols=cols)  # F.pad's pads, [-1, 2]
         if len(target) > 1:
-            raise LoweringError(f"Reshape node {label(node)}: a shape value reshaped to rank > 1")
+            raise LoweringError(f"Reshape node {label(node)}: a shape value reshaped to rank > 2")
         return Sym(x.items, scalar=len(target) == 0)
     xo = ctx.operand(x)
     if not node.attr("allowzero", 0):
@@ -171,7 +187,11 @@ def flatten(ctx, node):
 
 @converter("Transpose")
 def transpose(ctx, node):
-    x = ctx.operand(ctx.input(node, 0))
+    x = ctx.input(node, 0)
+    if isinstance(x, Sym) and x.cols is not None:  # a rank-2 shape value (F.pad's pads)
+        rows = len(x.items) // x.cols
+        return Sym(tuple(x.items[r * x.cols + c] for c in range(x.cols) for r in range(rows)), cols=rows)
+    x = ctx.operand(x)
     perm = node.attr("perm")
     if perm is None:
         perm = list(range(ctx.rank(node, 0)))[::-1]
@@ -207,6 +227,10 @@ def constant_of_shape(ctx, node):
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 
 
+def _zero(x) -> bool:
+    return isinstance(x, int) and x == 0
+
+
 @converter("Pad")
 def pad(ctx, node):
     x = ctx.operand(ctx.input(node, 0))
@@ -218,7 +242,8 @@ def pad(ctx, node):
     if ctx.opset < 11:
         pads, value, axes = list(node.attr("pads")), float(node.attr("value", 0.0)), None
     else:
-        pads = ctx.ints(node, 1, "pads")
+        given = ctx.input(node, 1)  # run-time pads (a window padding computed from the size) stay ints
+        pads = list(given.items) if isinstance(given, Sym) else ctx.ints(node, 1, "pads")
         c = ctx.input(node, 2)
         value = 0.0 if c is None else ctx.const(node, 2, "constant_value").array.reshape(()).item()
         axes = ctx.ints(node, 3, "axes")
@@ -227,7 +252,7 @@ def pad(ctx, node):
     begins, ends = [0] * rank, [0] * rank
     for i, a in enumerate(axes):
         begins[a], ends[a] = pads[i], pads[i + n]
-    first = next((i for i in range(rank) if begins[i] or ends[i]), rank)
+    first = next((i for i in range(rank) if not (_zero(begins[i]) and _zero(ends[i]))), rank)
     if first == rank:
         return x
     flat = torch_pad_list(begins[first:], ends[first:])

@@ -30,7 +30,7 @@ def value_rank(ctx, v: Value, _seen: frozenset = frozenset()) -> int | None:
     if isinstance(x, Const):
         return x.array.ndim
     if isinstance(x, Sym):
-        return 0 if x.scalar else 1
+        return 0 if x.scalar else 1 if x.cols is None else 2
     t = ctx.type_of(v)
     if t is not None and t.shape is not None:
         return len(t.shape)

@@ -35,6 +35,9 @@ class Sym:
 
     items: tuple = field(default_factory=tuple)
     scalar: bool = False
+    cols: int | None = None
+    """Set for a rank-2 shape value (``items`` row-major, ``cols`` per row): the ``[-1, 2]`` pads of
+    ``F.pad`` as TorchScript exports them (reshaped, rows reversed, transposed, flattened)."""
 
     @property
     def is_static(self) -> bool:
