@@ -77,12 +77,16 @@ def place(graph: Graph, parent_slots: dict[str, TensorSlot], origins: dict[str, 
     return placed
 
 
-def child_config(config, placed: list[Placed], family: dict, what: str):
-    """A copy of ``config`` with the fields the family's rules read off the child's tensors."""
+def child_config(config, placed: list[Placed], family: dict, what: str, structures=(None, None),
+                 parent_shapes: dict[str, tuple[int, ...]] | None = None):
+    """A copy of ``config`` with the fields the family's rules read off the child's tensors and,
+    for ``("structure", attr)`` rules, off ``structures`` (the parent's and the grown graph's
+    transformer readings)."""
     cfg = config.__class__.from_dict(config.to_dict())
     layers = {p.layer for p in placed if p.layer is not None}
     layer_re = re.compile(family["layers"])
     for field, rule in family["config"].items():
+        old = getattr(config, field, None)
         if rule[0] == "layers":
             setattr(cfg, field, len(layers))
         elif rule[0] == "dim":
@@ -92,6 +96,17 @@ def child_config(config, placed: list[Placed], family: dict, what: str):
             if len(dims) > 1:
                 raise PreconditionError(f"{what}: {role} has widths {sorted(dims)} across layers; one "
                                         f"{config.model_type} config cannot say that (grow every layer)")
-            if dims:
-                setattr(cfg, field, dims.pop())
+            if not dims:
+                continue
+            new = dims.pop()
+            was = {s[axis] for k, s in (parent_shapes or {}).items()
+                   if (m := layer_re.match(k)) and m.group(2) == role}
+            if old is None and was == {new}:
+                continue  # a derived field (GPT-2's n_inner = 4 n_embd) the growth left alone
+            setattr(cfg, field, new)
+        elif rule[0] == "structure" and structures[1] is not None and hasattr(cfg, field):
+            new = getattr(structures[1], rule[1], None)
+            was = getattr(structures[0], rule[1], None) if structures[0] is not None else None
+            if new is not None and not (old is None and was == new):
+                setattr(cfg, field, int(new))
     return cfg
