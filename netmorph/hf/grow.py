@@ -48,6 +48,11 @@ class HFGrown:
     model: nn.Module
     optimizer: torch.optim.Optimizer | None
     report: dict[str, Any] = field(default_factory=dict)
+    graph: Any = None
+    """The grown ONNX graph (IR) the checkpoint was placed from."""
+    pass_reports: list = field(default_factory=list)
+    origins: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    """Child ``state_dict`` key -> ``(kind, parent key or None)``; ``kind``: same, gather or new."""
 
 
 def family_of(model: nn.Module) -> dict:
@@ -64,13 +69,15 @@ def example_ids(config, family: dict, seed: int, batch: int = 2, length: int = 8
 
 
 def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | None = None,
-         verify: bool = True, state: str = "map", seed: int = 0, **pass_options: Any) -> HFGrown:
+         verify: bool = True, state: str = "map", seed: int = 0, example: torch.Tensor | None = None,
+         **pass_options: Any) -> HFGrown:
     """Grow ``transformers`` causal LM ``model`` with ``passes`` (names or Pass objects).
 
     Returns a model of ``type(model)`` with the updated config (layers, MLP width), its weights
     placed by the family's rules, checked by its own forward against ``model``'s (eval mode), and,
     given ``optimizer`` (over ``model``'s parameters), a new one of the same class over the child's
-    parameters with the state carried (``state="map"``) or fresh (``"reset"``).
+    parameters with the state carried (``state="map"``) or fresh (``"reset"``). ``example``: token
+    ids to export with (default: random ids, batch 2, length 8).
     """
     if state not in STATE_MODES:
         raise ValueError(f"state must be one of {', '.join(STATE_MODES)}, not {state!r}")
@@ -82,7 +89,8 @@ def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | No
     was_training = model.training
     model.eval()
     wrapper = Logits(model)
-    cap = capture(wrapper, (example_ids(model.config, family, seed),), exporter="dynamo",
+    ids = example if example is not None else example_ids(model.config, family, seed)
+    cap = capture(wrapper, (ids,), exporter="dynamo",
                   seq_max=int(getattr(model.config, family["positions"])) if family.get("position_table") else None)
     _tied_by_data_flow(cap, family)
     steps, reports = run_passes(cap.graph, plist, verify=verify, seed=seed)
@@ -112,7 +120,14 @@ def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | No
         "untied": untied,
         "tensors": {p.key: p.ir for p in placed},
     }
-    return HFGrown(child, new_opt, report)
+    origins = origins_of(steps, graph)
+    back = {s.ir: k for k, s in reversed(list(parent_slots.items()))}
+    kinds = {}
+    for p in placed:
+        o = origins.get(p.ir)
+        parent = back.get(o.root) if o is not None and o.root is not None and o.kind != "new" else None
+        kinds[p.key] = (o.kind, parent) if parent is not None else ("new", None)
+    return HFGrown(child, new_opt, report, graph, reports, kinds)
 
 
 def _tied_by_data_flow(cap, family: dict) -> None:
