@@ -100,11 +100,12 @@ def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | No
     shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
     cfg = child_config(model.config, placed, family, what, (_reading(cap.graph), _reading(graph)), shapes)
     untied = _untie_if_needed(cfg, graph, placed, family)
-    try:
+    try:  # the config must survive a save / from_pretrained round trip (its validators run there)
+        cfg = cfg.__class__.from_dict(cfg.to_dict())
         child = type(model)(cfg).eval()
-    except (ValueError, TypeError) as e:  # the config class refuses the combination
+    except Exception as e:  # noqa: BLE001 - the config class's validators raise their own types
         raise PreconditionError(f"{what}: this growth is not a config change of {type(model).__name__} "
-                                f"({str(e).splitlines()[0]})") from None
+                                f"({_reason(e)})") from None
     _load(child, graph, placed, model, cap, family, what)
     if verify:
         check_forward(model, child, family, seed, what)
@@ -128,6 +129,12 @@ def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | No
         parent = back.get(o.root) if o is not None and o.root is not None and o.kind != "new" else None
         kinds[p.key] = (o.kind, parent) if parent is not None else ("new", None)
     return HFGrown(child, new_opt, report, graph, reports, kinds)
+
+
+def _reason(e: BaseException) -> str:
+    """The most specific line of a config validator's message (its last non-empty one)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
 
 
 def _tied_by_data_flow(cap, family: dict) -> None:
