@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 # isort: on
 
-import netmorph.torch as nmt
 from netmorph.passes import get_pass
+
+import netmorph.torch as nmt
 
 VOCAB, SEQ = 16, 8
 
@@ -93,7 +94,8 @@ def run(before: int = 40, after: int = 30, seed: int = 0, lr: float = 3e-3) -> d
     loss_after_growth = held_out(child)
     curve_after = train(child, child_opt, after, g)
     cfg, new = model.config, child.config
-    fields = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
+    fields = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+              "num_key_value_heads")
     return {
         "model": type(child).__name__, "same_class": type(child) is type(model),
         "config": {k: [getattr(cfg, k), getattr(new, k)] for k in fields},
@@ -102,7 +104,7 @@ def run(before: int = 40, after: int = 30, seed: int = 0, lr: float = 3e-3) -> d
         "train_loss_before": curve_before, "train_loss_after": curve_after,
         "carried_state": sum(1 for p in child.parameters()
                              if p in child_opt.state and float(child_opt.state[p]["step"]) > 0),
-        "parameters": [sum(p.numel() for p in model.parameters()), sum(p.numel() for p in child.parameters())],
+        "parameters": [sum(p.numel() for p in m.parameters()) for m in (model, child)],
         "grow_s": round(grow_s, 2),
     }
 

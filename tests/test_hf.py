@@ -123,7 +123,8 @@ def test_widen_mlp_and_widen_hidden_untie_the_head_and_keep_training(folder):
     assert g.model.lm_head.weight.data_ptr() != g.model.transformer.wte.weight.data_ptr()
     _close(g.model, parent.eval())
     opt = g.optimizer
-    for p in (g.model.lm_head.weight, g.model.transformer.wte.weight, g.model.transformer.h[0].mlp.c_fc.weight):
+    m = g.model
+    for p in (m.lm_head.weight, m.transformer.wte.weight, m.transformer.h[0].mlp.c_fc.weight):
         assert any(p is q for grp in opt.param_groups for q in grp["params"])
         assert float(opt.state[p]["exp_avg_sq"].abs().max()) > 0  # carried, not fresh
     loss = _train(g.model, opt, steps=1)

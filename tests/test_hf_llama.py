@@ -49,8 +49,8 @@ def test_grow_hf_llama_deepen_widen_mlp_add_heads(folder, tmp_path):
 
     path, parent, parent_opt = folder
     out = tmp_path / "grown"
-    r = CliRunner().invoke(cli, ["grow-hf", str(path), "--pass", "deepen", "--pass", "widen-mlp", "--factor", "2",
-                                 "--pass", "add-heads", "--heads", "4", "-o", str(out)])
+    r = CliRunner().invoke(cli, ["grow-hf", str(path), "--pass", "deepen", "--pass", "widen-mlp",
+                                 "--factor", "2", "--pass", "add-heads", "--heads", "4", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert "num_hidden_layers 2 -> 4" in r.output and "num_attention_heads 4 -> 8" in r.output
     child = AutoModelForCausalLM.from_pretrained(out).eval()
@@ -93,8 +93,9 @@ def test_tiny_llama_keeps_learning_the_copy_task_through_growth():
     finally:
         torch.set_num_threads(was)
     assert r["model"] == "LlamaForCausalLM" and r["same_class"]
-    assert r["config"] == {"num_hidden_layers": [2, 4], "hidden_size": [64, 128], "intermediate_size": [96, 192],
-                           "num_attention_heads": [4, 8], "num_key_value_heads": [2, 4]}
+    assert r["config"] == {"num_hidden_layers": [2, 4], "hidden_size": [64, 128],
+                           "intermediate_size": [96, 192], "num_attention_heads": [4, 8],
+                           "num_key_value_heads": [2, 4]}
     h = r["held_out_loss"]
     assert h["before_growth"] < 0.5 * h["start"]  # it learned before the growth
     assert abs(h["after_growth"] - h["before_growth"]) <= 1e-4 * h["before_growth"]  # unchanged at growth

@@ -90,8 +90,8 @@ def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | No
     model.eval()
     wrapper = Logits(model)
     ids = example if example is not None else example_ids(model.config, family, seed)
-    cap = capture(wrapper, (ids,), exporter="dynamo",
-                  seq_max=int(getattr(model.config, family["positions"])) if family.get("position_table") else None)
+    seq_max = int(getattr(model.config, family["positions"])) if family.get("position_table") else None
+    cap = capture(wrapper, (ids,), exporter="dynamo", seq_max=seq_max)
     _tied_by_data_flow(cap, family)
     steps, reports = run_passes(cap.graph, plist, verify=verify, seed=seed)
     graph = steps[-1].child if steps else cap.graph
@@ -155,7 +155,8 @@ def _tied_by_data_flow(cap, family: dict) -> None:
         irs = {emb: cap.slots[head].ir, head: cap.slots[emb].ir}
         for key, ir in irs.items():
             shape = tuple(cap.graph.value(ir).const.shape)
-            torch_shape = tuple(cap.slots[key].shape[::-1] if cap.slots[key].transpose else cap.slots[key].shape)
+            old = cap.slots[key]
+            torch_shape = tuple(old.shape[::-1] if old.transpose else old.shape)
             cap.slots[key] = TensorSlot(ir, shape, transpose=shape != torch_shape)
 
 
@@ -179,7 +180,8 @@ def _untie_if_needed(cfg, graph, placed, family: dict) -> str | None:
     by_key = {p.key: p for p in placed}
     if emb not in by_key or head not in by_key:
         return None
-    a, b = (by_key[k].slot.from_ir(graph.value(by_key[k].ir).const.array, by_key[k].shape) for k in (emb, head))
+    a, b = (by_key[k].slot.from_ir(graph.value(by_key[k].ir).const.array, by_key[k].shape)
+            for k in (emb, head))
     if a.shape == b.shape and np.array_equal(a, b):
         return None
     setattr(cfg, field, False)

@@ -194,7 +194,7 @@ def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str, s
             axes = {0: batch}
             if seq_max is not None:
                 axes[1] = torch.export.Dim("seq", min=2, max=seq_max)
-            shapes = tuple((dict(axes) if example_inputs[i].ndim > 1 else {0: batch}) if i in tensors else None
+            shapes = tuple(None if i not in tensors else dict(axes) if example_inputs[i].ndim > 1 else {0: batch}
                            for i in range(len(example_inputs)))
             program = torch.onnx.export(module, example_inputs, dynamo=True, optimize=fold, verbose=False,
                                         dynamic_shapes=shapes)
