@@ -17,7 +17,7 @@ from .grow_cmd import build_passes
 @click.option("--layers", type=int, default=None, help="deepen: identity layers to insert.")
 @click.option("--after", default=None, help="deepen: layers to insert identity layers after.")
 @click.option("--factor", type=float, default=None, help="widen-mlp / widen-hidden: width factor.")
-@click.option("--heads", type=int, default=None, 
+@click.option("--heads", type=int, default=None,
               help="add-heads: heads to add (a multiple of the KV groups).")
 @click.option("--level", default=None, help="Comma list of layer indices.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the passes and the checks.")

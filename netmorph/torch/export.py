@@ -194,8 +194,8 @@ def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str, s
             axes = {0: batch}
             if seq_max is not None:
                 axes[1] = torch.export.Dim("seq", min=2, max=seq_max)
-            shapes = tuple(None if i not in tensors else dict(axes) if example_inputs[i].ndim > 1 else {0: batch}
-                           for i in range(len(example_inputs)))
+            shapes = tuple(None if i not in tensors else dict(axes) if example_inputs[i].ndim > 1
+                           else {0: batch} for i in range(len(example_inputs)))
             program = torch.onnx.export(module, example_inputs, dynamo=True, optimize=fold, verbose=False,
                                         dynamic_shapes=shapes)
             return program.model_proto
