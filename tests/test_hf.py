@@ -48,14 +48,17 @@ def _train(model, opt, steps: int = 2, dropout: bool = True) -> float:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """A trained tiny GPT-2 saved with its AdamW state; the parent model and optimizer."""
+    """A trained tiny GPT-2 saved (in safetensors shards) with its AdamW state; the parent model and
+    optimizer."""
     import netmorph.hf as nmh
 
     m = _gpt2()
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
     _train(m, opt)
     path = tmp_path_factory.mktemp("hf") / "gpt2"
-    nmh.write_folder(path, m, None, opt)
+    nmh.write_folder(path, m, None, opt, max_shard_size="40KB")
+    assert len(list(path.glob("model-*.safetensors"))) > 1
+    assert (path / "model.safetensors.index.json").is_file()
     return path, m, opt
 
 
