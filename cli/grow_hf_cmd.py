@@ -13,10 +13,12 @@ from .grow_cmd import build_passes
 @click.command("grow-hf")
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--pass", "pass_names", multiple=True, required=True,
-              help="Pass to apply (repeatable): deepen, widen-mlp (see `netmorph passes`).")
+              help="Pass to apply (repeatable): deepen, widen-mlp, widen-hidden, add-heads.")
 @click.option("--layers", type=int, default=None, help="deepen: identity layers to insert.")
 @click.option("--after", default=None, help="deepen: layers to insert identity layers after.")
-@click.option("--factor", type=float, default=None, help="widen-mlp: width factor.")
+@click.option("--factor", type=float, default=None, help="widen-mlp / widen-hidden: width factor.")
+@click.option("--heads", type=int, default=None,
+              help="add-heads: heads to add (a multiple of the KV groups).")
 @click.option("--level", default=None, help="Comma list of layer indices.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the passes and the checks.")
 @click.option("--no-verify", is_flag=True, help="Skip verification (prints a warning).")
@@ -24,7 +26,7 @@ from .grow_cmd import build_passes
               help="An optimizer saved in MODEL_DIR (optimizer.safetensors): carry its state or reset it.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="The folder to write (must not exist).")
-def grow_hf(model_dir: Path, pass_names: tuple[str, ...], layers, after, factor, level, seed: int,
+def grow_hf(model_dir: Path, pass_names: tuple[str, ...], layers, after, factor, heads, level, seed: int,
             no_verify: bool, state: str, output: Path) -> None:
     """Grow the transformers checkpoint in MODEL_DIR; write a folder that from_pretrained loads as the
     same class with the updated config, plus the lineage and the carried optimizer state.
@@ -34,7 +36,8 @@ def grow_hf(model_dir: Path, pass_names: tuple[str, ...], layers, after, factor,
     import netmorph.hf as nmh
     from netmorph.errors import NetmorphError, VerificationError
 
-    passes = build_passes(pass_names, {"layers": layers, "after": after, "factor": factor, "level": level}, 1)
+    passes = build_passes(pass_names, {"layers": layers, "after": after, "factor": factor, "heads": heads,
+                                       "level": level}, 1)
     if output.exists():
         fail(f"{output}: already exists (a grown checkpoint is written as a new folder)")
     model = nmh.load_folder(model_dir)
@@ -54,4 +57,6 @@ def grow_hf(model_dir: Path, pass_names: tuple[str, ...], layers, after, factor,
     nmh.write_folder(output, g.model, g.report, g.optimizer)
     changed = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in g.report["config"].items() if a != b)
     click.echo(f"{type(g.model).__name__}: {changed or 'config unchanged'}")
+    if g.report.get("untied"):
+        click.echo(f"note: {g.report['untied']}")
     click.echo(f"wrote {output}")

@@ -1,6 +1,12 @@
-"""Hugging Face checkpoints in and out: grow a GPT-2 folder into a GPT-2 folder of the new config."""
+"""Hugging Face checkpoints in and out: grow a GPT-2 folder into a GPT-2 folder of the new config.
+
+The parent keeps GPT-2's default dropout (0.1: a check that ran it in train mode would fail) and
+fresh all-ones LayerNorm weights (the exporter stores equal initializers once: the tensors must be
+placed by the data flow, not by value); its biases are random so a misplaced bias shows."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -15,8 +21,7 @@ def _gpt2(layers: int = 2):
 
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=tm.VOCAB, n_embd=32, n_layer=layers, n_head=4, n_positions=16, n_inner=64,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
-                     initializer_range=tm.PEAKED, bos_token_id=0, eos_token_id=0)
+                     attn_implementation="eager", initializer_range=tm.PEAKED, bos_token_id=0, eos_token_id=0)
     m = GPT2LMHeadModel(cfg)
     with torch.no_grad():  # non-zero biases: a bias put in the wrong place would show
         for n, p in m.named_parameters():
@@ -25,38 +30,51 @@ def _gpt2(layers: int = 2):
     return m
 
 
-def _train(model, opt, steps: int = 2) -> float:
-    ids = torch.randint(0, tm.VOCAB, (4, 8), generator=torch.Generator().manual_seed(1))
-    model.train()
+def _ids(seed: int = 1, n: int = 4):
+    return torch.randint(0, tm.VOCAB, (n, 8), generator=torch.Generator().manual_seed(seed))
+
+
+def _train(model, opt, steps: int = 2, dropout: bool = True) -> float:
+    ids = _ids()
+    model.train(dropout)
     for _ in range(steps):
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
     model.eval()
-    return float(loss)
+    return loss.item()
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """A trained tiny GPT-2 saved with its AdamW state; the parent model and optimizer."""
+    """A trained tiny GPT-2 saved (in safetensors shards) with its AdamW state; the parent model and
+    optimizer."""
     import netmorph.hf as nmh
 
     m = _gpt2()
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
     _train(m, opt)
     path = tmp_path_factory.mktemp("hf") / "gpt2"
-    nmh.write_folder(path, m, None, opt)
+    nmh.write_folder(path, m, None, opt, max_shard_size="40KB")
+    assert len(list(path.glob("model-*.safetensors"))) > 1
+    assert (path / "model.safetensors.index.json").is_file()
     return path, m, opt
 
 
-def _logits(model, seed: int = 7):
-    ids = torch.randint(0, tm.VOCAB, (3, 8), generator=torch.Generator().manual_seed(seed))
+def _logits(model, seed: int = 7, length: int = 8):
+    ids = torch.randint(0, tm.VOCAB, (3, length), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return model(input_ids=ids).logits
 
 
-def test_grow_hf_deepen_reloads_as_the_same_class_and_keeps_training(folder, tmp_path):
+def _close(child, parent):
+    for length in (8, 13):  # the export's length and another one
+        p, c = _logits(parent, length=length), _logits(child, length=length)
+        assert float((c - p).abs().max()) <= 1e-4 * float(p.abs().max())
+
+
+def test_grow_hf_deepen_reloads_as_the_same_class_and_steps_as_the_parent(folder, tmp_path):
     from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
     import netmorph.hf as nmh
@@ -66,9 +84,8 @@ def test_grow_hf_deepen_reloads_as_the_same_class_and_keeps_training(folder, tmp
     r = CliRunner().invoke(cli, ["grow-hf", str(path), "--pass", "deepen", "-o", str(out)])
     assert r.exit_code == 0, r.output
     child = AutoModelForCausalLM.from_pretrained(out).eval()
-    assert type(child) is GPT2LMHeadModel and child.config.n_layer == 4
-    p, c = _logits(parent), _logits(child)
-    assert float((c - p).abs().max()) <= 1e-4 * float(p.abs().max())
+    assert type(child) is GPT2LMHeadModel and child.config.n_layer == 4 and child.config.n_inner == 64
+    _close(child, parent.eval())
     assert (out / nmh.folder.LINEAGE).is_file()
     opt = nmh.load_optimizer(out, child)
     assert type(opt) is torch.optim.AdamW and opt.defaults["lr"] == parent_opt.defaults["lr"]
@@ -78,22 +95,43 @@ def test_grow_hf_deepen_reloads_as_the_same_class_and_keeps_training(folder, tmp
     assert float(kept.abs().max()) > 0
     new = opt.state[child.transformer.h[1].attn.c_proj.weight]
     assert float(new["exp_avg"].abs().max()) == 0 and float(new["exp_avg_sq"].abs().max()) == 0
-    before = [q.detach().clone() for q in child.parameters()]
-    loss = _train(child, opt, steps=1)
-    assert loss == loss
-    assert any(not torch.equal(a, q) for a, q in zip(before, child.parameters(), strict=True))
+    # one more AdamW step (no dropout) on the same batch: an inserted layer is an identity with a
+    # zero output projection, so every kept tensor gets the parent's gradient and moves as it does
+    twin = copy.deepcopy(parent)
+    twin_opt = torch.optim.AdamW(twin.parameters(), lr=1e-3)
+    twin_opt.load_state_dict(parent_opt.state_dict())
+    _train(twin, twin_opt, steps=1, dropout=False)
+    before = child.transformer.h[2].mlp.c_fc.weight.detach().clone()
+    _train(child, opt, steps=1, dropout=False)
+    for cl, pl in ((0, 0), (2, 1)):
+        for name in ("attn.c_attn.weight", "mlp.c_fc.weight", "ln_1.weight"):
+            a = child.transformer.h[cl].get_parameter(name)
+            b = twin.transformer.h[pl].get_parameter(name)
+            assert torch.allclose(a, b, rtol=0, atol=2e-6), name
+    assert not torch.equal(before, child.transformer.h[2].mlp.c_fc.weight)
+    assert float(child.transformer.h[1].attn.c_proj.weight.detach().abs().max()) > 0  # the new layer trains
 
 
-def test_grow_widen_mlp_in_python_updates_the_config(folder):
+def test_widen_mlp_and_widen_hidden_untie_the_head_and_keep_training(folder):
     import netmorph.hf as nmh
 
     _, parent, parent_opt = folder
-    g = nmh.grow(parent, "widen-mlp", optimizer=parent_opt, factor=2)
-    assert type(g.model) is type(parent) and g.model.config.n_inner == 128 and g.model.config.n_layer == 2
-    assert g.report["config"]["n_inner"] == [64, 128]
-    p, c = _logits(parent), _logits(g.model)
-    assert float((c - p).abs().max()) <= 1e-4 * float(p.abs().max())
-    assert g.model.transformer.h[0].mlp.c_fc.weight in g.optimizer.state
+    g = nmh.grow(parent, ["widen-mlp", "widen-hidden"], optimizer=parent_opt, factor=2)
+    cfg = g.model.config
+    assert type(g.model) is type(parent)
+    assert (cfg.n_layer, cfg.n_inner, cfg.n_embd, cfg.n_head) == (2, 256, 64, 8)
+    assert g.report["config"]["n_embd"] == [32, 64]
+    # HyperCloning scales the head's duplicated inputs: one tied tensor cannot hold both
+    assert cfg.tie_word_embeddings is False and "tie_word_embeddings" in g.report["untied"]
+    assert g.model.lm_head.weight.data_ptr() != g.model.transformer.wte.weight.data_ptr()
+    _close(g.model, parent.eval())
+    opt = g.optimizer
+    m = g.model
+    for p in (m.lm_head.weight, m.transformer.wte.weight, m.transformer.h[0].mlp.c_fc.weight):
+        assert any(p is q for grp in opt.param_groups for q in grp["params"])
+        assert float(opt.state[p]["exp_avg_sq"].abs().max()) > 0  # carried, not fresh
+    loss = _train(g.model, opt, steps=1)
+    assert loss == loss
 
 
 def test_grow_hf_refuses_an_existing_output_and_a_folder_without_safetensors(folder, tmp_path):
@@ -108,3 +146,4 @@ def test_grow_hf_refuses_an_existing_output_and_a_folder_without_safetensors(fol
     (bare / "config.json").write_text((path / "config.json").read_text())
     r = CliRunner().invoke(cli, ["grow-hf", str(bare), "--pass", "deepen", "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "safetensors" in r.output and not (tmp_path / "o").exists()
+    assert len(r.output.strip().splitlines()) == 1

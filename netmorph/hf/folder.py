@@ -49,8 +49,10 @@ def load_folder(path: str | os.PathLike):
 
 
 def write_folder(out: str | os.PathLike, model, report: dict[str, Any] | None = None,
-                 optimizer: torch.optim.Optimizer | None = None) -> Path:
-    """Write ``model`` (and its lineage / optimizer) as a new folder ``out``."""
+                 optimizer: torch.optim.Optimizer | None = None,
+                 max_shard_size: str | int | None = None) -> Path:
+    """Write ``model`` (and its lineage / optimizer) as a new folder ``out`` (``max_shard_size``:
+    split the weights into safetensors shards of at most that size, as ``save_pretrained`` does)."""
     out = Path(out)
     if out.exists():
         raise OutputError(f"{out}: already exists (a grown checkpoint is written as a new folder)")
@@ -59,7 +61,8 @@ def write_folder(out: str | os.PathLike, model, report: dict[str, Any] | None = 
         raise OutputError(f"{out}: the folder {parent} does not exist")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        shards = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+        model.save_pretrained(tmp, safe_serialization=True, **shards)
         if report is not None:
             (tmp / LINEAGE).write_text(json.dumps(report, indent=1, default=str))
         if optimizer is not None:

@@ -79,15 +79,17 @@ def carry_optimizer(optimizer: torch.optim.Optimizer, parent: nn.Module, capture
     rules = rules_for(optimizer) if state == "map" else {}
     slots = lowered_slots(child)
     growth = _Growth(captured, steps, graph, slots, origins_of(steps, graph), ir_to_torch(captured))
-    params = dict(parent.named_parameters())
-    key_of = {id(p): k for k, p in params.items()}
+    aliases: dict[int, list[str]] = {}  # a tied tensor (embedding = output head) has several keys
+    for k, p in parent.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(k)
     group_of_key: dict[str, int] = {}
     for gi, g in enumerate(optimizer.param_groups):
         for p in g["params"]:
-            if id(p) not in key_of:
+            if id(p) not in aliases:
                 raise OptimizerStateError("the optimizer holds a tensor that is not a parameter of the "
                                           "module")
-            group_of_key[key_of[id(p)]] = gi
+            for k in aliases[id(p)]:
+                group_of_key[k] = gi
     child_params = dict(child.named_parameters())
     placed = _place(growth, child_params, group_of_key, param_group_of, len(optimizer.param_groups))
     groups: list[list[nn.Parameter]] = [[] for _ in optimizer.param_groups]
@@ -96,7 +98,7 @@ def carry_optimizer(optimizer: torch.optim.Optimizer, parent: nn.Module, capture
             groups[placed[key]].append(p)
     new = rebuild(optimizer, groups)
     if rules:
-        _carry_state(optimizer, new, params, child_params, placed, growth, rules)
+        _carry_state(optimizer, new, aliases, child_params, placed, growth, rules)
     return new
 
 
@@ -141,31 +143,31 @@ def _place_by_neighbour(pending: list[str], placed: dict[str, int], slots: dict[
         placed[key] = fallback if g is None else g
 
 
-def _carry_state(optimizer, new_opt, params, child_params, placed, growth: _Growth, rules) -> None:
-    """Map each parent parameter's state entries to the child's (IR layout in between)."""
+def _carry_state(optimizer, new_opt, aliases, child_params, placed, growth: _Growth, rules) -> None:
+    """Map each parent parameter's state entries to the child's (IR layout in between); a tied
+    tensor's state follows each of its keys (the child may hold them apart)."""
     cap, slots, origins = growth.parent, growth.slots, growth.origins
     cls = type(optimizer).__name__
     moments = {k: m for k, m in rules.items() if m}
     ir_state: dict[str, dict[str, np.ndarray]] = {}
     counters: dict[str, dict[str, Any]] = {}
     templates: dict[int, dict[str, Any]] = {}  # group -> a parent state (which entries exist)
-    key_of = {id(q): k for k, q in params.items()}
     for gi, g in enumerate(optimizer.param_groups):
         for p in g["params"]:
             entries = optimizer.state.get(p)
-            key = key_of[id(p)]
             if not entries:
                 continue
-            check_entries(key, entries, rules, cls)
+            check_entries(aliases[id(p)][0], entries, rules, cls)
             templates.setdefault(gi, entries)
-            slot = cap.slots.get(key)
-            if slot is None:
-                continue  # no IR parameter (unused by forward): nothing in the child follows it
-            shape = tuple(cap.graph.value(slot.ir).const.shape)
-            arrays = {k: slot.to_ir(_np(v), shape) for k, v in entries.items()
-                      if moments.get(k) and isinstance(v, torch.Tensor)}
-            ir_state.setdefault(slot.ir, arrays)
-            counters.setdefault(slot.ir, {k: v for k, v in entries.items() if rules[k] == 0 or v is None})
+            for key in aliases[id(p)]:
+                slot = cap.slots.get(key)
+                if slot is None:
+                    continue  # no IR parameter (unused by forward): nothing in the child follows it
+                shape = tuple(cap.graph.value(slot.ir).const.shape)
+                arrays = {k: slot.to_ir(_np(v), shape) for k, v in entries.items()
+                          if moments.get(k) and isinstance(v, torch.Tensor)}
+                ir_state.setdefault(slot.ir, arrays)
+                counters.setdefault(slot.ir, {k: v for k, v in entries.items() if rules[k] == 0 or v is None})
     mapped = carry_state(growth.steps, ir_state, moments) if growth.steps else ir_state
     for key, p in child_params.items():
         if key not in placed or placed[key] not in templates:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -115,8 +116,13 @@ def lowered_slots(module: nn.Module) -> dict[str, TensorSlot]:
     return slots
 
 
-def capture(module: nn.Module, example_inputs: tuple[Any, ...], *, exporter: str = "auto") -> Captured:
+def capture(module: nn.Module, example_inputs: tuple[Any, ...], *, exporter: str = "auto",
+            seq_max: int | None = None) -> Captured:
     """``module`` (its current weights and BN statistics) as a :class:`Captured` graph.
+
+    ``seq_max``: the dynamo export keeps axis 1 of every input symbolic too, up to ``seq_max``
+    (token sequences: a position table stays a parameter instead of a slice folded at the
+    example's length).
 
     The module's train/eval mode is restored afterwards; it is not otherwise modified.
 
@@ -140,7 +146,7 @@ def capture(module: nn.Module, example_inputs: tuple[Any, ...], *, exporter: str
     try:
         for name in order:
             try:
-                return _captured(module, from_onnx(_export(module, example_inputs, name)), name)
+                return _captured(module, from_onnx(_export(module, example_inputs, name, seq_max)), name)
             except Exception as e:  # noqa: BLE001 - exporters raise many types; try the next one
                 errors.append(f"{name}: {first_line(e)}")
     finally:
@@ -174,7 +180,7 @@ def quiet_exporter():
             logger.removeFilter(f)
 
 
-def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str):
+def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str, seq_max: int | None = None):
     """One export. Constant folding is on unless the module has BatchNorms (folding fuses them
     into the convs in eval mode); transformer recognition needs the folded shape arithmetic."""
     import onnx
@@ -185,7 +191,11 @@ def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str):
         tensors = [i for i, x in enumerate(example_inputs) if isinstance(x, torch.Tensor) and x.ndim > 0]
         if exporter == "dynamo":  # the batch dimension stays symbolic: the child runs at any batch size
             batch = torch.export.Dim("batch", min=2, max=4096)
-            shapes = tuple({0: batch} if i in tensors else None for i in range(len(example_inputs)))
+            axes = {0: batch}
+            if seq_max is not None:
+                axes[1] = torch.export.Dim("seq", min=2, max=seq_max)
+            shapes = tuple(None if i not in tensors else dict(axes) if example_inputs[i].ndim > 1
+                           else {0: batch} for i in range(len(example_inputs)))
             program = torch.onnx.export(module, example_inputs, dynamo=True, optimize=fold, verbose=False,
                                         dynamic_shapes=shapes)
             return program.model_proto
@@ -200,6 +210,7 @@ def _export(module: nn.Module, example_inputs: tuple[Any, ...], exporter: str):
 def _captured(module: nn.Module, graph: Graph, source: str) -> Captured:
     state = module.state_dict(keep_vars=True)
     _untie_aliases(graph, set(state))
+    _untie_deduplicated(graph, state)
     _drop_zero_biases(graph)
     slots: dict[str, TensorSlot] = {}
     unmapped: list[str] = []
@@ -266,6 +277,51 @@ def _untie_aliases(graph: Graph, keys: set[str]) -> None:
         out.replace_all_uses_with(own)
         graph.remove_node(node)
     graph.remove_unused_parameters()
+
+
+_FX_ARG = re.compile(r"%([pb]_[A-Za-z0-9_]+)")
+
+
+def _untie_deduplicated(graph: Graph, state: dict[str, torch.Tensor]) -> None:
+    """Give back each module tensor the dynamo exporter's optimizer merged into an equal one.
+
+    The optimizer stores equal initializers once (every fresh LayerNorm's weight is all ones), so
+    ``h.1.ln_2`` reads the initializer named ``h.0.ln_1.weight``. Which tensor a node really reads
+    is in its own ``pkg.torch.onnx.fx_node`` record (the FX placeholders ``p_<key>`` / ``b_<key>``
+    of the aten call): a parameter input named after another key than the one among this node's
+    own arguments that holds its value is re-pointed to a parameter of its own, named after that
+    key (the data flow decides; value equality only tells apart this one node's arguments).
+    """
+    mangled = {("p_" if isinstance(t, nn.Parameter) else "b_") + k.replace(".", "_"): k
+               for k, t in state.items()}
+    arrays: dict[str, np.ndarray] = {}
+
+    def array(key: str) -> np.ndarray:
+        if key not in arrays:
+            arrays[key] = state[key].detach().cpu().numpy()
+        return arrays[key]
+
+    for node in list(graph.nodes):
+        fx = dict(node.metadata_props).get("pkg.torch.onnx.fx_node")
+        if not fx:
+            continue
+        own = [mangled[a] for a in dict.fromkeys(_FX_ARG.findall(fx)) if a in mangled]
+        if not own:
+            continue
+        for i, v in enumerate(node.inputs):
+            if v is None or v.const is None or v.name in own or v.name not in state:
+                continue  # its own tensor already, or not a tensor merged under another key
+            ir = v.const.array
+            hits = [k for k in own if array(k).shape == ir.shape and np.array_equal(array(k), ir)]
+            if len(hits) > 1:  # equal arguments of one call: the one of the same kind (.weight / .bias)
+                hits = [k for k in hits if k.rsplit(".", 1)[-1] == v.name.rsplit(".", 1)[-1]]
+            if len(hits) != 1:
+                continue
+            key = hits[0]
+            mine = graph.value(key) if graph.has_value(key) else graph.add_parameter(key, v.const)
+            if mine.const is None or mine.name != key:
+                continue  # the name is a computed value's: leave it to the value matcher
+            node.set_input(i, mine)
 
 
 def _name_nodes_after_modules(graph: Graph, keys: dict[str, str]) -> None:

@@ -145,7 +145,10 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
     Returns
     -------
     Grown
-        ``module`` in the input's train/eval mode, on the device of its first parameter.
+        ``module`` in the input's train/eval mode, on the device of its first parameter. A
+        ``transformers`` model of a family :mod:`netmorph.hf` knows (GPT-2, Llama, Qwen2, Mistral)
+        comes back as a model of **its own class** with the updated config (through
+        :func:`netmorph.hf.grow`; ``example_inputs``: token ids), any other module as a lowered one.
 
     Raises
     ------
@@ -160,6 +163,8 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
         rules_for(optimizer)  # refuse an unknown optimizer before any work
     plist = _passes(passes, pass_options)
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    if exporter in ("auto", "dynamo") and param_group_of is None and _hf_family(module):
+        return _grow_hf(module, inputs, plist, optimizer, verify, state, seed)
     cap = capture(module, inputs, exporter=exporter)
     steps, reports = run_passes(cap.graph, plist, verify=verify, seed=seed)
     graph = steps[-1].child if steps else cap.graph
@@ -179,6 +184,34 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
         new_opt = carry_optimizer(optimizer, module, cap, steps, child, graph, state=state,
                                   param_group_of=param_group_of)
     return Grown(child, new_opt, report, graph)
+
+
+def _hf_family(module: nn.Module) -> bool:
+    """Whether ``module`` is a ``transformers`` model of a family :mod:`netmorph.hf` writes back
+    (then the child is a model of the same class with the new config, not a lowered module)."""
+    kind = getattr(getattr(module, "config", None), "model_type", None)
+    if kind is None or not hasattr(module, "save_pretrained"):
+        return False
+    from ..hf.families import FAMILIES
+
+    return kind in FAMILIES
+
+
+def _grow_hf(module, inputs, plist, optimizer, verify, state, seed) -> Grown:
+    """:func:`netmorph.hf.grow` behind :func:`grow`'s interface: ``Grown.module`` is of the user's class."""
+    from ..hf import grow as hf_grow
+
+    ids = inputs[0] if len(inputs) == 1 and isinstance(inputs[0], torch.Tensor) and inputs[0].ndim == 2 \
+        and not inputs[0].is_floating_point() else None
+    g = hf_grow(module, plist, optimizer=optimizer, verify=verify, state=state, seed=seed, example=ids)
+    name_map: dict[str, list[str]] = {}
+    for key, (_kind, parent) in g.origins.items():
+        if parent is not None:
+            name_map.setdefault(parent, []).append(key)
+    new = [k for k, (kind, _p) in g.origins.items() if kind == "new"]
+    report = GrowthReport(g.pass_reports, name_map, dict(g.origins), new, [], "dynamo",
+                          state=state if optimizer is not None else None)
+    return Grown(g.model, g.optimizer, report, g.graph, extra={"hf": g.report})
 
 
 def _report(cap: Captured, slots: dict[str, TensorSlot], origins: dict[str, Origin], reports: list,
