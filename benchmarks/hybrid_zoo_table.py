@@ -71,9 +71,10 @@ def ort_run(model_or_bytes, x: np.ndarray) -> np.ndarray:
 
 
 def one_row(model: str, exporter: str, path: Path, pname: str) -> dict:
+    from netmorph.passes import PassManager, get_pass
+
     import netmorph
     from netmorph.errors import NetmorphError, VerificationError
-    from netmorph.passes import PassManager, get_pass
 
     name, opts = PASSES[pname]
     row = {"model": model, "exporter": exporter, "pass": pname}

@@ -52,9 +52,11 @@ class WidenMLP(Pass):
             try:
                 g = find_channel_group(graph, lay.up.node, view)
             except PreconditionError as e:
-                raise PreconditionError(f"{where}: the MLP hidden units do not form a channel group ({e})") from None
+                raise PreconditionError(
+                    f"{where}: the MLP hidden units do not form a channel group ({e})") from None
             want = sorted(id(p.node) for p in lay.mlp.in_projs)
-            if sorted(id(n) for n, _ in g.producers) != want or [n for n, _, _ in g.consumers] != [lay.down.node]:
+            consumers = [n for n, _, _ in g.consumers]
+            if sorted(id(n) for n, _ in g.producers) != want or consumers != [lay.down.node]:
                 raise PreconditionError(
                     f"{where}: the hidden group of {lay.up.name!r} reaches beyond the MLP (producers "
                     f"{[n.name for n, _ in g.producers]}, consumers {[n.name for n, _, _ in g.consumers]}); "

@@ -385,8 +385,8 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
         if out is not None and n not in g.sized_at_run_time:
             rank = len(out.value.type.shape)
             before, after = out.channels(old) * out.inner, out.widened(old, len(mapping)) * out.inner
-            retarget_reshape(graph, ctx, n, before, after, f"widen of the group of {g.producers[0][0].name!r}",
-                             out.axis - rank)
+            retarget_reshape(graph, ctx, n, before, after,
+                             f"widen of the group of {g.producers[0][0].name!r}", out.axis - rank)
         return
     values = {id(m.value) for m in g.members}
     idx = PARAM_INPUTS.get(op)

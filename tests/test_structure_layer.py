@@ -147,6 +147,7 @@ def test_channel_group_through_channels_last_layouts(channels_last, how):
     producers the stem, fc2 and the token linear, its consumers fc1, the token linear and the conv;
     ``widen`` of it and of the MLP's hidden group are exact, and the reshape targets follow."""
     from netmorph.passes import PassManager, get_pass
+
     from netmorph.structure.channels import find_channel_group, producer_axis, weight_of
 
     g = netmorph.load(channels_last[how])
@@ -155,7 +156,8 @@ def test_channel_group_through_channels_last_layouts(channels_last, how):
     kinds = sorted(n.op_type for n in grp.through)
     assert grp.width == 8 and "Transpose" in kinds and kinds.count("Reshape") >= 2, kinds
     assert len(grp.producers) == 3 and convs[1] in [n for n, _, _ in grp.consumers]
-    assert len(grp.consumers) == 3 and [n.op_type for n in grp.needs_equal_replication] == ["LayerNormalization"]
+    assert len(grp.consumers) == 3
+    assert [n.op_type for n in grp.needs_equal_replication] == ["LayerNormalization"]
     # the reshapes' targets: computed from x.shape (TorchScript: followed at run time) or constants
     assert len(grp.sized_at_run_time) == (2 if how == "ts" else 0), [n.name for n in grp.sized_at_run_time]
     hidden = next(n for n, _, _ in grp.consumers if weight_of(n)[1].shape[producer_axis(n)] == 16)

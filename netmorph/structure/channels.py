@@ -290,8 +290,8 @@ class _Closure:
             m = self.seen_values.get(id(v))
             r = _rank(v)
             if m is None or r is None or m.axis != axis % r or m.inner != 1 or m.total is not None:
-                self.fail(n, f"a Reshape whose target reads axis {axis} of {v.name!r}, which is not this group's "
-                          "channel axis")
+                self.fail(n, f"a Reshape whose target reads axis {axis} of {v.name!r}, which is not this "
+                          "group's channel axis")
         return self.g
 
     def _close(self) -> None:
@@ -695,7 +695,8 @@ def _shape_read(v: Value | None):
             return None
         if p.op_type in ("Gather", "Slice"):
             src = p.inputs[0].producer if p.inputs[0] is not None else None
-            if src is None or src.op_type != "Shape" or src.attr("start", 0) or src.attr("end", None) is not None:
+            if src is None or src.op_type != "Shape" or src.attr("start", 0) or \
+                    src.attr("end", None) is not None:
                 return None
             k = constant_array(p.inputs[1], transpose=False)
             if k is None or k.size != 1:
