@@ -378,6 +378,13 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
             _set(graph, ctx, n, 2, widen_producer(b, mapping, 0), "gather", axis=0, index=mapping)
         n.set_attr("group", len(mapping) // per)
         return
+    if op == "Resize" and len(n.inputs) > 3 and n.inputs[3] is not None:  # sizes name the channel count
+        sizes = constant_array(n.inputs[3], transpose=False).copy()
+        sizes[member.axis] = member.widened(old, len(mapping))
+        _set(graph, ctx, n, 3, sizes, "new")
+        return
+    if op in ("Resize", "Upsample"):
+        return
     if op == "Reshape":  # its target names the channel (or flattened feature) count of its output
         from .transformer_surgery import retarget_reshape
 

@@ -371,6 +371,9 @@ class _Closure:
                 self.fail(n, "pooling off the channel axis")
             self._tie(n, data[:1], out, m.axis, m.inner)
             return
+        if op in ("Resize", "Upsample"):  # spatial resampling, channel by channel
+            self._resize(n, m, data, out)
+            return
         sliced = m.total is not None
         if op == "Concat" and not backward:
             self.pending.append(n)
@@ -434,6 +437,25 @@ class _Closure:
             self._reshape_like(n, m, data, out, backward)
             return
         self.fail(n, "this op does not keep channels aligned (a known limit of widen)")
+
+    def _resize(self, n: Node, m: Member, data: list[Value], out: Value | None) -> None:
+        """A ``Resize`` / ``Upsample`` keeps channels aligned when it does not resample the channel
+        axis: its scale there is 1, or its ``sizes`` name the channel count (retargeted)."""
+        if m.inner != 1 or out is None or data[0] is not n.inputs[0]:
+            self.fail(n, "a resize that reads the group as a parameter")
+        k_scales, k_sizes = (1, None) if n.op_type == "Upsample" else (2, 3)
+        scales = constant_array(n.inputs[k_scales], transpose=False) if len(n.inputs) > k_scales and \
+            n.inputs[k_scales] is not None else None
+        sized = k_sizes is not None and len(n.inputs) > k_sizes and n.inputs[k_sizes] is not None
+        if sized:
+            sizes = constant_array(n.inputs[k_sizes], transpose=False)
+            if sizes is None or sizes.ndim != 1 or int(sizes[m.axis]) != self._width_of(m):
+                self.fail(n, "a Resize to sizes computed in the graph")
+        elif scales is None or scales.ndim != 1 or m.axis >= scales.size or float(scales[m.axis]) != 1.0:
+            self.fail(n, "a resize that resamples the channel axis")
+        if n.attr("axes") is not None:
+            self.fail(n, "a Resize over chosen axes")
+        self._tie(n, data[:1], out, m.axis, 1)
 
     def _width_of(self, m: Member) -> int:
         return m.channels(self.g.width) * m.inner
