@@ -367,7 +367,11 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
     if op == "Concat":
         return
     if op in ("Split", "Slice"):
-        _widen_pieces(graph, ctx, n, member, old, len(mapping))
+        from ..structure.channels import sliced_axes
+
+        src = n.inputs[0]
+        if member.axis in (sliced_axes(n, len(src.type.shape)) or []):  # not pieces of another axis
+            _widen_pieces(graph, ctx, n, member, old, len(mapping))
         return
     if op == "Conv":  # depthwise / grouped, by whole groups
         w = constant_array(n.inputs[1])

@@ -530,6 +530,12 @@ class _Closure:
 
     def _split(self, n: Node, m: Member, backward: bool) -> None:
         """A ``Split`` / ``Slice`` on the channel axis: each output holding the group is a member."""
+        r = _rank(n.inputs[0])
+        axes = sliced_axes(n, r)
+        if axes is not None and m.axis not in axes:  # pieces of other axes (tokens, a class token):
+            outs = [o for o in n.outputs if o.uses() or o.is_graph_output]  # each holds the whole group
+            self._tie(n, [n.inputs[0], *outs], None, m.axis, m.inner)
+            return
         saved = self._cur
         pieces = self._pieces(n, m)
         if pieces is None:
@@ -641,6 +647,21 @@ class _Closure:
         self._tie(n, [], out, new_axis, m.inner)
 
 
+def sliced_axes(n: Node, rank: int | None) -> list[int] | None:
+    """The axes a ``Split`` / ``Slice`` cuts (``None`` when they are not constants)."""
+    if rank is None:
+        return None
+    if n.op_type == "Split":
+        return [int(n.attr("axis", 0)) % rank]
+    starts = constant_array(n.inputs[1], transpose=False) if len(n.inputs) > 1 else None
+    if starts is None:
+        return None
+    if len(n.inputs) > 3 and n.inputs[3] is not None:
+        axes = constant_array(n.inputs[3], transpose=False)
+        return None if axes is None else [int(a) % rank for a in axes.reshape(-1)]
+    return list(range(starts.size))
+
+
 def _extent(dims) -> tuple[int, tuple[str, ...]] | None:
     """How many elements ``dims`` span: the product of the known sizes and the symbolic names
     (``None`` when a size is unknown)."""
@@ -683,50 +704,73 @@ def _target_entry(n: Node, position: int, width: int):
         ok = -len(vals) <= position < 0 and int(vals[position]) in (width, -1, 0)
         return "constant" if ok else None
     cat = target.producer if target is not None else None
-    if cat is None or cat.op_type != "Concat":
+    if cat is not None and cat.op_type != "Concat":  # x.reshape_as(y): the whole target is y's shape
+        read = _shape_piece(target)
+        if read is None or not -(read[2] - read[1]) <= position < 0:
+            return None
+        return read[0], read[2] + position
+    if cat is None:
         return None
-    offset = position
+    offset, computed_after = position, False
     for piece in reversed(cat.inputs):
         a = constant_array(piece, transpose=False)
         if a is None:
-            if offset != -1:
+            read = _shape_piece(piece)  # entries [start, end) of a value's shape, read at run time
+            if read is None:
                 return None
-            return _shape_read(piece)
+            src, start, end = read
+            if -offset <= end - start:
+                return src, end + offset
+            offset, computed_after = offset + (end - start), True
+            continue
         a = a.reshape(-1)
         if -offset <= a.size:
+            if computed_after:  # a constant entry is retargeted only among constant trailing pieces
+                return None
             return "constant" if int(a[offset]) in (width, -1, 0) else None
         offset += a.size
     return None
 
 
-def _shape_read(v: Value | None):
-    """``(value, axis)`` when ``v`` is one entry of a value's shape read at run time
-    (``Unsqueeze(Gather(Shape(x), k))``, ``Shape(x, start=k, end=k+1)``, ``Slice(Shape(x), k, k+1)``,
-    behind casts); else ``None``."""
+def _shape_piece(v: Value | None):
+    """``(value, start, end)`` when ``v`` is entries ``[start, end)`` of a value's shape read at run
+    time (``Shape(x)`` with or without ``start`` / ``end``, ``Gather(Shape(x), k)``,
+    ``Slice(Shape(x), s, e)``, behind ``Unsqueeze`` / casts); else ``None``."""
     for _ in range(6):
         p = None if v is None else v.producer
         if p is None:
             return None
-        if p.op_type in ("Unsqueeze", "Reshape", "Squeeze", "Cast", "Identity"):
+        if p.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
             v = p.inputs[0]
             continue
         if p.op_type == "Shape":
-            start, end = p.attr("start", 0), p.attr("end", None)
-            if end is not None and int(end) - int(start) == 1 and int(start) >= 0:
-                return p.inputs[0], int(start)
-            return None
-        if p.op_type in ("Gather", "Slice"):
-            src = p.inputs[0].producer if p.inputs[0] is not None else None
-            if src is None or src.op_type != "Shape" or src.attr("start", 0) or \
-                    src.attr("end", None) is not None:
+            r = _rank(p.inputs[0])
+            if r is None:
                 return None
+            start, end = int(p.attr("start", 0)), p.attr("end", None)
+            end = r if end is None else int(end)
+            start, end = start % r if start < 0 else min(start, r), end % r if end < 0 else min(end, r)
+            return (p.inputs[0], start, end) if end > start else None
+        if p.op_type in ("Gather", "Slice"):
+            inner = _shape_piece(p.inputs[0])
+            if inner is None or inner[1] != 0 or p.attr("axis", 0) != 0:
+                return None
+            src, _, r = inner
             k = constant_array(p.inputs[1], transpose=False)
             if k is None or k.size != 1:
                 return None
-            if p.op_type == "Slice":
-                e = constant_array(p.inputs[2], transpose=False) if len(p.inputs) > 2 else None
-                if e is None or e.size != 1 or int(e.reshape(-1)[0]) != int(k.reshape(-1)[0]) + 1:
-                    return None
-            return src.inputs[0], int(k.reshape(-1)[0])
+            k = int(k.reshape(-1)[0])
+            k = k + r if k < 0 else k
+            if p.op_type == "Gather":
+                return (src, k, k + 1) if 0 <= k < r else None
+            e = constant_array(p.inputs[2], transpose=False) if len(p.inputs) > 2 else None
+            rest = [constant_array(p.inputs[i], transpose=False)
+                    if len(p.inputs) > i and p.inputs[i] is not None else None for i in (3, 4)]
+            if e is None or e.size != 1 or any(x is not None and int(x.reshape(-1)[0]) not in (0, 1)
+                                                for x in rest):
+                return None
+            e = int(e.reshape(-1)[0])
+            e = e + r if e < 0 else min(e, r)
+            return (src, k, e) if e > k else None
         return None
     return None
