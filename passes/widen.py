@@ -133,31 +133,13 @@ class Widen(Pass):
     def child_bytes(self, graph: Graph, plan: tuple[list[Any], list[str]]) -> int:
         """Every parameter a widened group's nodes read grows by new / old (twice for a conv between
         two widened groups)."""
-        out: dict[int, float] = {}  # per parameter: the largest ratio of its output (or channel) axis
-        inp: dict[int, float] = {}  # and of its input axis (slices of one Concat count once)
-        for g in plan[0]:
-            ratio = self._plan(g)[0] / g.width
-            for role, nodes in ((out, [n for n, _ in g.producers] + list(g.through) + list(g.boundaries)),
-                                (inp, [n for n, _, _ in g.consumers])):
-                for p in {id(p): p for n in nodes for p in _params_of(n)}.values():
-                    role[id(p)] = max(role.get(id(p), 1.0), ratio)
-        return int(sum(v.const.array.nbytes * out.get(id(v), 1.0) * inp.get(id(v), 1.0)
-                       for v in graph.parameters if v.const is not None))
+        return grown_bytes(graph, [(g, self._plan(g)[0]) for g in plan[0]])
 
     def _plan(self, g: Any) -> tuple[int, str]:
         where = f"{self.name} of the group of {g.producers[0][0].name!r}"
         new = widened_width(g.width, self.options.get("factor"), self.options.get("width"), g.granularity,
                             where)
-        mode = self.options.get("mapping") or "random"
-        if g.needs_equal_replication:
-            if new % g.width:
-                ln = g.needs_equal_replication[0].name
-                raise PreconditionError(
-                    f"{where}: LayerNormalization {ln!r} normalises over the channels, which stays exact "
-                    f"only if every channel is copied equally often; {new} is not a multiple of {g.width}"
-                )
-            mode = "round-robin"
-        return new, mode
+        return group_plan(g, new, self.options.get("mapping") or "random", where)
 
     # -- surgery ------------------------------------------------------------------------------
     def call(self, graph: Graph, ctx: PassContext, plan: tuple[list[Any], list[str]]) -> None:
@@ -190,6 +172,35 @@ class WidenLevel(Widen):
     option_specs = tuple(o.replace(default=None, required=True) if o.name == "level" else o
                          for o in Widen.option_specs if o.name != "node")
     one_of = (("factor", "width"),)
+
+
+def group_plan(g: Any, new: int, mode: str, where: str) -> tuple[int, str]:
+    """``(new width, mapping mode)`` for group ``g``: a LayerNorm over the channels stays exact only
+    under equal replication (an integer factor, round-robin)."""
+    if g.needs_equal_replication:
+        if new % g.width:
+            ln = g.needs_equal_replication[0].name
+            raise PreconditionError(
+                f"{where}: LayerNormalization {ln!r} normalises over the channels, which stays exact "
+                f"only if every channel is copied equally often; {new} is not a multiple of {g.width}"
+            )
+        mode = "round-robin"
+    return new, mode
+
+
+def grown_bytes(graph: Graph, plan: list[tuple[Any, int]]) -> int:
+    """The parameter bytes once each ``(group, new width)`` of ``plan`` is widened: every parameter
+    a group's nodes read grows by new / old on that axis (both axes for a weight between two groups)."""
+    out: dict[int, float] = {}  # per parameter: the largest ratio of its output (or channel) axis
+    inp: dict[int, float] = {}  # and of its input axis (slices of one Concat count once)
+    for g, new in plan:
+        ratio = new / g.width
+        for role, nodes in ((out, [n for n, _ in g.producers] + list(g.through) + list(g.boundaries)),
+                            (inp, [n for n, _, _ in g.consumers])):
+            for p in {id(p): p for n in nodes for p in _params_of(n)}.values():
+                role[id(p)] = max(role.get(id(p), 1.0), ratio)
+    return int(sum(v.const.array.nbytes * out.get(id(v), 1.0) * inp.get(id(v), 1.0)
+                   for v in graph.parameters if v.const is not None))
 
 
 def _params_of(n: Node) -> list[Any]:
@@ -356,7 +367,11 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
     if op == "Concat":
         return
     if op in ("Split", "Slice"):
-        _widen_pieces(graph, ctx, n, member, old, len(mapping))
+        from ..structure.channels import sliced_axes
+
+        src = n.inputs[0]
+        if member.axis in (sliced_axes(n, len(src.type.shape)) or []):  # not pieces of another axis
+            _widen_pieces(graph, ctx, n, member, old, len(mapping))
         return
     if op == "Conv":  # depthwise / grouped, by whole groups
         w = constant_array(n.inputs[1])
@@ -367,13 +382,22 @@ def _widen_through(graph: Graph, ctx: PassContext, n: Node, g: Any, mapping: np.
             _set(graph, ctx, n, 2, widen_producer(b, mapping, 0), "gather", axis=0, index=mapping)
         n.set_attr("group", len(mapping) // per)
         return
-    if op == "Reshape":  # a channel-major flatten: a constant target names the new feature count
-        shape = constant_array(n.inputs[1]) if len(n.inputs) > 1 else None
-        if shape is not None and shape.ndim == 1 and shape.size == 2 and int(shape[1]) > 0:
-            span = member.channels(old)
-            inner = int(shape[1]) // span
-            features = (span + len(mapping) - old) * inner
-            _set(graph, ctx, n, 1, np.asarray([shape[0], features], dtype=shape.dtype), "new")
+    if op == "Resize" and len(n.inputs) > 3 and n.inputs[3] is not None:  # sizes name the channel count
+        sizes = constant_array(n.inputs[3], transpose=False).copy()
+        sizes[member.axis] = member.widened(old, len(mapping))
+        _set(graph, ctx, n, 3, sizes, "new")
+        return
+    if op in ("Resize", "Upsample"):
+        return
+    if op == "Reshape":  # its target names the channel (or flattened feature) count of its output
+        from .transformer_surgery import retarget_reshape
+
+        out = next((m for m in g.members if m.value is n.outputs[0]), None)
+        if out is not None and n not in g.sized_at_run_time:
+            rank = len(out.value.type.shape)
+            before, after = out.channels(old) * out.inner, out.widened(old, len(mapping)) * out.inner
+            retarget_reshape(graph, ctx, n, before, after,
+                             f"widen of the group of {g.producers[0][0].name!r}", out.axis - rank)
         return
     values = {id(m.value) for m in g.members}
     idx = PARAM_INPUTS.get(op)

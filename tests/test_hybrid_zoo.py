@@ -21,11 +21,12 @@ CASES = [  # (architecture, morph): what the shared structure layer must do on e
     ("dla", "widen"),  # a Concat of two values of one group
     ("repvgg", "widen"),  # convs that read and write the same group (also EfficientNetV2's crash)
     ("fastvit", "widen"),  # grouped convs with 2 outputs per group writing a group
+    ("levit", "widen"),  # the stream as tokens: x.flatten(2).transpose, reshape_as, token Slices
     ("ghostnet", "deepen"),  # zero through a ghost Concat + Slice
     ("efficientnet_v2", "deepen"),  # zero through a SiLU product
 ]
 ARCHS = sorted({a for a, _ in CASES})
-SIZE = {"fastvit": 64}
+SIZE = {"fastvit": 64, "levit": 64}
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,9 @@ def test_morph_hybrid(hybrids, arch, morph):
     if morph == "widen":  # every group of these widens but a classifier conv writing the logits
         skipped = [d["skipped"] for d in rep.details if "skipped" in d]
         assert all("reaches the graph output" in s for s in skipped), skipped
+    if (arch, morph) == ("levit", "widen"):  # the stem's group goes on as tokens into the linears
+        kinds = [{g.node(p).op_type for p in d["producers"]} for d in rep.details if "producers" in d]
+        assert any({"Conv", "MatMul"} <= k for k in kinds), kinds
     if (arch, morph) == ("ghostnet", "deepen"):  # both halves of the ghost concat are zeroed, and named
         zeroed = [d["zeroed"] for d in rep.details if d.get("morph") == "unit-copy"]
         assert zeroed and all(z.count("BatchNormalization") + z.count("Conv") >= 2 for z in zeroed), zeroed

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 from transformer_models import exported
 
@@ -101,3 +102,105 @@ def test_mlp_hidden_group_is_a_channel_group(kind):
         assert [n for n, _ in grp.producers] == [lay.up.node]
         assert [n for n, _, _ in grp.consumers] == [lay.down.node]
         assert not grp.needs_equal_replication
+
+
+class _ChannelsLast(torch.nn.Module):
+    """ConvNeXt / hybrid layout: a conv stem, then NHWC (a Transpose moves the channel axis) with a
+    LayerNorm, an MLP and a residual on the last axis, tokens ``[N, H·W, C]`` by a Reshape that
+    keeps the channels, a token linear, back to NCHW, a nearest upsampling, a conv and a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.norm = torch.nn.LayerNorm(8)
+        self.fc1, self.fc2 = torch.nn.Linear(8, 16), torch.nn.Linear(16, 8)
+        self.tok = torch.nn.Linear(8, 8)
+        self.conv = torch.nn.Conv2d(8, 12, 3, padding=1)
+        self.head = torch.nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = self.stem(x).permute(0, 2, 3, 1)  # N, H, W, C
+        x = x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm(x))))
+        n, h, w, c = x.shape
+        t = x.reshape(n, h * w, c)  # tokens
+        t = t + self.tok(t)
+        x = t.reshape(n, h, w, c).permute(0, 3, 1, 2)
+        x = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")  # HRNet's fuse layers
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def channels_last(tmp_path_factory):
+    from cnn_models import export
+
+    torch.manual_seed(0)
+    m = _ChannelsLast().eval()
+    with torch.no_grad():
+        m.norm.weight.uniform_(0.5, 1.5)
+        m.norm.bias.normal_()
+    d = tmp_path_factory.mktemp("channels_last")
+    return {how: export(m, d / f"{how}.onnx", how, size=16) for how in ("ts", "dynamo")}
+
+
+@pytest.mark.parametrize("how", ["ts", "dynamo"])
+def test_channel_group_through_channels_last_layouts(channels_last, how):
+    """The stem's group goes NCHW -> NHWC (Transpose) -> tokens (Reshape) -> NCHW: one group, its
+    producers the stem, fc2 and the token linear, its consumers fc1, the token linear and the conv;
+    ``widen`` of it and of the MLP's hidden group are exact, and the reshape targets follow."""
+    from netmorph.passes import PassManager, get_pass
+
+    from netmorph.structure.channels import find_channel_group, producer_axis, weight_of
+
+    g = netmorph.load(channels_last[how])
+    convs = [n for n in g.nodes if n.op_type == "Conv"]
+    grp = find_channel_group(g, convs[0])
+    kinds = sorted(n.op_type for n in grp.through)
+    assert grp.width == 8 and "Transpose" in kinds and "Resize" in kinds, kinds
+    assert kinds.count("Reshape") >= 2, kinds
+    assert len(grp.producers) == 3 and convs[1] in [n for n, _, _ in grp.consumers]
+    assert len(grp.consumers) == 3
+    assert [n.op_type for n in grp.needs_equal_replication] == ["LayerNormalization"]
+    # the reshapes' targets: computed from x.shape (TorchScript: followed at run time) or constants
+    assert len(grp.sized_at_run_time) == (2 if how == "ts" else 0), [n.name for n in grp.sized_at_run_time]
+    hidden = next(n for n, _, _ in grp.consumers if weight_of(n)[1].shape[producer_axis(n)] == 16)
+    for node in (convs[0].name, hidden.name):
+        child, (rep,) = PassManager(batches=1, batch_size=2).run(g, [get_pass("widen", node=node, factor=2)])
+        assert rep.verification["ok"]
+        x = np.random.default_rng(1).standard_normal((3, 3, 16, 16)).astype(np.float32)
+        a, b = _ort(g, x), _ort(child, x)
+        assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(a))
+        assert rep.params_after > rep.params_before
+
+
+def _ort(graph, x):
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(netmorph.to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def test_resize_to_fixed_sizes_follows_the_widened_group():
+    """A Resize whose ``sizes`` name the channel count (a fixed-batch export) keeps the group; widen
+    retargets the count and stays exact."""
+    from netmorph.passes import PassManager, get_pass
+
+    rng = np.random.default_rng(0)
+    w = [numpy_helper.from_array(a, k) for k, a in [
+        ("w1", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+        ("b1", rng.standard_normal(4).astype(np.float32)),
+        ("w2", rng.standard_normal((5, 4, 1, 1)).astype(np.float32)),
+        ("sizes", np.array([2, 4, 16, 16], dtype=np.int64))]]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Resize", ["r", "", "", "sizes"], ["u"], mode="nearest"),
+             helper.make_node("Conv", ["u", "w2"], ["y"], name="conv2")]
+    io = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8]),
+          helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 16, 16])]
+    graph = helper.make_graph(nodes, "rs", io[:1], io[1:], w)
+    g = netmorph.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    child, (rep,) = PassManager(batches=1, batch_size=2).run(g, [get_pass("widen", node="conv1", factor=2)])
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    a, b = _ort(g, x), _ort(child, x)
+    assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(a))
+    resize = next(n for n in child.nodes if n.op_type == "Resize")
+    assert resize.inputs[3].const.array.tolist() == [2, 8, 16, 16]

@@ -32,7 +32,7 @@ from ..errors import PreconditionError
 from ..ir import Graph, Node, Value
 from .activations import ActivationView, ensure_types
 from .constants import constant_array
-from .ops import BINARY_OPS, CHANNEL_FIRST_NORMS, POOL_OPS, REDUCE_OPS, SLICING_OPS, UNARY_OPS
+from .ops import BINARY_OPS, CHANNEL_FIRST_NORMS, POOL_OPS, REDUCE_OPS, RESHAPE_OPS, SLICING_OPS, UNARY_OPS
 
 
 class PieceBoundary(PreconditionError):
@@ -115,6 +115,9 @@ class ChannelGroup:
     grows by whole groups, and its input (another group) follows with a derived mapping."""
     slices: dict[int, Member] = field(default_factory=dict)
     """``id(node) -> Member`` it reads or writes (a slice of a concatenation has its own index)."""
+    sized_at_run_time: list[Node] = field(default_factory=list)
+    """Reshapes whose target reads the channel count from a member's shape at run time (``x.reshape(
+    n, h * w, c)`` with ``c`` from ``x.shape``): they follow the widened group with no change."""
     origin: tuple[Node, int] | None = None
     """``(node, output)`` the group was found from (:func:`find_channel_group` finds it again)."""
 
@@ -243,6 +246,7 @@ class _Closure:
         self._cur: Member | None = None
         self.pending: list[Node] = []  # concatenations reached, read when the rest is closed
         self.concats: dict[int, tuple[Node, tuple[bool, ...]]] = {}
+        self.shape_reads: list[tuple[Node, Value, int]] = []  # (reshape, value, axis) read at run time
 
     def fail(self, node: Node, why: str) -> None:
         raise PreconditionError(
@@ -282,6 +286,12 @@ class _Closure:
             now = tuple(id(v) in self.seen_values for v in n.inputs if v is not None)
             if now != inputs:
                 self.fail(n, "a concatenation whose inputs joined the group after it was read")
+        for n, v, axis in self.shape_reads:  # the size read at run time must be the group's own axis
+            m = self.seen_values.get(id(v))
+            r = _rank(v)
+            if m is None or r is None or m.axis != axis % r or m.inner != 1 or m.total is not None:
+                self.fail(n, f"a Reshape whose target reads axis {axis} of {v.name!r}, which is not this "
+                          "group's channel axis")
         return self.g
 
     def _close(self) -> None:
@@ -361,6 +371,9 @@ class _Closure:
                 self.fail(n, "pooling off the channel axis")
             self._tie(n, data[:1], out, m.axis, m.inner)
             return
+        if op in ("Resize", "Upsample"):  # spatial resampling, channel by channel
+            self._resize(n, m, data, out)
+            return
         sliced = m.total is not None
         if op == "Concat" and not backward:
             self.pending.append(n)
@@ -411,16 +424,38 @@ class _Closure:
             self._tie(n, full, out, m.axis, m.inner)
             return
         if op == "Transpose":
-            perm = list(n.attr("perm") or [])
+            r = _rank(m.value)
+            perm = list(n.attr("perm") or range(r or 0)[::-1])
+            if len(perm) != r:
+                self.fail(n, "a Transpose of unknown rank")
             if backward:
                 self._tie(n, data[:1], None, perm[m.axis], m.inner)
             else:
                 self._tie(n, [], out, perm.index(m.axis), m.inner)
             return
-        if op in REDUCE_OPS or op in ("Flatten", "Squeeze", "Reshape"):
+        if op in REDUCE_OPS or op in RESHAPE_OPS:
             self._reshape_like(n, m, data, out, backward)
             return
         self.fail(n, "this op does not keep channels aligned (a known limit of widen)")
+
+    def _resize(self, n: Node, m: Member, data: list[Value], out: Value | None) -> None:
+        """A ``Resize`` / ``Upsample`` keeps channels aligned when it does not resample the channel
+        axis: its scale there is 1, or its ``sizes`` name the channel count (retargeted)."""
+        if m.inner != 1 or out is None or data[0] is not n.inputs[0]:
+            self.fail(n, "a resize that reads the group as a parameter")
+        k_scales, k_sizes = (1, None) if n.op_type == "Upsample" else (2, 3)
+        scales = constant_array(n.inputs[k_scales], transpose=False) if len(n.inputs) > k_scales and \
+            n.inputs[k_scales] is not None else None
+        sized = k_sizes is not None and len(n.inputs) > k_sizes and n.inputs[k_sizes] is not None
+        if sized:
+            sizes = constant_array(n.inputs[k_sizes], transpose=False)
+            if sizes is None or sizes.ndim != 1 or int(sizes[m.axis]) != self._width_of(m):
+                self.fail(n, "a Resize to sizes computed in the graph")
+        elif scales is None or scales.ndim != 1 or m.axis >= scales.size or float(scales[m.axis]) != 1.0:
+            self.fail(n, "a resize that resamples the channel axis")
+        if n.attr("axes") is not None:
+            self.fail(n, "a Resize over chosen axes")
+        self._tie(n, data[:1], out, m.axis, 1)
 
     def _width_of(self, m: Member) -> int:
         return m.channels(self.g.width) * m.inner
@@ -495,6 +530,12 @@ class _Closure:
 
     def _split(self, n: Node, m: Member, backward: bool) -> None:
         """A ``Split`` / ``Slice`` on the channel axis: each output holding the group is a member."""
+        r = _rank(n.inputs[0])
+        axes = sliced_axes(n, r)
+        if axes is not None and m.axis not in axes:  # pieces of other axes (tokens, a class token):
+            outs = [o for o in n.outputs if o.uses() or o.is_graph_output]  # each holds the whole group
+            self._tie(n, [n.inputs[0], *outs], None, m.axis, m.inner)
+            return
         saved = self._cur
         pieces = self._pieces(n, m)
         if pieces is None:
@@ -538,13 +579,33 @@ class _Closure:
             self.add(out, axis, inner)
 
     def _reshape_like(self, n: Node, m: Member, data: list[Value], out: Value | None, backward: bool) -> None:
-        """Spatial reductions, Squeeze of size-1 dims, Flatten / Reshape to (N, C·inner)."""
+        """Spatial reductions; Flatten / Reshape to (N, C·inner); and any reshape (``Reshape``,
+        ``Flatten``, ``Squeeze``, ``Unsqueeze``) that keeps the channel axis whole: the channel
+        count stands at some axis of the output and the elements after it are as many as after the
+        channel axis of the input (``[N, T, C] -> [N·T, C]``, ``[N, C, H, W] -> [N, C, H·W]``,
+        NHWC tokens ``[N, H, W, C] -> [N, H·W, C]``), so channel ``c`` stays channel ``c``."""
         src = data[0]
         sr, orank = _rank(src), (None if out is None else _rank(out))
         if sr is None or orank is None:
             self.fail(n, "unknown ranks")
         in_m = self.seen_values.get(id(src))
         in_axis = in_m.axis if in_m is not None else None
+        if n.op_type in RESHAPE_OPS and n.op_type != "Transpose" and m.inner == 1:
+            t_in, t_out = src.type.shape, out.type.shape
+            kept = _kept_axis(t_out, m.axis, t_in) if backward else _kept_axis(t_in, m.axis, t_out)
+            if kept is not None:
+                if n.op_type == "Reshape":
+                    how = _target_entry(n, (m.axis if backward else kept) - orank, self._width_of(m))
+                    if how is None:
+                        self.fail(n, "a Reshape whose target shape computes the channel count")
+                    if how != "constant":
+                        self.shape_reads.append((n, *how))
+                        self.g.sized_at_run_time.append(n)
+                if backward:
+                    self._tie(n, [src], None, kept, 1)
+                else:
+                    self._tie(n, [], out, kept, 1)
+                return
         if backward:  # m is the output; the input's axis must be derived
             if n.op_type in ("Flatten", "Reshape") and orank == 2 and sr == 4 and m.axis == 1:
                 t = src.type.shape
@@ -584,3 +645,132 @@ class _Closure:
         keep = n.op_type != "Squeeze" and int(n.attr("keepdims", 1)) == 1
         new_axis = in_axis if keep else in_axis - sum(a < in_axis for a in axes)
         self._tie(n, [], out, new_axis, m.inner)
+
+
+def sliced_axes(n: Node, rank: int | None) -> list[int] | None:
+    """The axes a ``Split`` / ``Slice`` cuts (``None`` when they are not constants)."""
+    if rank is None:
+        return None
+    if n.op_type == "Split":
+        return [int(n.attr("axis", 0)) % rank]
+    starts = constant_array(n.inputs[1], transpose=False) if len(n.inputs) > 1 else None
+    if starts is None:
+        return None
+    if len(n.inputs) > 3 and n.inputs[3] is not None:
+        axes = constant_array(n.inputs[3], transpose=False)
+        return None if axes is None else [int(a) % rank for a in axes.reshape(-1)]
+    return list(range(starts.size))
+
+
+def _extent(dims) -> tuple[int, tuple[str, ...]] | None:
+    """How many elements ``dims`` span: the product of the known sizes and the symbolic names
+    (``None`` when a size is unknown)."""
+    k, names = 1, []
+    for d in dims:
+        if isinstance(d, int):
+            k *= d
+        elif isinstance(d, str) and d:
+            names.append(d)
+        else:
+            return None
+    return k, tuple(sorted(names))
+
+
+def _kept_axis(src, axis: int, dst) -> int | None:
+    """The axis of ``dst`` that is axis ``axis`` of ``src`` after a reshape, when the reshape keeps
+    it whole: the same size, and as many elements after it (row-major order: an element's index on
+    that axis is unchanged). ``None`` otherwise."""
+    if src is None or dst is None or not 0 <= axis < len(src) or not isinstance(src[axis], int):
+        return None
+    after = _extent(src[axis + 1:])
+    if after is None:
+        return None
+    for b, d in enumerate(dst):
+        if d == src[axis] and _extent(dst[b + 1:]) == after:
+            return b
+    return None
+
+
+def _target_entry(n: Node, position: int, width: int):
+    """How ``Reshape`` ``n``'s target says the channel count at ``position`` (counted from the end):
+    ``"constant"`` (the width, ``-1`` or ``0``, in the target or in a constant trailing piece of the
+    ``Concat`` that computes it: retargeted when the group widens), ``(value, axis)`` (a piece that
+    reads ``value.shape[axis]`` at run time: it follows the group if that is the group's axis), or
+    ``None`` (computed some other way)."""
+    target = n.inputs[1] if len(n.inputs) > 1 else None
+    arr = constant_array(target, transpose=False)
+    if arr is not None:
+        vals = arr.reshape(-1)
+        ok = -len(vals) <= position < 0 and int(vals[position]) in (width, -1, 0)
+        return "constant" if ok else None
+    cat = target.producer if target is not None else None
+    if cat is not None and cat.op_type != "Concat":  # x.reshape_as(y): the whole target is y's shape
+        read = _shape_piece(target)
+        if read is None or not -(read[2] - read[1]) <= position < 0:
+            return None
+        return read[0], read[2] + position
+    if cat is None:
+        return None
+    offset, computed_after = position, False
+    for piece in reversed(cat.inputs):
+        a = constant_array(piece, transpose=False)
+        if a is None:
+            read = _shape_piece(piece)  # entries [start, end) of a value's shape, read at run time
+            if read is None:
+                return None
+            src, start, end = read
+            if -offset <= end - start:
+                return src, end + offset
+            offset, computed_after = offset + (end - start), True
+            continue
+        a = a.reshape(-1)
+        if -offset <= a.size:
+            if computed_after:  # a constant entry is retargeted only among constant trailing pieces
+                return None
+            return "constant" if int(a[offset]) in (width, -1, 0) else None
+        offset += a.size
+    return None
+
+
+def _shape_piece(v: Value | None):
+    """``(value, start, end)`` when ``v`` is entries ``[start, end)`` of a value's shape read at run
+    time (``Shape(x)`` with or without ``start`` / ``end``, ``Gather(Shape(x), k)``,
+    ``Slice(Shape(x), s, e)``, behind ``Unsqueeze`` / casts); else ``None``."""
+    for _ in range(6):
+        p = None if v is None else v.producer
+        if p is None:
+            return None
+        if p.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+            v = p.inputs[0]
+            continue
+        if p.op_type == "Shape":
+            r = _rank(p.inputs[0])
+            if r is None:
+                return None
+            start, end = int(p.attr("start", 0)), p.attr("end", None)
+            end = r if end is None else int(end)
+            start, end = start % r if start < 0 else min(start, r), end % r if end < 0 else min(end, r)
+            return (p.inputs[0], start, end) if end > start else None
+        if p.op_type in ("Gather", "Slice"):
+            inner = _shape_piece(p.inputs[0])
+            if inner is None or inner[1] != 0 or p.attr("axis", 0) != 0:
+                return None
+            src, _, r = inner
+            k = constant_array(p.inputs[1], transpose=False)
+            if k is None or k.size != 1:
+                return None
+            k = int(k.reshape(-1)[0])
+            k = k + r if k < 0 else k
+            if p.op_type == "Gather":
+                return (src, k, k + 1) if 0 <= k < r else None
+            e = constant_array(p.inputs[2], transpose=False) if len(p.inputs) > 2 else None
+            rest = [constant_array(p.inputs[i], transpose=False)
+                    if len(p.inputs) > i and p.inputs[i] is not None else None for i in (3, 4)]
+            if e is None or e.size != 1 or any(x is not None and int(x.reshape(-1)[0]) not in (0, 1)
+                                                for x in rest):
+                return None
+            e = int(e.reshape(-1)[0])
+            e = e + r if e < 0 else min(e, r)
+            return (src, k, e) if e > k else None
+        return None
+    return None
