@@ -55,7 +55,8 @@ class GraphSession:
         self.close()
 
 
-def _external_header(name: str, arr: np.ndarray) -> onnx.TensorProto:
+def external_header(name: str, arr: np.ndarray) -> onnx.TensorProto:
+    """A data-less ``TensorProto`` for ``arr``, marked as external data handed over in memory."""
     t = onnx.TensorProto()
     t.name = name
     t.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
@@ -71,10 +72,13 @@ def _handed_over(arr: np.ndarray) -> bool:
     return arr.dtype.kind in "fiuc" and arr.dtype.byteorder != ">"
 
 
-def graph_model_bytes(graph: Graph, extra_outputs: Sequence[str] = ()) -> tuple[bytes, list[str], list]:
-    """The serialised model of ``graph`` with its large weights left out, their names and arrays.
+def graph_model_parts(graph: Graph, extra_outputs: Sequence[str] = ()) -> tuple[onnx.ModelProto, list[str], list]:
+    """The ``ModelProto`` of ``graph`` with its large weights left out, their names and arrays.
 
-    ``extra_outputs``: value names to add as graph outputs (shape probes read intermediates).
+    Each weight of at least :data:`EXTERNAL_MIN_BYTES` (little-endian numbers) is an external-data
+    header in the model and its array is the parameter's own buffer (no copy; a weight still held
+    as a ``TensorProto`` is decoded while the arrays are held). ``extra_outputs``: value names to
+    add as graph outputs (shape probes read intermediates).
     """
     m = model_shell(graph)
     gp = graph_proto_without_initializers(graph)
@@ -90,13 +94,30 @@ def graph_model_bytes(graph: Graph, extra_outputs: Sequence[str] = ()) -> tuple[
             arr = p.peek_array()
             if _handed_over(arr):
                 arr = np.ascontiguousarray(arr)
-                gp.initializer.append(_external_header(v.name, arr))
+                gp.initializer.append(external_header(v.name, arr))
                 names.append(v.name)
                 arrays.append(arr)
                 continue
         gp.initializer.append(p.to_proto(v.name))
     m.graph.CopyFrom(gp)
+    return m, names, arrays
+
+
+def graph_model_bytes(graph: Graph, extra_outputs: Sequence[str] = ()) -> tuple[bytes, list[str], list]:
+    """:func:`graph_model_parts` with the model serialised (it holds no large weight)."""
+    m, names, arrays = graph_model_parts(graph, extra_outputs)
     return m.SerializeToString(), names, arrays
+
+
+def add_weights(options, names: Sequence[str], arrays: Sequence[np.ndarray]) -> list:
+    """Give ``arrays`` to the ``onnxruntime.SessionOptions`` ``options`` as the external initializers
+    ``names`` (read in place); returns the ``OrtValue`` objects, which must outlive the session."""
+    import onnxruntime as ort
+
+    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+    if names:
+        options.add_external_initializers(list(names), values)
+    return values
 
 
 def graph_session(graph: Graph, *, extra_outputs: Sequence[str] = (), options=None,
@@ -110,8 +131,6 @@ def graph_session(graph: Graph, *, extra_outputs: Sequence[str] = (), options=No
 
     data, names, arrays = graph_model_bytes(graph, extra_outputs)
     so = options if options is not None else ort.SessionOptions()
-    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
-    if names:
-        so.add_external_initializers(names, values)
+    values = add_weights(so, names, arrays)
     sess = ort.InferenceSession(data, so, providers=list(providers or ["CPUExecutionProvider"]))
     return GraphSession(sess, [arrays, values])

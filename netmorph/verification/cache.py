@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 ENTRIES = 3
 """Models remembered (each holds its outputs over all batches, bounded by the output limit)."""
@@ -33,15 +34,33 @@ class Remembered:
 _CACHE: OrderedDict[tuple, Remembered] = OrderedDict()
 
 
-def model_digest(model: onnx.ModelProto) -> str:
-    """A digest of ``model``'s nodes, inputs, outputs and tensors (one tensor copied at a time)."""
+def model_digest(model: onnx.ModelProto, weights: Mapping[str, np.ndarray] | None = None) -> str:
+    """A digest of ``model``'s nodes, inputs, outputs and tensors (one tensor copied at a time).
+
+    ``weights``: the arrays of the tensors ``model`` holds as in-memory external data. A tensor
+    counts by its name, element type, shape and values, so a model gives the same digest whether
+    a weight is inline or handed over in memory (a ``Graph`` and its ``to_onnx`` agree)."""
+    weights = weights or {}
     h = hashlib.blake2b(digest_size=20)
     g = model.graph
-    for part in (*g.node, *g.input, *g.output, *g.initializer, *g.sparse_initializer):
+    for part in (*g.node, *g.input, *g.output, *g.sparse_initializer):
         h.update(part.SerializeToString())
+    for t in g.initializer:
+        arr = weights.get(t.name)
+        if arr is None and t.data_location != onnx.TensorProto.EXTERNAL and t.data_type not in _OPAQUE:
+            arr = numpy_helper.to_array(t)
+        if arr is None or arr.dtype.kind not in "fiucb":
+            h.update(t.SerializeToString())
+            continue
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{t.name}:{arr.dtype.str}:{arr.shape};".encode())
+        h.update(memoryview(arr).cast("B") if arr.ndim else arr.tobytes())
     for op in model.opset_import:
         h.update(f"{op.domain}:{op.version};".encode())
     return h.hexdigest()
+
+
+_OPAQUE = (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED)
 
 
 def feeds_digest(feeds: Sequence[dict[str, np.ndarray]]) -> str:

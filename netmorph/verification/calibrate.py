@@ -66,30 +66,57 @@ def perturbable(w: np.ndarray) -> bool:
         return bool(np.all(np.abs(w) < np.finfo(w.dtype).max / 2))
 
 
-def _nudge(t: onnx.TensorProto, rng: np.random.Generator) -> onnx.TensorProto | None:
-    if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
-        return None
-    if t.data_location == onnx.TensorProto.EXTERNAL:
-        return None
-    w = numpy_helper.to_array(t)
+def _nudged(w: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     if not perturbable(w):
         return None
     up = rng.random(w.shape) < 0.5
-    moved = np.where(up, np.nextafter(w, np.inf), np.nextafter(w, -np.inf)).astype(w.dtype)
-    return numpy_helper.from_array(moved, t.name)
+    with np.errstate(over="ignore"):
+        return np.where(up, np.nextafter(w, np.inf), np.nextafter(w, -np.inf)).astype(w.dtype)
 
 
-def ulp_perturbed(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+
+
+def _nudge(t: onnx.TensorProto, rng: np.random.Generator) -> onnx.TensorProto | None:
+    if t.data_type not in _FLOATS:
+        return None
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    moved = _nudged(numpy_helper.to_array(t), rng)
+    return None if moved is None else numpy_helper.from_array(moved, t.name)
+
+
+def ulp_perturbed(model: onnx.ModelProto, seed: int,
+                  weights: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """A copy of ``model`` with every float weight one ulp up or down (seeded).
 
     Left as they are: tensors read as shapes, scales, bounds or exponents (:data:`SHAPE_INPUTS`),
-    integer and bool tensors, and masks (:func:`perturbable`), so no value overflows."""
+    integer and bool tensors, and masks (:func:`perturbable`), so no value overflows.
+    ``weights``: :func:`ulp_perturbed_weights` (the arrays of ``model``'s in-memory external
+    tensors) -- use that function for such a model."""
+    return ulp_perturbed_weights(model, seed, weights or {})[0]
+
+
+def ulp_perturbed_weights(model: onnx.ModelProto, seed: int, weights: Mapping[str, np.ndarray]
+                          ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """:func:`ulp_perturbed` of a model whose tensors named in ``weights`` are in-memory external
+    data: ``(the copy, its weights)``; the moved arrays are new, the others are shared. The seeded
+    draws follow the initializers' order, so the copy equals the perturbed inline model's."""
     rng = np.random.default_rng(seed)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     fixed = _not_weights(m.graph)
+    out = dict(weights)
     for i, t in enumerate(m.graph.initializer):
-        new = None if t.name in fixed else _nudge(t, rng)
+        if t.name in fixed:
+            continue
+        if t.name in weights:
+            if t.data_type in _FLOATS:
+                moved = _nudged(weights[t.name], rng)
+                if moved is not None:
+                    out[t.name] = moved
+            continue
+        new = _nudge(t, rng)
         if new is not None:
             m.graph.initializer[i].CopyFrom(new)
     for n in m.graph.node:
@@ -99,7 +126,7 @@ def ulp_perturbed(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
                     new = _nudge(a.t, rng)
                     if new is not None:
                         a.t.CopyFrom(new)
-    return m
+    return m, out
 
 
 CPU_NO_FLOAT64 = frozenset({"Conv", "ConvTranspose", "Erf"})
@@ -113,6 +140,14 @@ def as_float64(model: onnx.ModelProto) -> onnx.ModelProto | None:
     and ``Cast(to=FLOAT)`` become double. ``None`` when some node carries another element-type
     attribute (``ConstantOfShape``, ``Random*``, ``Cast`` to float16 …) or has a subgraph, where
     a mechanical rewrite could change the function."""
+    got = as_float64_weights(model, {})
+    return None if got is None else got[0]
+
+
+def as_float64_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray]
+                       ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]] | None:
+    """:func:`as_float64` of a model whose tensors named in ``weights`` are in-memory external
+    data: ``(the copy, its weights)``, the float32 arrays widened (new arrays), or ``None``."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -129,8 +164,17 @@ def as_float64(model: onnx.ModelProto) -> onnx.ModelProto | None:
                 return None
             elif a.type == onnx.AttributeProto.TENSOR and a.t.data_type == onnx.TensorProto.FLOAT:
                 a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64), a.t.name))
+    out = dict(weights)
     for i, t in enumerate(g.initializer):
         if t.data_type == onnx.TensorProto.FLOAT:
+            if t.name in weights:
+                wide = np.asarray(weights[t.name], np.float64)
+                out[t.name] = wide
+                g.initializer[i].data_type = onnx.TensorProto.DOUBLE
+                for e in g.initializer[i].external_data:
+                    if e.key == "length":
+                        e.value = str(wide.nbytes)
+                continue
             if t.data_location == onnx.TensorProto.EXTERNAL:
                 return None
             wide = numpy_helper.to_array(t).astype(np.float64)
@@ -139,8 +183,7 @@ def as_float64(model: onnx.ModelProto) -> onnx.ModelProto | None:
         tt = vi.type.tensor_type
         if vi.type.WhichOneof("value") == "tensor_type" and tt.elem_type == onnx.TensorProto.FLOAT:
             tt.elem_type = onnx.TensorProto.DOUBLE
-    return m
-
+    return m, out
 
 
 CORE_SPAN = 1e4
@@ -225,8 +268,11 @@ def _probe_models(a: LoadedModel, ref: dict[str, list[np.ndarray]], floats: list
     """``(probe name, model or None for a itself, optimise)`` in the order they run; the models
     are made one at a time (a copy lives only while its probe runs)."""
     yield "optimised", None, True
-    yield ("ulp-weights", lambda: LoadedModel(ulp_perturbed(a.proto, seed), a.label + " (ulp-perturbed)"),
-           False)
+    def moved():
+        m, w = ulp_perturbed_weights(a.proto, seed, a.weights or {})
+        return LoadedModel(m, a.label + " (ulp-perturbed)", weights=w or None)
+
+    yield "ulp-weights", moved, False
     no_kernel = sorted({n.op_type for n in a.proto.graph.node} & CPU_NO_FLOAT64) if cpu_only else []
     if no_kernel:
         skipped["float64"] = f"ONNX Runtime's CPU provider has no float64 {', '.join(no_kernel)}"
@@ -234,11 +280,11 @@ def _probe_models(a: LoadedModel, ref: dict[str, list[np.ndarray]], floats: list
         skipped["float64"] = "the outputs are not float32"
     else:
         def wide():
-            m = as_float64(a.proto)
-            if m is None:
+            got = as_float64_weights(a.proto, a.weights or {})
+            if got is None:
                 skipped["float64"] = "the graph cannot be rewritten to float64 mechanically"
                 return None
-            return LoadedModel(m, a.label + " (float64)")
+            return LoadedModel(got[0], a.label + " (float64)", weights=got[1] or None)
         yield "float64", wide, False
 
 

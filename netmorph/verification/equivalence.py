@@ -133,7 +133,7 @@ def verify_models(
         if failure is not None:
             break
         if not results and not optimize and not opts.name_map:  # b as written: the next parent's reference
-            kb = cache.key(cache.model_digest(mb.proto), cache.feeds_digest(feeds), opts)
+            kb = cache.key(cache.model_digest(mb.proto, mb.weights), cache.feeds_digest(feeds), opts)
             if cache.get(kb) is None:
                 cache.put(kb, Remembered({n: [g[n] for g in got] for n in names}, provider))
         results.append(got)
@@ -235,7 +235,7 @@ def reference_outputs(ma: LoadedModel, ia: Interface, inputs: InputsSpec, opts: 
         else:
             feeds, source, plan = resolve_inputs(inputs, ia, opts, ma.proto)
         check_declared_outputs(ia, ma.label, len(feeds))
-        k = cache.key(digest := digest or cache.model_digest(ma.proto), cache.feeds_digest(feeds), opts)
+        k = cache.key(digest := digest or cache.model_digest(ma.proto, ma.weights), cache.feeds_digest(feeds), opts)
         hit = cache.get(k)
         if hit is None or not all(n in hit.ref for n in names):
             try:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelRunError, OptionsError
+from ..onnx_io.session import add_weights
 from .models import LoadedModel
 
 CUDA = "CUDAExecutionProvider"
@@ -67,6 +68,19 @@ def set_logging(verbose: bool) -> None:
     _ort().set_default_logger_severity(2 if verbose else 4)
 
 
+class _Session:
+    """An ``InferenceSession`` and the ``OrtValue`` weights it reads in place (they must outlive it)."""
+
+    def __init__(self, sess, held: list):
+        self.sess, self._held = sess, held
+
+    def run(self, output_names, feed, run_options=None):
+        return self.sess.run(output_names, feed, run_options)
+
+    def __getattr__(self, name):
+        return getattr(self.sess, name)
+
+
 def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any] | None = None,
                  verbose: bool = False):
     """An ``InferenceSession`` on ``model`` (its file path, else its bytes).
@@ -83,17 +97,21 @@ def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any]
     so.intra_op_num_threads = cpu_threads()
     so.inter_op_num_threads = 1
     so.log_severity_level = 2 if verbose else 4  # fallbacks are reported through get_providers()
+    # one session at a time runs a few batches: no arena or memory pattern kept beyond a run
+    so.enable_cpu_mem_arena = False
+    so.enable_mem_pattern = False
+    held = add_weights(so, list(model.weights), list(model.weights.values())) if model.weights else []
     chosen = list(providers) if providers is not None else default_providers()
     try:
         data = model.ort_source()
     except ValueError as e:
         raise ModelRunError(str(e)) from None
     try:
-        return ort.InferenceSession(data, sess_options=so, providers=chosen)
+        return _Session(ort.InferenceSession(data, sess_options=so, providers=chosen), held)
     except Exception as e:  # ORT raises its own pybind exception types
         if providers is None and chosen and isinstance(chosen[0], tuple):
             try:  # an older onnxruntime-gpu may not know an option: retry with plain CUDA
-                return ort.InferenceSession(data, sess_options=so, providers=[CUDA, CPU])
+                return _Session(ort.InferenceSession(data, sess_options=so, providers=[CUDA, CPU]), held)
             except Exception:
                 pass
         raise ModelRunError(f"{model.label}: ONNX Runtime cannot load the model: {_first_line(e)}") from None
