@@ -10,6 +10,7 @@ place is a different model) and of the batches, and keeps the last :data:`ENTRIE
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,15 +53,45 @@ def model_digest(model: onnx.ModelProto, weights: Mapping[str, np.ndarray] | Non
         if arr is None or arr.dtype.kind not in "fiucb":
             h.update(t.SerializeToString())
             continue
-        arr = np.ascontiguousarray(arr)
-        h.update(f"{t.name}:{arr.dtype.str}:{arr.shape};".encode())
-        h.update(memoryview(arr).cast("B") if arr.ndim else arr.tobytes())
+        h.update(f"{t.name}:".encode())
+        h.update(_array_digest(arr))
     for op in model.opset_import:
         h.update(f"{op.domain}:{op.version};".encode())
     return h.hexdigest()
 
 
 _OPAQUE = (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED)
+_ARRAYS: dict[int, tuple[weakref.ref, bytes]] = {}
+
+
+def _immutable(arr: np.ndarray) -> bool:
+    """Read-only all the way down: every array in the view chain is read-only and the memory is
+    the array's own or a ``bytes`` object (what :func:`netmorph.load` gives a weight)."""
+    b = arr
+    while isinstance(b, np.ndarray):
+        if b.flags.writeable:
+            return False
+        b = b.base
+    return b is None or isinstance(b, bytes)
+
+
+def _array_digest(arr: np.ndarray) -> bytes:
+    """The digest of one array's type, shape and values. A read-only array (a graph's parameter:
+    parent and child share the unchanged ones) is hashed once while it lives."""
+    frozen = _immutable(arr)
+    if frozen:
+        hit = _ARRAYS.get(id(arr))
+        if hit is not None and hit[0]() is arr:
+            return hit[1]
+    c = np.ascontiguousarray(arr)
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{c.dtype.str}:{c.shape};".encode())
+    h.update(memoryview(c).cast("B") if c.ndim else c.tobytes())
+    d = h.digest()
+    if frozen:
+        key = id(arr)
+        _ARRAYS[key] = (weakref.ref(arr, lambda _r, k=key: _ARRAYS.pop(k, None)), d)
+    return d
 
 
 def feeds_digest(feeds: Sequence[dict[str, np.ndarray]]) -> str:
