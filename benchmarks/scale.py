@@ -309,11 +309,15 @@ def run_row(model: str, pass_args: list[str], base: str | None, args) -> dict:
         child = Path(tmp) / "child.onnx"
         report = Path(tmp) / "report.json"
         cmd = [args.netmorph, "grow", str(parent), *pass_args, "-o", str(child), "--report", str(report)]
+        if args.cap_gb:  # the address-space cap the shared machine asks for on the largest rows
+            cmd = ["prlimit", f"--as={int(args.cap_gb * 2**30)}", "--", *cmd]
+            row["as_cap_gb"] = args.cap_gb
         if _tokens(family):
             cmd += ["--dim", f"T={seq_of(model, args.quick)}"]
             row["seq"] = seq_of(model, args.quick)
         rc, err, wall, rss = _run_measured(cmd)
-        row.update(exit=rc, grow_s=round(wall, 2), peak_rss_gb=round(rss, 2))
+        row.update(exit=rc, grow_s=round(wall, 2), peak_rss_gb=round(rss, 2),
+                   load_avg_1min=round(os.getloadavg()[0], 1))
         pw = _weights_bytes(parent)
         row["parent_weights_gb"] = round(pw / 1e9, 3)
         if rc != 0:
@@ -363,11 +367,13 @@ def main() -> None:
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "netmorph-scale"),
                     help="folder for the exported parents (reused between runs)")
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--cap-gb", type=float, help="run each grow under prlimit --as of this many GiB")
     args = ap.parse_args()
     pick = set(args.models.split(",")) if args.models else None
     rows = [r for r in ROWS + EXTRA_ROWS if (r[0] in pick if pick else r not in EXTRA_ROWS)
             and (not args.passes or args.passes in " ".join(r[1]))]
-    out = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+    out = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
            "quick": args.quick, "netmorph": args.netmorph, "rows": []}
     for model, pass_args, base in rows:
         row = run_row(model, pass_args, base, args)

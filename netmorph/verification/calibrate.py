@@ -25,6 +25,8 @@ element): see :func:`element_noise`. Under ``calibrated:K`` an element fails iff
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -310,7 +312,9 @@ def measure_noise(
     probed = sorted(set(source))
     diffs = {n: {k: np.zeros(np.shape(ref[n][k])) for k in probed} for n in floats}
     seen: dict[str, dict[str, float]] = {}
+    seconds: dict[str, float] = {}
     for probe, make, optimize in _probe_models(a, ref, floats, seed, cpu_only, skipped):
+        t0 = time.perf_counter()
         model = a if make is None else make()
         if model is None:
             continue
@@ -336,8 +340,10 @@ def measure_noise(
                     seen[probe][n] = max(seen[probe][n], float(d.max()))
             del out
         del sess, model
+        gc.collect()
+        seconds[probe] = round(time.perf_counter() - t0, 3)
     per_batch, floor = {}, {}
     for n in floats:
         per_batch[n], floor[n] = element_noise(ref[n], diffs[n], source)
     return Noise(per_batch, floor, {"probes": seen, "floor": floor, "skipped": skipped,
-                                    "rule": "per element", "probed_batches": probed})
+                                    "rule": "per element", "probed_batches": probed, "seconds": seconds})

@@ -100,6 +100,8 @@ def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any]
     # one session at a time runs a few batches: no arena or memory pattern kept beyond a run
     so.enable_cpu_mem_arena = False
     so.enable_mem_pattern = False
+    # nor a pre-packed second copy of every MatMul / Conv weight (runs are few; memory is the limit)
+    so.add_session_config_entry("session.disable_prepacking", "1")
     held = add_weights(so, list(model.weights), list(model.weights.values())) if model.weights else []
     chosen = list(providers) if providers is not None else default_providers()
     try:
