@@ -60,7 +60,7 @@ QUICK = {
     "gpt2_small": ("gpt2", {"layers": 2, "hidden": 128, "heads": 4}),
     "gpt2_medium": ("gpt2", {"layers": 4, "hidden": 128, "heads": 4}),
     "gpt2_1b": ("gpt2", {"layers": 4, "hidden": 192, "heads": 4}),
-    "llama_1b": ("llama", {"layers": 2, "hidden": 64, "heads": 8, "kv_heads": 2, "inter": 160, "vocab": 500}),
+    "llama_1b": ("llama", {"layers": 22, "hidden": 32, "heads": 4, "kv_heads": 2, "inter": 64, "vocab": 500}),
 }
 SEQ = 128
 QUICK_SEQ = 16
@@ -70,6 +70,9 @@ SEQ_OF = {"gpt2_medium": 32, "llama_1b": 32}
 
 def seq_of(name: str, quick: bool) -> int:
     return QUICK_SEQ if quick else SEQ_OF.get(name, SEQ)
+
+LLAMA_AFTER = "3,7,11,15,19"
+"""The layers the Llama rows insert an identity layer after (0-based)."""
 
 # (model, pass arguments of `netmorph grow`, baseline name or None)
 ROWS = [
@@ -84,8 +87,9 @@ ROWS = [
     ("gpt2_small", ["--pass", "deepen", "--no-verify"], None),
     ("gpt2_medium", ["--pass", "deepen"], "gpt2_deepen"),
     ("gpt2_medium", ["--pass", "deepen", "--no-verify"], None),
-    ("llama_1b", ["--pass", "deepen"], "llama_deepen"),
-    ("llama_1b", ["--pass", "deepen", "--no-verify"], None),
+    # LLaMA Pro's block expansion: an identity layer after every 4th (22 -> 27 layers)
+    ("llama_1b", ["--pass", "deepen", "--level", LLAMA_AFTER], "llama_deepen"),
+    ("llama_1b", ["--pass", "deepen", "--level", LLAMA_AFTER, "--no-verify"], None),
 ]
 # rows only run when asked for by name (--models gpt2_1b): a ~1.1 B-parameter GPT-2-style model
 EXTRA_ROWS = [("gpt2_1b", ["--pass", "deepen", "--layers", "4"], None)]
@@ -228,13 +232,15 @@ def baseline(kind: str, name: str, quick: bool) -> float:
             model.model.transformer.h = torch.nn.ModuleList(new)
             model.model.config.n_layer = len(new)
         elif kind == "llama_deepen":  # LLaMA Pro's block expansion: o_proj and down_proj zeroed
-            layers = model.model.model.layers
+            after = {int(i) for i in LLAMA_AFTER.split(",")}
             new = []
-            for blk in layers:
-                z = copy.deepcopy(blk)
-                for lin in (z.self_attn.o_proj, z.mlp.down_proj):
-                    lin.weight.zero_()
-                new += [blk, z]
+            for i, blk in enumerate(model.model.model.layers):
+                new.append(blk)
+                if i in after:
+                    z = copy.deepcopy(blk)
+                    for lin in (z.self_attn.o_proj, z.mlp.down_proj):
+                        lin.weight.zero_()
+                    new.append(z)
             for i, blk in enumerate(new):
                 blk.self_attn.layer_idx = i
             model.model.model.layers = torch.nn.ModuleList(new)

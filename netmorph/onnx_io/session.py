@@ -109,6 +109,15 @@ def graph_model_bytes(graph: Graph, extra_outputs: Sequence[str] = ()) -> tuple[
     return m.SerializeToString(), names, arrays
 
 
+def low_memory(options) -> None:
+    """Set ``options`` (``onnxruntime.SessionOptions``) for a session that runs a few times: no memory
+    arena or memory pattern kept between runs, and no pre-packed second copy of the MatMul / Conv
+    weights (ORT would otherwise hold one beside the buffers handed over)."""
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.add_session_config_entry("session.disable_prepacking", "1")
+
+
 def add_weights(options, names: Sequence[str], arrays: Sequence[np.ndarray]) -> list:
     """Give ``arrays`` to the ``onnxruntime.SessionOptions`` ``options`` as the external initializers
     ``names`` (read in place); returns the ``OrtValue`` objects, which must outlive the session."""
@@ -131,6 +140,7 @@ def graph_session(graph: Graph, *, extra_outputs: Sequence[str] = (), options=No
 
     data, names, arrays = graph_model_bytes(graph, extra_outputs)
     so = options if options is not None else ort.SessionOptions()
+    low_memory(so)
     values = add_weights(so, names, arrays)
     sess = ort.InferenceSession(data, so, providers=list(providers or ["CPUExecutionProvider"]))
     return GraphSession(sess, [arrays, values])

@@ -36,6 +36,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import ModelRunError
+from .limits import max_float64_probe_bytes
 from .models import LoadedModel
 from .session import default_providers, make_session, run_session
 
@@ -265,6 +266,18 @@ class Noise:
         return self.floor.get(name)
 
 
+def _float32_bytes(a: LoadedModel) -> int:
+    """Bytes of ``a``'s float32 initializers (inline or handed over in memory)."""
+    total = 0
+    for t in a.proto.graph.initializer:
+        if t.data_type == onnx.TensorProto.FLOAT:
+            n = 1
+            for d in t.dims:
+                n *= d
+            total += 4 * n
+    return total
+
+
 def _probe_models(a: LoadedModel, ref: dict[str, list[np.ndarray]], floats: list[str], seed: int,
                   cpu_only: bool, skipped: dict[str, str]):
     """``(probe name, model or None for a itself, optimise)`` in the order they run; the models
@@ -280,6 +293,10 @@ def _probe_models(a: LoadedModel, ref: dict[str, list[np.ndarray]], floats: list
         skipped["float64"] = f"ONNX Runtime's CPU provider has no float64 {', '.join(no_kernel)}"
     elif any(np.asarray(ref[n][0]).dtype != np.float32 for n in floats):
         skipped["float64"] = "the outputs are not float32"
+    elif 2 * _float32_bytes(a) > max_float64_probe_bytes():
+        skipped["float64"] = (f"its float64 copy of the weights would take {2 * _float32_bytes(a) / 2**30:.1f} "
+                              f"GiB, above the limit of {max_float64_probe_bytes() / 2**30:.1f} GiB "
+                              "(NETMORPH_MAX_FLOAT64_PROBE_BYTES)")
     else:
         def wide():
             got = as_float64_weights(a.proto, a.weights or {})

@@ -185,6 +185,21 @@ class _Clock:
         now = time.perf_counter()
         self.laps[name] = round(self.laps.get(name, 0.0) + now - self.t, 3)
         self.t = now
+        hwm = _peak_rss_gb()
+        if hwm is not None:
+            self.laps[f"peak RSS GB after {name}"] = hwm
+
+
+def _peak_rss_gb() -> float | None:
+    """This process's peak resident set so far (``VmHWM``, Linux), in GiB; ``None`` elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 2**20, 2)
+    except OSError:
+        pass
+    return None
 
 
 def _compare(n: str, ref, got, feeds, opts: VerifyOptions, noise: Noise | None) -> OutputDiff:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelRunError, OptionsError
-from ..onnx_io.session import add_weights
+from ..onnx_io.session import add_weights, low_memory
 from .models import LoadedModel
 
 CUDA = "CUDAExecutionProvider"
@@ -97,11 +97,7 @@ def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any]
     so.intra_op_num_threads = cpu_threads()
     so.inter_op_num_threads = 1
     so.log_severity_level = 2 if verbose else 4  # fallbacks are reported through get_providers()
-    # one session at a time runs a few batches: no arena or memory pattern kept beyond a run
-    so.enable_cpu_mem_arena = False
-    so.enable_mem_pattern = False
-    # nor a pre-packed second copy of every MatMul / Conv weight (runs are few; memory is the limit)
-    so.add_session_config_entry("session.disable_prepacking", "1")
+    low_memory(so)  # one session at a time runs a few batches: memory is the limit, not speed
     held = add_weights(so, list(model.weights), list(model.weights.values())) if model.weights else []
     chosen = list(providers) if providers is not None else default_providers()
     try:
