@@ -72,7 +72,8 @@ def _handed_over(arr: np.ndarray) -> bool:
     return arr.dtype.kind in "fiuc" and arr.dtype.byteorder != ">"
 
 
-def graph_model_parts(graph: Graph, extra_outputs: Sequence[str] = ()) -> tuple[onnx.ModelProto, list[str], list]:
+def graph_model_parts(graph: Graph, extra_outputs: Sequence[str] = ()
+                      ) -> tuple[onnx.ModelProto, list[str], list]:
     """The ``ModelProto`` of ``graph`` with its large weights left out, their names and arrays.
 
     Each weight of at least :data:`EXTERNAL_MIN_BYTES` (little-endian numbers) is an external-data

@@ -294,7 +294,8 @@ def _probe_models(a: LoadedModel, ref: dict[str, list[np.ndarray]], floats: list
     elif any(np.asarray(ref[n][0]).dtype != np.float32 for n in floats):
         skipped["float64"] = "the outputs are not float32"
     elif 2 * _float32_bytes(a) > max_float64_probe_bytes():
-        skipped["float64"] = (f"its float64 copy of the weights would take {2 * _float32_bytes(a) / 2**30:.1f} "
+        wide = 2 * _float32_bytes(a) / 2**30
+        skipped["float64"] = (f"its float64 copy of the weights would take {wide:.1f} "
                               f"GiB, above the limit of {max_float64_probe_bytes() / 2**30:.1f} GiB "
                               "(NETMORPH_MAX_FLOAT64_PROBE_BYTES)")
     else:

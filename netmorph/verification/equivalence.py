@@ -272,7 +272,8 @@ def reference_outputs(ma: LoadedModel, ia: Interface, inputs: InputsSpec, opts: 
         else:
             feeds, source, plan = resolve_inputs(inputs, ia, opts, ma.proto)
         check_declared_outputs(ia, ma.label, len(feeds))
-        k = cache.key(digest := digest or cache.model_digest(ma.proto, ma.weights), cache.feeds_digest(feeds), opts)
+        digest = digest or cache.model_digest(ma.proto, ma.weights)
+        k = cache.key(digest, cache.feeds_digest(feeds), opts)
         hit = cache.get(k)
         if hit is None or not all(n in hit.ref for n in names):
             try:

@@ -57,7 +57,8 @@ def load_model(source: ModelSource, role: str) -> LoadedModel:
     """
     if isinstance(source, Graph):
         shell, names, arrays = graph_model_parts(source)
-        return LoadedModel(shell, f"model {role} (graph {source.name!r})", weights=dict(zip(names, arrays, strict=True)))
+        return LoadedModel(shell, f"model {role} (graph {source.name!r})",
+                           weights=dict(zip(names, arrays, strict=True)))
     if isinstance(source, onnx.ModelProto):
         name = source.graph.name or "unnamed"
         return LoadedModel(source, f"model {role} (ModelProto {name!r})")

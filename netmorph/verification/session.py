@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelRunError, OptionsError
 from ..onnx_io.session import add_weights, low_memory
+from .errors import ModelRunError, OptionsError
 from .models import LoadedModel
 
 CUDA = "CUDAExecutionProvider"
