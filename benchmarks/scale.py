@@ -333,6 +333,14 @@ def run_row(model: str, pass_args: list[str], base: str | None, args) -> dict:
             reps = json.loads(report.read_text())
             reps = reps if isinstance(reps, list) else reps.get("passes", [reps])
             row["verify_s"] = round(sum((r.get("timings") or {}).get("verify", 0.0) for r in reps), 2)
+            phases: dict = {}
+            for r in reps:
+                for k, v in ((r.get("verification") or {}).get("seconds") or {}).items():
+                    phases[k] = round(max(phases.get(k, 0.0), v) if "RSS" in k else phases.get(k, 0.0) + v, 2)
+                for k, v in (r.get("timings") or {}).items():
+                    phases[f"pass {k}"] = round(phases.get(f"pass {k}", 0.0) + v, 2)
+            if phases:
+                row["phases"] = phases
         cw = _weights_bytes(child)
         big = max(pw, cw)
         row.update(child_weights_gb=round(cw / 1e9, 3), rss_ratio=round(rss * 2**30 / big, 2))

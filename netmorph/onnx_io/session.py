@@ -31,15 +31,16 @@ class GraphSession:
     Use as a context manager to release the session as soon as it is no longer needed.
     """
 
-    def __init__(self, sess, buffers: list):
+    def __init__(self, sess, buffers: list, fed: dict | None = None):
         self.sess = sess
         self._buffers = buffers
+        self._fed = fed or {}  # weights fed as inputs on every run (see weights_as_inputs)
 
     def run(self, output_names, feed, run_options=None):
-        return self.sess.run(output_names, feed, run_options)
+        return self.sess.run(output_names, {**feed, **self._fed} if self._fed else feed, run_options)
 
     def get_inputs(self):
-        return self.sess.get_inputs()
+        return [i for i in self.sess.get_inputs() if i.name not in self._fed]
 
     def get_outputs(self):
         return self.sess.get_outputs()
@@ -47,6 +48,7 @@ class GraphSession:
     def close(self) -> None:
         self.sess = None
         self._buffers = []
+        self._fed = {}
 
     def __enter__(self) -> GraphSession:
         return self
@@ -110,6 +112,37 @@ def graph_model_bytes(graph: Graph, extra_outputs: Sequence[str] = ()) -> tuple[
     return m.SerializeToString(), names, arrays
 
 
+def weights_as_inputs(model: onnx.ModelProto, names) -> onnx.ModelProto:
+    """A copy of ``model`` (which holds the tensors ``names`` as data-less headers) where those
+    tensors are graph inputs instead, to be fed on every run.
+
+    ONNX Runtime copies the ``OrtValue`` weights given by ``add_external_initializers`` into
+    its own initializers (one more copy of the model per session), but reads an input where it
+    lies. With graph optimisations off a weight fed as an input runs the same kernels on the
+    same values; an optimised session needs them as initializers (constant folding, fusions).
+    """
+    names = set(names)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    kept = [t for t in g.initializer if t.name not in names]
+    moved = [t for t in g.initializer if t.name in names]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    have = {i.name for i in g.input}
+    for t in moved:
+        if t.name not in have:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return m
+
+
+def unoptimised(options) -> bool:
+    """Whether the ``onnxruntime.SessionOptions`` ``options`` turn every graph optimisation off."""
+    import onnxruntime as ort
+
+    return options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+
 def low_memory(options) -> None:
     """Set ``options`` (``onnxruntime.SessionOptions``) for a session that runs a few times: no memory
     arena or memory pattern kept between runs, and no pre-packed second copy of the MatMul / Conv
@@ -139,9 +172,17 @@ def graph_session(graph: Graph, *, extra_outputs: Sequence[str] = (), options=No
     """
     import onnxruntime as ort
 
-    data, names, arrays = graph_model_bytes(graph, extra_outputs)
+    m, names, arrays = graph_model_parts(graph, extra_outputs)
     so = options if options is not None else ort.SessionOptions()
     low_memory(so)
+    chosen = list(providers or ["CPUExecutionProvider"])
+    if names and unoptimised(so):  # the weights are fed where they lie: no copy in ORT
+        try:
+            sess = ort.InferenceSession(weights_as_inputs(m, names).SerializeToString(), so, providers=chosen)
+            return GraphSession(sess, [arrays], dict(zip(names, arrays, strict=True)))
+        except Exception:  # noqa: BLE001 - a kernel that wants a constant: hand them over as initializers
+            pass
     values = add_weights(so, names, arrays)
-    sess = ort.InferenceSession(data, so, providers=list(providers or ["CPUExecutionProvider"]))
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=chosen)
     return GraphSession(sess, [arrays, values])
+

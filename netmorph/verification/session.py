@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..onnx_io.session import add_weights, low_memory
+from ..onnx_io.session import add_weights, low_memory, weights_as_inputs
 from .errors import ModelRunError, OptionsError
 from .models import LoadedModel
 
@@ -71,11 +71,14 @@ def set_logging(verbose: bool) -> None:
 class _Session:
     """An ``InferenceSession`` and the ``OrtValue`` weights it reads in place (they must outlive it)."""
 
-    def __init__(self, sess, held: list):
-        self.sess, self._held = sess, held
+    def __init__(self, sess, held: list, fed: Mapping[str, np.ndarray] | None = None):
+        self.sess, self._held, self._fed = sess, held, fed or {}
 
     def run(self, output_names, feed, run_options=None):
-        return self.sess.run(output_names, feed, run_options)
+        return self.sess.run(output_names, {**feed, **self._fed} if self._fed else feed, run_options)
+
+    def get_inputs(self):
+        return [i for i in self.sess.get_inputs() if i.name not in self._fed]
 
     def __getattr__(self, name):
         return getattr(self.sess, name)
@@ -98,8 +101,14 @@ def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any]
     so.inter_op_num_threads = 1
     so.log_severity_level = 2 if verbose else 4  # fallbacks are reported through get_providers()
     low_memory(so)  # one session at a time runs a few batches: memory is the limit, not speed
-    held = add_weights(so, list(model.weights), list(model.weights.values())) if model.weights else []
     chosen = list(providers) if providers is not None else default_providers()
+    if model.weights and not optimize:  # fed as inputs where they lie (ORT copies initializers)
+        data = weights_as_inputs(model.proto, model.weights).SerializeToString()
+        try:
+            return _Session(ort.InferenceSession(data, sess_options=so, providers=chosen), [], model.weights)
+        except Exception:  # noqa: BLE001 - e.g. a kernel that wants a constant: as initializers below
+            pass
+    held = add_weights(so, list(model.weights), list(model.weights.values())) if model.weights else []
     try:
         data = model.ort_source()
     except ValueError as e:
