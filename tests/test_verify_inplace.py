@@ -107,3 +107,23 @@ def test_the_float64_probe_is_skipped_with_its_reason_past_its_memory_limit(grap
     assert capped.ok and "float64" not in capped.calibration["probes"]
     assert "NETMORPH_MAX_FLOAT64_PROBE_BYTES" in capped.calibration["skipped"]["float64"]
     cache.clear()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_the_ulp_step_on_bit_patterns_is_nextafter(dtype):
+    """The ulp probe moves each weight by integer steps of its bit pattern: bit-identical to
+    ``nextafter(w, +-inf)`` with the same seeded draws, zeros and subnormals included."""
+    from netmorph.verification.calibrate import _nudged
+
+    fi = np.finfo(dtype)
+    special = np.array([0.0, -0.0, fi.smallest_subnormal, -fi.smallest_subnormal, fi.tiny, -fi.tiny, 1.0, -1.0,
+                        fi.max / 4, -fi.max / 4], dtype)
+    w = np.concatenate([np.repeat(special, 20), np.random.default_rng(1).standard_normal(800).astype(dtype)])
+    for x in (w.reshape(25, 40), w.reshape(40, 25).T, np.array(dtype(0.0)), np.array(dtype(-2.5))):
+        got = _nudged(x, np.random.default_rng(7))
+        up = np.random.default_rng(7).random(x.shape) < 0.5
+        want = np.where(up, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)).astype(dtype)
+        ints = {2: np.int16, 4: np.int32, 8: np.int64}[np.dtype(dtype).itemsize]
+        assert got.shape == x.shape and got.dtype == x.dtype
+        assert np.array_equal(np.asarray(got).view(ints), np.asarray(want).view(ints))
+        assert not np.array_equal(np.asarray(got).view(ints), np.asarray(x).view(ints))
