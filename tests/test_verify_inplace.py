@@ -116,7 +116,8 @@ def test_the_ulp_step_on_bit_patterns_is_nextafter(dtype):
     from netmorph.verification.calibrate import _nudged
 
     fi = np.finfo(dtype)
-    special = np.array([0.0, -0.0, fi.smallest_subnormal, -fi.smallest_subnormal, fi.tiny, -fi.tiny, 1.0, -1.0,
+    special = np.array([0.0, -0.0, fi.smallest_subnormal, -fi.smallest_subnormal, fi.tiny, -fi.tiny, 1.0,
+                        -1.0,
                         fi.max / 4, -fi.max / 4], dtype)
     w = np.concatenate([np.repeat(special, 20), np.random.default_rng(1).standard_normal(800).astype(dtype)])
     for x in (w.reshape(25, 40), w.reshape(40, 25).T, np.array(dtype(0.0)), np.array(dtype(-2.5))):
