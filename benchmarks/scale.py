@@ -47,6 +47,9 @@ MODELS = {
     "gpt2_small": ("gpt2", {"layers": 12, "hidden": 768, "heads": 12}),
     "gpt2_medium": ("gpt2", {"layers": 24, "hidden": 1024, "heads": 16}),
     "gpt2_1b": ("gpt2", {"layers": 36, "hidden": 1536, "heads": 16}),
+    # TinyLlama-1.1B's configuration (grouped-query attention: 32 query heads in 4 KV groups)
+    "llama_1b": ("llama", {"layers": 22, "hidden": 2048, "heads": 32, "kv_heads": 4, "inter": 5632,
+                           "vocab": 32000}),
 }
 QUICK = {
     "resnet50": ("resnet", {"arch": "resnet18", "image": 64}),
@@ -57,9 +60,19 @@ QUICK = {
     "gpt2_small": ("gpt2", {"layers": 2, "hidden": 128, "heads": 4}),
     "gpt2_medium": ("gpt2", {"layers": 4, "hidden": 128, "heads": 4}),
     "gpt2_1b": ("gpt2", {"layers": 4, "hidden": 192, "heads": 4}),
+    "llama_1b": ("llama", {"layers": 22, "hidden": 32, "heads": 4, "kv_heads": 2, "inter": 64, "vocab": 500}),
 }
 SEQ = 128
 QUICK_SEQ = 16
+SEQ_OF = {"gpt2_medium": 32, "llama_1b": 32}
+"""Sequence length of the rows whose model is too large for 128 tokens on a shared 24 GB machine."""
+
+
+def seq_of(name: str, quick: bool) -> int:
+    return QUICK_SEQ if quick else SEQ_OF.get(name, SEQ)
+
+LLAMA_AFTER = "3,7,11,15,19"
+"""The layers the Llama rows insert an identity layer after (0-based)."""
 
 # (model, pass arguments of `netmorph grow`, baseline name or None)
 ROWS = [
@@ -74,6 +87,9 @@ ROWS = [
     ("gpt2_small", ["--pass", "deepen", "--no-verify"], None),
     ("gpt2_medium", ["--pass", "deepen"], "gpt2_deepen"),
     ("gpt2_medium", ["--pass", "deepen", "--no-verify"], None),
+    # LLaMA Pro's block expansion: an identity layer after every 4th (22 -> 27 layers)
+    ("llama_1b", ["--pass", "deepen", "--level", LLAMA_AFTER], "llama_deepen"),
+    ("llama_1b", ["--pass", "deepen", "--level", LLAMA_AFTER, "--no-verify"], None),
 ]
 # rows only run when asked for by name (--models gpt2_1b): a ~1.1 B-parameter GPT-2-style model
 EXTRA_ROWS = [("gpt2_1b", ["--pass", "deepen", "--layers", "4"], None)]
@@ -81,7 +97,7 @@ EXTRA_ROWS = [("gpt2_1b", ["--pass", "deepen", "--layers", "4"], None)]
 
 # -- model builders (run in a subprocess: `scale.py _export NAME PATH [--quick]`) ---------------
 def _tokens(cfg) -> bool:
-    return cfg[0] in ("bert", "gpt2")
+    return cfg[0] in ("bert", "gpt2", "llama")
 
 
 def build(name: str, quick: bool):
@@ -94,7 +110,7 @@ def build(name: str, quick: bool):
 
     family, c = (QUICK if quick else MODELS)[name]
     torch.manual_seed(0)
-    seq = QUICK_SEQ if quick else SEQ
+    seq = seq_of(name, quick)
     if family == "resnet":
         from cnn_models import torchvision_models
 
@@ -127,6 +143,11 @@ def build(name: str, quick: bool):
         cfg = GPT2Config(n_embd=c["hidden"], n_layer=c["layers"], n_head=c["heads"], resid_pdrop=0.0,
                          embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False, attn_implementation="eager")
         return tm.HFWrap(GPT2LMHeadModel(cfg)).eval(), torch.randint(0, cfg.vocab_size, (2, seq))
+    if family == "llama":
+        m = tm.llama_style("llama", layers=c["layers"], hidden=c["hidden"], heads=c["heads"],
+                           kv_heads=c["kv_heads"], head_dim=c["hidden"] // c["heads"], mlp=c["inter"],
+                           vocab=c["vocab"], tie=False, init=0.02)
+        return m, torch.randint(0, c["vocab"], (2, seq))
     raise ValueError(family)
 
 
@@ -148,7 +169,7 @@ def export(name: str, path: Path, quick: bool) -> None:
 
 
 # -- floor: bare onnx load/save + one ORT session and run of parent and child -------------------
-def floor(parent: Path, child: Path, quick: bool) -> float:
+def floor(parent: Path, child: Path, seq: int) -> float:
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -165,7 +186,7 @@ def floor(parent: Path, child: Path, quick: bool) -> float:
         if feed is None:
             feed = {}
             for i in sess.get_inputs():
-                dims = [d if isinstance(d, int) else (2 if k == 0 else (QUICK_SEQ if quick else SEQ))
+                dims = [d if isinstance(d, int) else (2 if k == 0 else seq)
                         for k, d in enumerate(i.shape)]
                 feed[i.name] = (np.zeros(dims, np.int64) if "int64" in i.type
                                 else np.random.default_rng(0).standard_normal(dims).astype(np.float32))
@@ -210,6 +231,20 @@ def baseline(kind: str, name: str, quick: bool) -> float:
                 new += [blk, z]
             model.model.transformer.h = torch.nn.ModuleList(new)
             model.model.config.n_layer = len(new)
+        elif kind == "llama_deepen":  # LLaMA Pro's block expansion: o_proj and down_proj zeroed
+            after = {int(i) for i in LLAMA_AFTER.split(",")}
+            new = []
+            for i, blk in enumerate(model.model.model.layers):
+                new.append(blk)
+                if i in after:
+                    z = copy.deepcopy(blk)
+                    for lin in (z.self_attn.o_proj, z.mlp.down_proj):
+                        lin.weight.zero_()
+                    new.append(z)
+            for i, blk in enumerate(new):
+                blk.self_attn.layer_idx = i
+            model.model.model.layers = torch.nn.ModuleList(new)
+            model.model.config.num_hidden_layers = len(new)
         elif kind == "bert_widen_mlp":
             for blk in model.model.encoder.layer:
                 fc, out = blk.intermediate.dense, blk.output.dense
@@ -280,10 +315,15 @@ def run_row(model: str, pass_args: list[str], base: str | None, args) -> dict:
         child = Path(tmp) / "child.onnx"
         report = Path(tmp) / "report.json"
         cmd = [args.netmorph, "grow", str(parent), *pass_args, "-o", str(child), "--report", str(report)]
+        if args.cap_gb:  # the address-space cap the shared machine asks for on the largest rows
+            cmd = ["prlimit", f"--as={int(args.cap_gb * 2**30)}", "--", *cmd]
+            row["as_cap_gb"] = args.cap_gb
         if _tokens(family):
-            cmd += ["--dim", f"T={QUICK_SEQ if args.quick else SEQ}"]
+            cmd += ["--dim", f"T={seq_of(model, args.quick)}"]
+            row["seq"] = seq_of(model, args.quick)
         rc, err, wall, rss = _run_measured(cmd)
-        row.update(exit=rc, grow_s=round(wall, 2), peak_rss_gb=round(rss, 2))
+        row.update(exit=rc, grow_s=round(wall, 2), peak_rss_gb=round(rss, 2),
+                   load_avg_1min=round(os.getloadavg()[0], 1))
         pw = _weights_bytes(parent)
         row["parent_weights_gb"] = round(pw / 1e9, 3)
         if rc != 0:
@@ -293,10 +333,18 @@ def run_row(model: str, pass_args: list[str], base: str | None, args) -> dict:
             reps = json.loads(report.read_text())
             reps = reps if isinstance(reps, list) else reps.get("passes", [reps])
             row["verify_s"] = round(sum((r.get("timings") or {}).get("verify", 0.0) for r in reps), 2)
+            phases: dict = {}
+            for r in reps:
+                for k, v in ((r.get("verification") or {}).get("seconds") or {}).items():
+                    phases[k] = round(max(phases.get(k, 0.0), v) if "RSS" in k else phases.get(k, 0.0) + v, 2)
+                for k, v in (r.get("timings") or {}).items():
+                    phases[f"pass {k}"] = round(phases.get(f"pass {k}", 0.0) + v, 2)
+            if phases:
+                row["phases"] = phases
         cw = _weights_bytes(child)
         big = max(pw, cw)
         row.update(child_weights_gb=round(cw / 1e9, 3), rss_ratio=round(rss * 2**30 / big, 2))
-        r = _child(["_floor", str(parent), str(child)] + (["--quick"] if args.quick else []))
+        r = _child(["_floor", str(parent), str(child), str(seq_of(model, args.quick))])
         if r.returncode == 0:
             row["floor_s"] = round(float(r.stdout.strip()), 2)
             row["grow_floor_ratio"] = round(wall / row["floor_s"], 2)
@@ -318,7 +366,7 @@ def main() -> None:
         if cmd == "_export":
             export(rest[0], Path(rest[1]), quick)
         elif cmd == "_floor":
-            print(floor(Path(rest[0]), Path(rest[1]), quick))
+            print(floor(Path(rest[0]), Path(rest[1]), int(rest[2])))
         elif cmd == "_baseline":
             print(baseline(rest[0], rest[1], quick))
         elif cmd == "_measure":
@@ -333,11 +381,13 @@ def main() -> None:
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "netmorph-scale"),
                     help="folder for the exported parents (reused between runs)")
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--cap-gb", type=float, help="run each grow under prlimit --as of this many GiB")
     args = ap.parse_args()
     pick = set(args.models.split(",")) if args.models else None
     rows = [r for r in ROWS + EXTRA_ROWS if (r[0] in pick if pick else r not in EXTRA_ROWS)
             and (not args.passes or args.passes in " ".join(r[1]))]
-    out = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+    out = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
            "quick": args.quick, "netmorph": args.netmorph, "rows": []}
     for model, pass_args, base in rows:
         row = run_row(model, pass_args, base, args)

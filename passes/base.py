@@ -472,7 +472,7 @@ class Pass:
 
 def parameter_bytes(graph: Graph) -> int:
     """Bytes of every parameter of ``graph`` (the baseline of :meth:`Pass.child_bytes` estimates)."""
-    return sum(int(v.const.array.nbytes) for v in graph.parameters if v.const is not None)
+    return sum(int(v.const.nbytes) for v in graph.parameters if v.const is not None)
 
 
 def check_child_bytes(name: str, estimate: int | None, parent: int) -> None:

@@ -40,6 +40,9 @@ def _verification_dict(report: Any, contract_kind: str) -> dict[str, Any]:
         d["noise_ratio"] = max(noise)
     if not report.ok:
         d["failure"] = report.failure_line()
+    seconds = (getattr(report, "extra", None) or {}).get("seconds")
+    if seconds:
+        d["seconds"] = dict(seconds)
     return d
 
 

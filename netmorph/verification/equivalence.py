@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -101,6 +102,7 @@ def verify_models(
         tolerance=tolerance, allow_nan=allow_nan, name_map=name_map, verbose=verbose,
     )
     check_providers(opts.providers)
+    clock = _Clock()
     ma, mb = load_model(a, "a"), load_model(b, "b")
     ia = Interface.of(ma.proto)
     ib = renamed(Interface.of(mb.proto), dict(opts.name_map), ia, ma.label, mb.label)
@@ -110,7 +112,9 @@ def verify_models(
             if n not in ia.outputs:
                 raise InterfaceMismatchError(f"tolerance for {n!r}: {ma.label} has no {kind} {n!r}")
     names = list(ia.outputs)
+    clock.lap("load")
     feeds, source_word, plan, remembered = reference_outputs(ma, ia, inputs, opts, names)
+    clock.lap("reference")
     ref, provider = remembered.ref, remembered.provider
     k = opts.calibration_k
     noise = None
@@ -120,6 +124,10 @@ def verify_models(
             remembered.noise = measure_noise(ma, feeds, names, ref, seed=opts.seed, providers=opts.providers,
                                              verbose=opts.verbose)
         noise = remembered.noise
+    clock.lap("calibration")
+    if noise is not None and not reused["calibration"]:
+        for probe, sec in noise.info.get("seconds", {}).items():
+            clock.laps[f"probe {probe}"] = sec
     runs = [("optimised" if opts.optimize_b else "as written", opts.optimize_b)]
     if opts.check_optimized_b and not opts.optimize_b:
         runs.append(("ORT-optimised", True))
@@ -133,10 +141,11 @@ def verify_models(
         if failure is not None:
             break
         if not results and not optimize and not opts.name_map:  # b as written: the next parent's reference
-            kb = cache.key(cache.model_digest(mb.proto), cache.feeds_digest(feeds), opts)
+            kb = cache.key(cache.model_digest(mb.proto, mb.weights), cache.feeds_digest(feeds), opts)
             if cache.get(kb) is None:
                 cache.put(kb, Remembered({n: [g[n] for g in got] for n in names}, provider))
         results.append(got)
+        clock.lap(f"b {label}")
     per_run = [[_compare(n, ref, got, feeds, opts, noise) for n in names] for got in results]
     outputs = per_run[0] if per_run else []
     if failure is None and sum(o.n_elements for o in outputs) == 0:
@@ -161,8 +170,36 @@ def verify_models(
         b_runs=[r[0] for r in runs],
         b_failure=failure,
         optimised_outputs=per_run[1] if len(per_run) > 1 else [],
-        extra={"options": opts.to_dict(), "reused": reused},
+        extra={"options": opts.to_dict(), "reused": reused, "seconds": clock.laps},
     )
+
+
+class _Clock:
+    """Wall seconds per phase of one verification (the report's ``extra["seconds"]``)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self.t, 3)
+        self.t = now
+        hwm = _peak_rss_gb()
+        if hwm is not None:
+            self.laps[f"peak RSS GB after {name}"] = hwm
+
+
+def _peak_rss_gb() -> float | None:
+    """This process's peak resident set so far (``VmHWM``, Linux), in GiB; ``None`` elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 2**20, 2)
+    except OSError:
+        pass
+    return None
 
 
 def _compare(n: str, ref, got, feeds, opts: VerifyOptions, noise: Noise | None) -> OutputDiff:
@@ -235,7 +272,8 @@ def reference_outputs(ma: LoadedModel, ia: Interface, inputs: InputsSpec, opts: 
         else:
             feeds, source, plan = resolve_inputs(inputs, ia, opts, ma.proto)
         check_declared_outputs(ia, ma.label, len(feeds))
-        k = cache.key(digest := digest or cache.model_digest(ma.proto), cache.feeds_digest(feeds), opts)
+        digest = digest or cache.model_digest(ma.proto, ma.weights)
+        k = cache.key(digest, cache.feeds_digest(feeds), opts)
         hit = cache.get(k)
         if hit is None or not all(n in hit.ref for n in names):
             try:

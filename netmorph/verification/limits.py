@@ -29,3 +29,11 @@ def max_generated_input_bytes() -> int:
     dims ask for more is refused before anything is allocated or run. Default 256 MiB (a 224x224
     image batch of 3 is under 2 MiB); ``NETMORPH_MAX_VERIFY_INPUT_BYTES`` raises it."""
     return _env_bytes("NETMORPH_MAX_VERIFY_INPUT_BYTES", 256 << 20)
+
+
+def max_float64_probe_bytes() -> int:
+    """Largest float64 copy of a reference's weights the calibration's ``float64`` probe makes
+    (twice its float32 weights); past it the probe is skipped, and the report's
+    ``calibration.skipped`` says so. Default 4 GiB (a 0.5 B-parameter model);
+    ``NETMORPH_MAX_FLOAT64_PROBE_BYTES`` raises it."""
+    return _env_bytes("NETMORPH_MAX_FLOAT64_PROBE_BYTES", 4 << 30)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..onnx_io.session import add_weights, low_memory, weights_as_inputs
 from .errors import ModelRunError, OptionsError
 from .models import LoadedModel
 
@@ -67,6 +68,22 @@ def set_logging(verbose: bool) -> None:
     _ort().set_default_logger_severity(2 if verbose else 4)
 
 
+class _Session:
+    """An ``InferenceSession`` and the ``OrtValue`` weights it reads in place (they must outlive it)."""
+
+    def __init__(self, sess, held: list, fed: Mapping[str, np.ndarray] | None = None):
+        self.sess, self._held, self._fed = sess, held, fed or {}
+
+    def run(self, output_names, feed, run_options=None):
+        return self.sess.run(output_names, {**feed, **self._fed} if self._fed else feed, run_options)
+
+    def get_inputs(self):
+        return [i for i in self.sess.get_inputs() if i.name not in self._fed]
+
+    def __getattr__(self, name):
+        return getattr(self.sess, name)
+
+
 def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any] | None = None,
                  verbose: bool = False):
     """An ``InferenceSession`` on ``model`` (its file path, else its bytes).
@@ -83,17 +100,25 @@ def make_session(model: LoadedModel, *, optimize: bool, providers: Sequence[Any]
     so.intra_op_num_threads = cpu_threads()
     so.inter_op_num_threads = 1
     so.log_severity_level = 2 if verbose else 4  # fallbacks are reported through get_providers()
+    low_memory(so)  # one session at a time runs a few batches: memory is the limit, not speed
     chosen = list(providers) if providers is not None else default_providers()
+    if model.weights and not optimize:  # fed as inputs where they lie (ORT copies initializers)
+        data = weights_as_inputs(model.proto, model.weights).SerializeToString()
+        try:
+            return _Session(ort.InferenceSession(data, sess_options=so, providers=chosen), [], model.weights)
+        except Exception:  # noqa: BLE001 - e.g. a kernel that wants a constant: as initializers below
+            pass
+    held = add_weights(so, list(model.weights), list(model.weights.values())) if model.weights else []
     try:
         data = model.ort_source()
     except ValueError as e:
         raise ModelRunError(str(e)) from None
     try:
-        return ort.InferenceSession(data, sess_options=so, providers=chosen)
+        return _Session(ort.InferenceSession(data, sess_options=so, providers=chosen), held)
     except Exception as e:  # ORT raises its own pybind exception types
         if providers is None and chosen and isinstance(chosen[0], tuple):
             try:  # an older onnxruntime-gpu may not know an option: retry with plain CUDA
-                return ort.InferenceSession(data, sess_options=so, providers=[CUDA, CPU])
+                return _Session(ort.InferenceSession(data, sess_options=so, providers=[CUDA, CPU]), held)
             except Exception:
                 pass
         raise ModelRunError(f"{model.label}: ONNX Runtime cannot load the model: {_first_line(e)}") from None
