@@ -15,9 +15,9 @@ from ..errors import PreconditionError
 from ..ir import Graph
 from ..limits import MAX_HEADS
 from ..morphs.transformer import fresh_units, zero_rows
+from ..structure.axes import AxisRoles
 from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_surgery import (
-    AxisRoles,
     apply_targets,
     attention_atoms,
     between,

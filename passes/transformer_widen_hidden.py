@@ -24,11 +24,11 @@ from ..ir import Graph, Node, Value
 from ..limits import MAX_FACTOR
 from ..morphs.lineage import ParamLineage
 from ..morphs.transformer import gather, head_index, tile_index
+from ..structure.axes import AxisRoles
 from ..structure.transformer import TransformerStructure, as_linear
 from .base import Option, Pass, PassContext, parameter_bytes
 from .transformer_add_heads import attention_projections
 from .transformer_surgery import (
-    AxisRoles,
     _resolved,
     attention_atoms,
     forget_types,

@@ -55,6 +55,18 @@ ZERO_PRESERVING_OPS = TRANSPARENT_OPS | RESHAPE_OPS | SLICING_OPS | frozenset({
 })
 """Ops whose output is zero when their (first) activation input is (``f(0) = 0``)."""
 
+# what the axis-role reading (structure/axes.py) does with each op: output axes as the input's,
+# broadcast over the inputs, or reduced along its axes
+SAME_SHAPE_OPS = frozenset({
+    "Relu", "Gelu", "Erf", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LayerNormalization",
+    "RMSNormalization", "SimplifiedLayerNormalization", "Cast", "CastLike", "Identity", "Dropout", "Neg",
+    "Sqrt", "Reciprocal", "Exp", "Log", "Abs", "IsNaN", "IsInf", "Not", "Clip", "Softplus", "HardSwish",
+    "HardSigmoid", "LeakyRelu", "Elu", "Selu", "Mish", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign",
+    "Trilu", "Celu"})
+BROADCAST_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "And", "Or", "Xor", "Max",
+                           "Min", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Mod", "PRelu"})
+AXIS_REDUCE_OPS = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceProd"})
+
 OP_CLASSES = {
     "Conv": "conv",
     "BatchNormalization": "norm",
