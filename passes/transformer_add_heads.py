@@ -123,7 +123,7 @@ class AddHeads(Pass):
                 w = lin.weight.const.array
                 parts = [fresh_units(p, extra, lin.out_axis, ctx.rng)
                          for p in np.split(w, blocks, lin.out_axis)]
-                set_param(graph, ctx, lin.node, 1, np.concatenate(parts, lin.out_axis), kind="new",
+                set_param(graph, ctx, *lin.weight_site, np.concatenate(parts, lin.out_axis), kind="new",
                           hint=lin.weight.name, note=f"old units kept, {hn} fresh heads appended per block")
                 if lin.bias is not None:
                     node, slot = lin.bias_site

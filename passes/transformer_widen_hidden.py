@@ -283,8 +283,8 @@ class WidenHidden(Pass):
         rules = [(lin.in_axis, in_index, float(n))]
         if out_index is not None:
             rules.append((lin.out_axis, out_index, 1.0))
-        sites = [(lin.node, 1, lin.weight, rules, scale if scale is not None and (scale != 1).any() else None,
-                  lin.out_axis)]
+        scaled = scale if scale is not None and (scale != 1).any() else None
+        sites = [(*lin.weight_site, lin.weight, rules, scaled, lin.out_axis)]
         if lin.bias is not None and out_index is not None:
             node, slot = lin.bias_site
             sites.append((node, slot, lin.bias, [(0, out_index, 1.0)],
@@ -385,7 +385,7 @@ def _keep_tie(st: TransformerStructure, sites: list[tuple], n: int) -> dict:
         (axis, index, _), *rest = rules
         sites[i] = (node, slot, param, [(axis, index, float(n)), *rest], scale, lin_axis)
     for i, site in enumerate(sites):
-        if site[0] is head.node and site[1] == 1:
+        if site[0] is head.weight_site[0] and site[1] == head.weight_site[1]:
             node, slot, param, rules, scale, lin_axis = site
             sites[i] = (node, slot, param, [(ax, ix, 1.0) for ax, ix, _ in rules], scale, lin_axis)
     return {"tied_embeddings": "kept", "table": table.name, "head": head.name,

@@ -105,3 +105,32 @@ def test_untied_says_why():
     assert note["tied_embeddings"] == "untied" and "scale_before_head" in note["why"]
     table, head_w = _tie(child)
     np.testing.assert_allclose(table.T / 2, head_w, rtol=1e-6)  # [e, e]^T / 2: untied, by the rule
+
+
+def test_head_reading_the_table_through_a_transpose():
+    """A large tied GPT-2 (vocab 50257) is exported with the head reading the table itself through a
+    ``Transpose`` (too large for the exporter to fold): the head is read as a linear layer, and
+    widen-hidden grows it exactly with the tie kept (at GPT-2-small size it exited 2: "the model's
+    output is the hidden stream itself"). Built here from the small export by the same rewrite."""
+    g = onnx_io.load(_exported("gpt2"))
+    st = recognise_transformer(g)
+    tok = next(e for e in st.embeddings if e["kind"] == "token")
+    head = next(n for n in st.flow.data_nodes if n.name == st.head["name"])
+    tp = g.create_node("Transpose", [g.value(tok["table"])], {"perm": [1, 0]}, name="head_transpose")
+    g.insert_before(head, tp)
+    head.set_input(1, tp.outputs[0])
+    g.remove_unused_parameters()  # the folded copy the head read before
+    lin = as_linear(recognise_transformer(g).flow, head)
+    assert lin is not None and lin.weight_site == (tp, 0) and (lin.in_axis, lin.out_axis) == (1, 0)
+    xs = inputs("gpt2", np.random.default_rng(4))
+    child, (rep,) = PassManager(inputs=[{"x": x} for x in xs], record_depth=False).run(
+        g, [get_pass("widen-hidden", factor=2)])
+    assert rep.verification["ok"]
+    note = next(d for d in rep.details if "tied_embeddings" in d)
+    assert note["tied_embeddings"] == "kept"
+    ps, cs = _session(g), _session(child)
+    for x in xs:
+        assert rel_error(cs.run(None, {"x": x})[0], ps.run(None, {"x": x})[0]) <= 1e-4
+    table2, head2 = _tie(child)
+    assert table2.shape[1] == 2 * st.layers[0].attention.out_proj.in_features
+    assert np.array_equal(table2.T, head2)

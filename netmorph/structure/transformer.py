@@ -42,8 +42,10 @@ class Linear:
     """A linear layer as exported: ``MatMul`` (+ bias ``Add``) or ``Gemm``.
 
     ``weight`` is the graph parameter; ``in_axis`` / ``out_axis`` its input and output feature
-    axes (``MatMul`` and ``Gemm(transB=0)``: 0 / 1; ``Gemm(transB=1)``: 1 / 0). ``output`` is
-    the value after the bias.
+    axes (``MatMul`` and ``Gemm(transB=0)``: 0 / 1; ``Gemm(transB=1)`` and ``MatMul`` by a
+    ``Transpose`` of the parameter: 1 / 0). ``output`` is the value after the bias.
+    ``weight_node``: the ``Transpose`` reading the parameter when the ``MatMul`` reads it through
+    one (a large tied unembedding the exporter did not fold: GPT-2's ``lm_head`` = ``wte``).
     """
 
     node: Node
@@ -53,6 +55,12 @@ class Linear:
     in_axis: int
     out_axis: int
     bias_index: int = 2  # the bias's input index in ``bias_node`` (or in the Gemm)
+    weight_node: Node | None = None
+
+    @property
+    def weight_site(self) -> tuple[Node, int]:
+        """``(node, input index)`` reading the weight parameter."""
+        return (self.weight_node, 0) if self.weight_node is not None else (self.node, 1)
 
     @property
     def bias_site(self) -> tuple[Node, int]:
@@ -321,18 +329,21 @@ def as_linear(flow: DataFlow, n: Node) -> Linear | None:
     if n.op_type == "MatMul":
         if len(flow.data_inputs(n)) != 1 or not flow.is_data(n.inputs[0]):
             return None
-        w = _param(n.inputs[1])
+        w, t = _param(n.inputs[1]), None
+        tp = n.inputs[1].producer
+        if w is None and tp is not None and tp.op_type == "Transpose" \
+                and list(tp.attr("perm", [1, 0])) == [1, 0]:
+            w, t = _param(tp.inputs[0]), tp
         if w is None or w.const.array.ndim != 2:
             return None
-        bias, bias_node = None, None
+        i, o = (1, 0) if t is not None else (0, 1)
         users = n.outputs[0].consumers()
         if len(users) == 1 and users[0].op_type == "Add":
             other = [v for v in users[0].inputs if v is not n.outputs[0]]
             b = _param(other[0]) if len(other) == 1 else None
-            if b is not None and b.const.shape in ((w.const.shape[1],),):
-                bias, bias_node = b, users[0]
-                return Linear(n, w, bias, bias_node, 0, 1, list(users[0].inputs).index(other[0]))
-        return Linear(n, w, bias, bias_node, 0, 1)
+            if b is not None and b.const.shape in ((w.const.shape[o],),):
+                return Linear(n, w, b, users[0], i, o, list(users[0].inputs).index(other[0]), weight_node=t)
+        return Linear(n, w, None, None, i, o, weight_node=t)
     if n.op_type == "Gemm":
         if n.attr("transA", 0) or float(n.attr("alpha", 1.0)) != 1.0 or float(n.attr("beta", 1.0)) != 1.0:
             return None
