@@ -292,7 +292,39 @@ class _Closure:
             if m is None or r is None or m.axis != axis % r or m.inner != 1 or m.total is not None:
                 self.fail(n, f"a Reshape whose target reads axis {axis} of {v.name!r}, which is not this "
                           "group's channel axis")
+        self._check_width_reads()
         return self.g
+
+    _SHAPE_SINKS = frozenset({"Reshape", "Expand", "Tile", "Resize", "Upsample", "ConstantOfShape", "Range",
+                              "Pad", "Slice", "Split", "OneHot", "TopK", "Unsqueeze", "Squeeze", "ReduceSum",
+                              "ReduceMean"})
+
+    def _check_width_reads(self) -> None:
+        """The group's width read at run time (``Shape`` of a member, its channel entry kept) may size
+        only the reshapes the group itself retargets by that read; any other use (a reshape outside
+        the group, an ``Expand``) would take the widened count where the parent's is meant."""
+        ok = {id(n) for n in self.g.sized_at_run_time}
+        for m in self.g.members:
+            for shape, _ in m.value.uses():
+                if shape.op_type != "Shape":
+                    continue
+                todo, seen = [shape.outputs[0]], set()
+                while todo:
+                    v = todo.pop()
+                    if id(v) in seen:
+                        continue
+                    seen.add(id(v))
+                    piece = _shape_piece(v)
+                    if piece is not None and piece[0] is m.value and not piece[1] <= m.axis < piece[2]:
+                        continue  # only other axes (batch, tokens, pixels) are read here
+                    for reader, k in v.uses():
+                        if reader.op_type in self._SHAPE_SINKS and k >= 1:
+                            if reader.op_type == "Reshape" and id(reader) in ok:
+                                continue
+                            self.fail(reader, f"its {('target', 'size')[reader.op_type != 'Reshape']} reads "
+                                      f"the group's width at run time (Shape of {m.value.name!r}), and it "
+                                      "lies outside the group")
+                        todo.extend(o for o in reader.outputs)
 
     def _close(self) -> None:
         while self.queue:
