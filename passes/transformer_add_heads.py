@@ -2,8 +2,9 @@
 
 Each new head gets fresh Q/K/V units (drawn like the existing weights, biases zero), appended
 after the old heads in each of Q, K and V (a fused ``[Q | K | V]`` projection grows in each
-block; a per-head fused ``[q k v]`` one, GPT-NeoX / Falcon, gets whole new heads at its end); the output projection gets zero rows for them, so the new heads change nothing until
-training moves those rows. The head count in the attention's shape arithmetic (reshape
+block; a per-head fused ``[q k v]`` one, GPT-NeoX / Falcon, gets whole new heads at its end);
+the output projection gets zero rows for them, so the new heads change nothing until training
+moves those rows. The head count in the attention's shape arithmetic (reshape
 targets, split sizes, ``batch x heads`` products) follows.
 """
 

@@ -222,13 +222,14 @@ class WidenHidden(Pass):
             scores = _scores_matmul(flow, att)
             soft = {id(x) for x in att.branch if x.op_type == "Softmax"}
             qk_scale = n ** (-0.25 if _runtime_scale(graph, flow, att) else -0.5) if mode == "size" else 1.0
+            per_head = fused and att.qkv_layout == "heads"  # [H, 3, D] (GPT-NeoX, Falcon), not [Q | K | V]
             for lin in ins:
                 if fused:
                     qk = [True, True, False]
                 else:
                     qk = [_reaches(flow, lin.output, scores, soft)]  # Q and K feed the scores, V does not
                 roles[id(lin.node)] = ("in", dict(blocks=3 if fused else 1, heads=h, width=width, qk=qk,
-                                                 scale=qk_scale, per_head=fused and att.qkv_layout == "heads"))
+                                                 scale=qk_scale, per_head=per_head))
             roles[id(att.out_proj.node)] = ("out", dict(heads=h, width=width))
         sites = []
         seen_linear: set[int] = set()

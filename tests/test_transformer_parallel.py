@@ -95,6 +95,13 @@ def test_parallel_family_by_pass(parents, kind, name):
                      "widen-mlp": (layers, heads, hidden, 2 * mlp),
                      "add-heads": (layers, heads + 2, hidden, mlp),
                      "widen-hidden": (layers, 2 * heads, 2 * hidden, 2 * mlp)}[name]
+    if name == "add-heads" and kind in INTERLEAVED:  # [H, 3, D]: the old heads in place, whole new ones after
+        for old, new in zip(before.layers, st.layers, strict=True):
+            a, b = old.attention.linears[0], new.attention.linears[0]
+            wa, wb = (np.moveaxis(x.weight.const.array, x.out_axis, 0) for x in (a, b))
+            assert wb.shape[0] == wa.shape[0] + 2 * 3 * before.head_size
+            np.testing.assert_array_equal(wb[:wa.shape[0]], wa)
+            assert np.all(np.abs(wb[wa.shape[0]:]).sum(axis=1) > 0)  # drawn q, k, v for each new unit
     if name == "deepen":  # the copies add zero through both output projections (LLaMA Pro)
         for lay in st.layers[1::2]:
             for unit in (lay.attention, lay.mlp):
