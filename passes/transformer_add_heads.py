@@ -2,8 +2,9 @@
 
 Each new head gets fresh Q/K/V units (drawn like the existing weights, biases zero), appended
 after the old heads in each of Q, K and V (a fused ``[Q | K | V]`` projection grows in each
-block); the output projection gets zero rows for them, so the new heads change nothing until
-training moves those rows. The head count in the attention's shape arithmetic (reshape
+block; a per-head fused ``[q k v]`` one, GPT-NeoX / Falcon, gets whole new heads at its end);
+the output projection gets zero rows for them, so the new heads change nothing until training
+moves those rows. The head count in the attention's shape arithmetic (reshape
 targets, split sizes, ``batch x heads`` products) follows.
 """
 
@@ -33,13 +34,12 @@ from .transformer_surgery import (
 
 
 def attention_projections(att, what: str):
-    """``(in-projections, fused)`` of an attention unit: one fused ``[Q|K|V]`` or three separate."""
+    """``(in-projections, fused)`` of an attention unit: one fused Q/K/V (``[Q|K|V]`` blocks, or
+    each head's ``[q k v]`` together: ``att.qkv_layout == "heads"``, GPT-NeoX / Falcon) or three
+    separate."""
     ins = att.linears[:-1]
     width = att.out_proj.in_features
     if len(ins) == 1 and ins[0].out_features == 3 * width:
-        if att.qkv_layout == "heads":
-            raise PreconditionError(f"{what}: the fused Q/K/V {ins[0].name!r} holds each head's q, k, v "
-                                    "together (GPT-NeoX / Falcon layout), not [Q | K | V]; not grown")
         return ins, True
     if len(ins) == 3 and all(x.out_features == width for x in ins):
         return ins, False
@@ -110,7 +110,8 @@ class AddHeads(Pass):
         for i, att, ins, fused, nodes in work:
             h, dh = att.heads, att.head_size
             width, extra = h * dh, hn * dh
-            blocks = 3 if fused else 1
+            per_head = fused and att.qkv_layout == "heads"  # [H, 3, D]: whole new heads at the end
+            blocks = 3 if fused and not per_head else 1
             groups = att.kv_heads if att.kv_heads is not None and att.kv_heads < h else None
             if groups is not None:  # GQA: new query heads join each K/V group; K and V stay
                 self._grouped(graph, ctx, i, att, ins, groups, hn)
@@ -121,14 +122,15 @@ class AddHeads(Pass):
                 continue
             for lin in ins:
                 w = lin.weight.const.array
-                parts = [fresh_units(p, extra, lin.out_axis, ctx.rng)
+                grow = 3 * extra if per_head else extra
+                parts = [fresh_units(p, grow, lin.out_axis, ctx.rng)
                          for p in np.split(w, blocks, lin.out_axis)]
                 set_param(graph, ctx, *lin.weight_site, np.concatenate(parts, lin.out_axis), kind="new",
                           hint=lin.weight.name, note=f"old units kept, {hn} fresh heads appended per block")
                 if lin.bias is not None:
                     node, slot = lin.bias_site
                     b = lin.bias.const.array
-                    parts = [zero_rows(p, extra, 0) for p in np.split(b, blocks)]
+                    parts = [zero_rows(p, grow, 0) for p in np.split(b, blocks)]
                     set_param(graph, ctx, node, slot, np.concatenate(parts), kind="new", hint=lin.bias.name,
                               note="old biases kept, zeros for the new heads")
             out = att.out_proj

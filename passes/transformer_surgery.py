@@ -527,12 +527,15 @@ def plus(k: int):
 
 def attention_atoms(att, ins, fused: bool) -> dict[int, tuple[Atom, ...]]:
     """``id(node) -> atoms`` of each in-projection's output features: ``[Q | K | V]`` blocks of
-    heads of units (fused), heads of units, or K/V heads of units (grouped-query attention); and
+    heads of units (fused), heads of ``[q k v]`` blocks of units (fused per head, ``qkv_layout ==
+    "heads"``: GPT-NeoX, Falcon), heads of units, or K/V heads of units (grouped-query attention); and
     each K/V repeat's new axis (query heads per group)."""
     h, dh, width = att.heads, att.head_size, att.out_proj.in_features
     out: dict[int, tuple] = {}
     for lin in ins:
-        if fused:
+        if fused and att.qkv_layout == "heads":
+            out[id(lin.node)] = (("head", h), ("blk", 3), ("unit", dh))
+        elif fused:
             out[id(lin.node)] = (("blk", 3), ("head", h), ("unit", dh))
         elif lin.out_features == width:
             out[id(lin.node)] = (("head", h), ("unit", dh))

@@ -222,13 +222,14 @@ class WidenHidden(Pass):
             scores = _scores_matmul(flow, att)
             soft = {id(x) for x in att.branch if x.op_type == "Softmax"}
             qk_scale = n ** (-0.25 if _runtime_scale(graph, flow, att) else -0.5) if mode == "size" else 1.0
+            per_head = fused and att.qkv_layout == "heads"  # [H, 3, D] (GPT-NeoX, Falcon), not [Q | K | V]
             for lin in ins:
                 if fused:
                     qk = [True, True, False]
                 else:
                     qk = [_reaches(flow, lin.output, scores, soft)]  # Q and K feed the scores, V does not
                 roles[id(lin.node)] = ("in", dict(blocks=3 if fused else 1, heads=h, width=width, qk=qk,
-                                                 scale=qk_scale))
+                                                 scale=qk_scale, per_head=per_head))
             roles[id(att.out_proj.node)] = ("out", dict(heads=h, width=width))
         sites = []
         seen_linear: set[int] = set()
@@ -269,15 +270,17 @@ class WidenHidden(Pass):
         elif role is not None and role[0] == "in":
             r = role[1]
             blocks = r["blocks"]
-            if mode == "count":
-                out_index = tile_index(fout, n, blocks)
-            else:
+            if mode == "count":  # [Q, Q | K, K | V, V]; per-head [q k v] (GPT-NeoX, Falcon): [heads, heads]
+                out_index = tile_index(fout, n, 1 if r["per_head"] else blocks)
+            else:  # each head's units (of each block) repeated in place
                 out_index = head_index(fout, n, blocks * r["heads"])
             scale = np.ones(fout * n, dtype=np.float64)
-            part = fout * n // blocks
+            # per head: [H', 3, D'] (H' = n·H heads or D' = n·D units); else [3, H·D·n]
+            view = scale.reshape(r["heads"] * (n if mode == "count" else 1), blocks, -1) if r["per_head"] \
+                else scale.reshape(1, blocks, -1)
             for b, is_qk in enumerate(r["qk"]):
                 if is_qk:
-                    scale[b * part:(b + 1) * part] = r["scale"]
+                    view[:, b, :] = r["scale"]
         else:
             out_index = tile_index(fout, n)
         rules = [(lin.in_axis, in_index, float(n))]
