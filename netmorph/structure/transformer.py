@@ -712,7 +712,10 @@ def _heads(graph: Graph, flow: DataFlow, units: list[Sublayer]) -> None:
         return
     values = [_scores_value(u).name for u in attn]
     splits = {id(u): sp for u in attn if len(u.in_projs) == 1 and (sp := head_split(flow, u.in_projs[0]))}
-    (shapes,), (batch,) = probe_shapes(graph, values + [sp.outputs[0].name for sp in splits.values()], flow)
+    # a split to [.., 3H, D] is regrouped by the next reshape ([.., H, 3, D]: Falcon's unflatten)
+    regroups = {k: r for k, sp in splits.items() if (r := _only_reader(flow, sp.outputs[0], "Reshape"))}
+    names = [sp.outputs[0].name for sp in splits.values()] + [r.outputs[0].name for r in regroups.values()]
+    (shapes,), (batch,) = probe_shapes(graph, values + names, flow)
     for u, name in zip(attn, values, strict=True):
         s = shapes[name]
         if len(s) == 4:
@@ -729,8 +732,11 @@ def _heads(graph: Graph, flow: DataFlow, units: list[Sublayer]) -> None:
         u.kv_heads = _kv_heads(u)
         if len(u.in_projs) == 1 and u.in_projs[0].out_features == 3 * width:
             sp = splits.get(id(u))
-            split = None if sp is None else shapes[sp.outputs[0].name]
-            u.qkv_layout = _qkv_layout(split, heads, width // heads)
+            split = None if sp is None else tuple(shapes[sp.outputs[0].name])
+            dh = width // heads
+            if split is not None and split[-2:] == (3 * heads, dh) and id(u) in regroups:
+                split = tuple(shapes[regroups[id(u)].outputs[0].name])
+            u.qkv_layout = _qkv_layout(split, heads, dh)
 
 
 def _qkv_layout(split: tuple | None, heads: int, dh: int) -> str:
