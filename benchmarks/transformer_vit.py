@@ -10,9 +10,7 @@ and, for the tied models, whether the token table and the head are still one ten
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,26 +18,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from transformer_passes import PASSES, _stdout_to_stderr  # noqa: E402  (one pass list, one stdout guard)
 
 MODELS = [("vit", "torchscript"), ("vit", "dynamo"), ("vit-square", "torchscript"), ("deit", "torchscript"),
           ("deit", "dynamo"), ("swin", "torchscript"), ("swin", "dynamo"), ("gpt2-tied", "dynamo"),
           ("llama-tied", "dynamo")]
-PASSES = [("deepen", {}), ("widen-mlp", {"factor": 2}), ("add-heads", {"heads": 2}),
-          ("widen-hidden", {"factor": 2}), ("widen-hidden", {"factor": 2, "heads_mode": "size"})]
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """File descriptor 1 onto 2 (the exporters print too), so stdout carries only the JSON."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def main(kinds: list[str]) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from netmorph.passes import PassManager, get_pass
-from transformer_models import exported_masked, lowers_and_trains, masked_inputs, need, rel_error
+from transformer_models import exported_masked, grown_shape, lowers_and_trains, masked_inputs, need, rel_error
 
 from netmorph import onnx_io
 from netmorph.errors import VerificationError
@@ -80,12 +80,7 @@ def test_encoder_with_mask_by_pass(parents, kind, name):
     assert [v.name for v in child.inputs if not v.is_parameter] == [v.name for v in parent.inputs
                                                                     if not v.is_parameter]
     st = recognise_transformer(child)
-    shape = (len(st.layers), st.heads, st.hidden, st.mlp)
-    layers, heads, hidden, mlp = len(before.layers), before.heads, before.hidden, before.mlp
-    assert shape == {"deepen": (2 * layers, heads, hidden, mlp),
-                     "widen-mlp": (layers, heads, hidden, 2 * mlp),
-                     "add-heads": (layers, heads + 2, hidden, mlp),
-                     "widen-hidden": (layers, 2 * heads, 2 * hidden, 2 * mlp)}[name]
+    assert (len(st.layers), st.heads, st.hidden, st.mlp) == grown_shape(before, name)
     if kind == "albert-mask" and name == "widen-mlp":  # each layer's MLP grows into its own arrays;
         ups = [lay.up.weight for lay in st.layers]      # the attention weights stay shared
         assert ups[0] is not ups[1] and st.shared_layers == [[0, 1]]

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from netmorph.cli.main import cli
 from netmorph.passes import PassManager, get_pass
-from transformer_models import PARALLEL, VOCAB, exported, lowers_and_trains, need, rel_error
+from transformer_models import PARALLEL, VOCAB, exported, grown_shape, lowers_and_trains, need, rel_error
 
 from netmorph import onnx_io
 from netmorph.structure.transformer import recognise_transformer
@@ -89,12 +89,7 @@ def test_parallel_family_by_pass(parents, kind, name):
         lowers_and_trains(child, {"x": x}, out)
     st, before = recognise_transformer(child), recognise_transformer(parent)
     assert st.parallel and [v.name for v in child.outputs] == ["y"]
-    shape = (len(st.layers), st.heads, st.hidden, st.mlp)
-    layers, heads, hidden, mlp = len(before.layers), before.heads, before.hidden, before.mlp
-    assert shape == {"deepen": (2 * layers, heads, hidden, mlp),
-                     "widen-mlp": (layers, heads, hidden, 2 * mlp),
-                     "add-heads": (layers, heads + 2, hidden, mlp),
-                     "widen-hidden": (layers, 2 * heads, 2 * hidden, 2 * mlp)}[name]
+    assert (len(st.layers), st.heads, st.hidden, st.mlp) == grown_shape(before, name)
     if name == "add-heads" and kind in INTERLEAVED:  # [H, 3, D]: the old heads in place, whole new ones after
         for old, new in zip(before.layers, st.layers, strict=True):
             a, b = old.attention.linears[0], new.attention.linears[0]

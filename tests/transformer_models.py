@@ -575,3 +575,13 @@ def lowers_and_trains(graph, feeds: dict[str, np.ndarray], reference: np.ndarray
     assert torch.isfinite(loss)
     moved = sum(not torch.equal(p, before[n]) for n, p in gm.named_parameters())
     assert moved >= len(before) // 2
+
+
+def grown_shape(before, name: str) -> tuple[int, int, int, int]:
+    """``(layers, heads, hidden, MLP)`` a transformer recognised as ``before`` has after pass ``name``
+    with the tests' options (deepen L -> 2L, widen-mlp x2, add-heads +2, widen-hidden x2)."""
+    layers, heads, hidden, mlp = len(before.layers), before.heads, before.hidden, before.mlp
+    return {"deepen": (2 * layers, heads, hidden, mlp),
+            "widen-mlp": (layers, heads, hidden, 2 * mlp),
+            "add-heads": (layers, heads + 2, hidden, mlp),
+            "widen-hidden": (layers, 2 * heads, 2 * hidden, 2 * mlp)}[name]

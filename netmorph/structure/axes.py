@@ -18,6 +18,16 @@ from .constants import constant_array
 from .ops import AXIS_REDUCE_OPS, BROADCAST_OPS, SAME_SHAPE_OPS
 
 
+def _axes(n: Node) -> list[int] | None:
+    """The ``axes`` of a Squeeze / Unsqueeze / reduction: the attribute (opset < 13 / 18) or the
+    constant second input; ``None`` when neither is given."""
+    axes = n.attr("axes")
+    if axes is None and len(n.inputs) > 1 and n.inputs[1] is not None:
+        c = _const(n.inputs[1])
+        axes = None if c is None else c.reshape(-1).tolist()
+    return axes
+
+
 def _const(v: Value | None) -> np.ndarray | None:
     """The value of a constant ``v`` (a parameter, a ``Constant`` node, or an Identity of one)."""
     return constant_array(v, transpose=False)
@@ -256,10 +266,7 @@ class AxisRoles:
             x = self.label(n.inputs[0])
             if x is None:
                 return None
-            axes = n.attr("axes")
-            if axes is None and len(n.inputs) > 1 and n.inputs[1] is not None:
-                c = _const(n.inputs[1])
-                axes = None if c is None else c.reshape(-1).tolist()
+            axes = _axes(n)
             if op == "Squeeze":
                 if axes is None:
                     return [[ax for ax in x if axis_size(ax) != 1]]
@@ -305,10 +312,7 @@ class AxisRoles:
             x = self.label(n.inputs[0])
             if x is None:
                 return None
-            axes = n.attr("axes")
-            if axes is None and len(n.inputs) > 1 and n.inputs[1] is not None:
-                c = _const(n.inputs[1])
-                axes = None if c is None else c.reshape(-1).tolist()
+            axes = _axes(n)
             drop = set(range(len(x))) if axes is None else {int(a) % len(x) for a in axes}
             if int(n.attr("keepdims", 1)):
                 return [[(("", 1),) if i in drop else ax for i, ax in enumerate(x)]]
