@@ -230,6 +230,8 @@ class Deepen(DeepenLevel):
             st = recognise_transformer(graph)
         except NetmorphError:
             st = None
+        if st is not None and any(lay.relaid for lay in st.layers):
+            st = None  # Swin-style layers: copy one residual unit (the generic deepen), not a layer
         if st is None:
             if "layers" in self.given:
                 raise PreconditionError(f"{self.name}: option --layers applies to transformers only")

@@ -26,6 +26,7 @@ from .transformer_surgery import (
     parse_layers,
     plan_targets_layers,
     plus,
+    refuse_relaid,
     retarget_entry,
     retarget_shapes,
     set_param,
@@ -63,6 +64,8 @@ class AddHeads(Pass):
 
     def _plan(self, graph: Graph):
         st = transformer_of(graph, self.name)
+        refuse_relaid(st, self.name, "its window partitions and per-head relative-position tables are "
+                      "not rewritten")
         hn = int(self.options["heads"])
         if hn < 1:
             raise PreconditionError(f"{self.name}: --heads {hn}: add at least one head")

@@ -16,7 +16,7 @@ from ..limits import MAX_LAYERS
 from ..morphs.transformer import zero_gate, zero_like
 from ..structure.transformer import TransformerStructure
 from .base import Option, Pass, PassContext
-from .transformer_surgery import clone_layer, parse_layers, rewire, set_param, transformer_of
+from .transformer_surgery import clone_layer, parse_layers, refuse_relaid, rewire, set_param, transformer_of
 
 
 class TransformerDeepen(Pass):
@@ -46,6 +46,8 @@ class TransformerDeepen(Pass):
 
     def plan_of(self, st: TransformerStructure) -> tuple[TransformerStructure, list[int]]:
         """The plan on a recognised transformer: ``(structure, layers to insert after)``."""
+        refuse_relaid(st, self.name, "a copy would read the merged layout (`deepen` copies a residual "
+                      "unit instead)")
         return st, self._targets(len(st.layers))
 
     def call(self, graph: Graph, ctx: PassContext, plan: tuple[TransformerStructure, list[int]]) -> None:

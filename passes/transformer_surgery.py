@@ -25,6 +25,17 @@ def transformer_of(graph: Graph, pass_name: str) -> TransformerStructure:
         raise PreconditionError(f"{pass_name}: not a recognised transformer: {e}") from None
 
 
+RELAID_WHY = "Swin-style windows (the MLP reads the attention through a Reshape)"
+
+
+def refuse_relaid(st: TransformerStructure, pass_name: str, what: str) -> None:
+    """A :class:`PreconditionError` when a layer's MLP reads its attention through channels-last
+    Reshapes (``TransformerLayer.relaid``): ``what`` says what the pass would have to rewrite there."""
+    for lay in st.layers:
+        if lay.relaid:
+            raise PreconditionError(f"{pass_name}: layer {lay.index}: {RELAID_WHY}; {what}")
+
+
 def parse_layers(spec, count: int, what: str) -> list[int]:
     """Layer indices from ``None`` (all), an int, or ``"0,2,3"``; negative ones count from the end."""
     if spec is None or spec == "all":

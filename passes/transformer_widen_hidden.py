@@ -32,6 +32,7 @@ from .transformer_surgery import (
     _resolved,
     attention_atoms,
     forget_types,
+    refuse_relaid,
     retarget_entry,
     retarget_shapes,
     role_index,
@@ -140,6 +141,8 @@ class WidenHidden(Pass):
     def _plan(self, graph: Graph):
         n = self._factor()
         st = transformer_of(graph, self.name)
+        refuse_relaid(st, self.name, "its window partitions, patch merges and per-stage widths are "
+                      "not rewritten")
         mode = self.options["heads_mode"]
         if st.head is None:
             raise PreconditionError(

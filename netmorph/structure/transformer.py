@@ -168,6 +168,12 @@ class TransformerLayer:
         return self.attention.segment.nodes + mlp + post + list(self.gate or ())
 
     @property
+    def relaid(self) -> bool:
+        """The MLP reads the attention unit's output through channels-last Reshapes (Swin's
+        window merge, :func:`relaid_from`), not directly."""
+        return not self.parallel and self.mlp.entry is not self.attention.output
+
+    @property
     def up(self) -> Linear:
         """The MLP's up-projection (in a gated MLP the one multiplied by the activated gate)."""
         return self.mlp.linears[1] if self.mlp.gated else self.mlp.linears[0]
@@ -243,9 +249,12 @@ class TransformerStructure:
     @property
     def style(self) -> str | None:
         """A family name when the layer recipe is one: ``"Llama-style"`` (pre-norm RMSNorm, a gated
-        MLP, rotary positions), ``"GPT-NeoX-style"`` (parallel attention + MLP), else ``None``."""
+        MLP, rotary positions), ``"GPT-NeoX-style"`` (parallel attention + MLP), ``"Swin-style"`` (the
+        MLP reads the attention through a window merge), else ``None``."""
         if self.parallel:
             return "GPT-NeoX-style"
+        if any(lay.relaid for lay in self.layers):
+            return "Swin-style"
         if self.norm == "pre" and self.norm_kind == "rms" and self.gated and self.rotary:
             return "Llama-style"
         return None
@@ -889,12 +898,26 @@ def _layers(units: list, layers: list[TransformerLayer], gate) -> None:
         if u.parallel != m.parallel or (u.parallel and m.add is not u.add):
             raise StructureError(f"attention unit ending at {u.add.name!r} and the MLP unit ending at "
                                  f"{m.add.name!r} mix parallel and sequential residuals")
-        if not u.parallel and m.entry is not u.output:
+        if not u.parallel and m.entry is not u.output and relaid_from(m.entry) is not u.output:
             raise StructureError(f"the MLP unit ending at {m.add.name!r} does not read the attention unit's "
                                  f"output {u.output.name!r}")
         norm = _norm_kind(u, m)
         layers.append(TransformerLayer(len(layers), u, m, norm, gate))
         i += 2
+
+
+def relaid_from(v: Value) -> Value:
+    """The value that a chain of channels-last Reshapes ending at ``v`` starts from (``v`` itself
+    when none): each Reshape keeps the last (feature) axis whole, as Swin's merge of its windows
+    ``[B, H, W, C] -> [B, H*W, C]`` between the attention and the MLP unit does."""
+    while (p := v.producer) is not None and p.op_type == "Reshape":
+        src = p.inputs[0]
+        a = src.type.shape if src.type is not None else None
+        b = v.type.shape if v.type is not None else None
+        if not a or not b or not isinstance(a[-1], int) or a[-1] != b[-1]:
+            break
+        v = src
+    return v
 
 
 def _norm_kind(att: Sublayer, mlp: Sublayer) -> str:
