@@ -17,8 +17,10 @@ from netmorph.data import DataError
 from netmorph.data.cifar import CIFAR10_TRAIN, load_cifar10
 from netmorph.data.npz import load_npz
 
-MEMORY_BOUND = 600 * MiB
-"""Peak RSS of `netmorph train` refusing a hostile data file (torch imported: about 350 MiB)."""
+MARGIN = 100 * MiB
+"""Peak RSS a hostile data file may add to ``netmorph train``'s own (the ``baseline`` fixture: the
+same command refusing a 200-byte file; PyTorch's import alone is 350-650 MiB, by build). Every file
+below would take far more than this if it were expanded (the smallest, the npz bomb, 120 MiB)."""
 AS_LIMIT = 6 << 30
 """Address-space cap of the child, so that a regression fails the test instead of the machine."""
 
@@ -29,6 +31,18 @@ def small(tmp_path_factory) -> Path:
     netmorph.save(netmorph.build("plain", levels=3, blocks=2, channels=(4, 4, 4), classes=10,
                                  input_shape=(3, 32, 32)), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def baseline(small, tmp_path_factory) -> int:
+    """Peak RSS of ``netmorph train`` refusing a tiny CIFAR batch (float labels) in the same way."""
+    tmp = tmp_path_factory.mktemp("baseline")
+    blob = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1.5, 2.5]}, protocol=2)
+    root = _cifar_folder(tmp / "c", first_batch=blob)
+    r = run_cli("train", small, "--data", f"cifar10:{root}", "--epochs", "1", "-o", tmp / "t.onnx",
+                mem_limit=AS_LIMIT)
+    one_line(r.stderr, 2, r.code, contains="must hold integers")
+    return r.max_rss
 
 
 def _cifar_folder(root: Path, first_batch: bytes | None = None, n: int = 4) -> Path:
@@ -42,31 +56,32 @@ def _cifar_folder(root: Path, first_batch: bytes | None = None, n: int = 4) -> P
     return root
 
 
-def _refused_in_child(small: Path, tmp_path: Path, spec: str, contains: str, env: dict | None = None):
+def _refused_in_child(small: Path, tmp_path: Path, spec: str, contains: str, baseline: int,
+                      env: dict | None = None):
     r = run_cli("train", small, "--data", spec, "--epochs", "1", "-o", tmp_path / "t.onnx",
                 mem_limit=AS_LIMIT, env=env)
     one_line(r.stderr, 2, r.code, contains=contains)
-    assert r.max_rss < MEMORY_BOUND, f"{r.max_rss / MiB:.0f} MiB"
+    assert r.max_rss < baseline + MARGIN, f"{r.max_rss / MiB:.0f} MiB (baseline {baseline / MiB:.0f} MiB)"
     assert not (tmp_path / "t.onnx").exists()
     return r
 
 
-def test_memo_repeated_list_is_not_expanded(small, tmp_path):
+def test_memo_repeated_list_is_not_expanded(small, tmp_path, baseline):
     """About 600 KB of pickle; np.asarray of it would need 7 GB."""
     row = [0] * 3072
     blob = pickle.dumps({b"data": [row] * 300_000, b"labels": [0] * 300_000}, protocol=2)
     assert len(blob) < 2 * MiB
     root = _cifar_folder(tmp_path / "c", first_batch=blob)
-    _refused_in_child(small, tmp_path, f"cifar10:{root}", "must be a uint8 array")
+    _refused_in_child(small, tmp_path, f"cifar10:{root}", "must be a uint8 array", baseline)
 
 
-def test_tiny_pickle_allocating_a_huge_array_is_refused(small, tmp_path):
+def test_tiny_pickle_allocating_a_huge_array_is_refused(small, tmp_path, baseline):
     """An 84-byte-class pickle calling numpy.ndarray((10**6, 3072)) (3 GB)."""
     blob = (b"\x80\x02}(U\x04datacnumpy\nndarray\nJ@B\x0f\x00M\x00\x0c\x86cnumpy\ndtype\nU\x02u1\x85R"
             b"\x86RU\x06labels]u.")
     assert len(blob) < 100
     root = _cifar_folder(tmp_path / "c", first_batch=blob)
-    _refused_in_child(small, tmp_path, f"cifar10:{root}", "exceeds what the file can hold")
+    _refused_in_child(small, tmp_path, f"cifar10:{root}", "exceeds what the file can hold", baseline)
     with pytest.raises(DataError, match="exceeds"):
         load_cifar10(root)
 
@@ -108,11 +123,11 @@ def _npz_bomb(path: Path, declared_rows: int) -> None:
                 f.write(chunk)
 
 
-def test_npz_zip_bomb_is_refused_before_decompression(small, tmp_path):
+def test_npz_zip_bomb_is_refused_before_decompression(small, tmp_path, baseline):
     bomb = tmp_path / "bomb.npz"
     _npz_bomb(bomb, 40_960)  # 120 MiB of zeros in about 130 KB
     assert bomb.stat().st_size < 2 * MiB
-    _refused_in_child(small, tmp_path, f"npz:{bomb}", "above the data limit",
+    _refused_in_child(small, tmp_path, f"npz:{bomb}", "above the data limit", baseline,
                       env={"NETMORPH_MAX_DATA_BYTES": str(64 * MiB)})
 
 
