@@ -122,7 +122,8 @@ def test_the_ulp_step_on_bit_patterns_is_nextafter(dtype):
     w = np.concatenate([np.repeat(special, 20), np.random.default_rng(1).standard_normal(800).astype(dtype)])
     for x in (w.reshape(25, 40), w.reshape(40, 25).T, np.array(dtype(0.0)), np.array(dtype(-2.5))):
         got = _nudged(x, np.random.default_rng(7))
-        up = np.random.default_rng(7).random(x.shape) < 0.5
+        bits = np.frombuffer(np.random.default_rng(7).bytes((x.size + 7) // 8), np.uint8)
+        up = np.unpackbits(bits, count=x.size).view(bool).reshape(x.shape)  # one seeded bit per element
         want = np.where(up, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)).astype(dtype)
         ints = {2: np.int16, 4: np.int32, 8: np.int64}[np.dtype(dtype).itemsize]
         assert got.shape == x.shape and got.dtype == x.dtype

@@ -72,17 +72,23 @@ def perturbable(w: np.ndarray) -> bool:
 def _nudged(w: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     """``w`` with each element one ulp up or down (seeded): ``nextafter(w, ±inf)``, computed on the
     bit patterns (one step of the integer view away from or toward zero; a zero becomes the
-    smallest subnormal of the drawn sign), 3x faster than two ``nextafter`` and a ``where``."""
+    smallest subnormal of the drawn sign). The directions are the bits of ``rng.bytes`` (one bit
+    per element: 4x faster than a float draw per element on GPT-2's 124 M weights)."""
     if not perturbable(w):
         return None
     shape = w.shape
-    up = np.asarray(rng.random(shape) < 0.5).reshape(-1)
+    n = int(w.size)
+    up = np.unpackbits(np.frombuffer(rng.bytes((n + 7) // 8), np.uint8), count=n).view(bool)
     ints = {2: np.int16, 4: np.int32, 8: np.int64}[w.dtype.itemsize]
     w = np.ascontiguousarray(w).reshape(-1)
-    away = up == (w > 0)  # up on a positive or down on a negative: the magnitude grows
-    out = w.view(ints) + np.where(away, ints(1), ints(-1))
-    zero = w == 0
-    if zero.any():
+    away = np.greater(w, 0)
+    np.equal(up, away, out=away)  # up on a positive or down on a negative: the magnitude grows
+    out = away.astype(ints)  # the one new array of w's size (every step below is in place)
+    out *= 2
+    out -= 1  # +1 (away from zero) or -1 (toward it)
+    out += w.view(ints)
+    zero = np.flatnonzero(np.equal(w, 0, out=away))  # away is spent: its buffer holds w == 0
+    if zero.size:
         smallest_negative = np.iinfo(ints).min + 1  # sign bit and the last mantissa bit
         out[zero] = np.where(up[zero], ints(1), ints(smallest_negative))
     return out.view(w.dtype).reshape(shape)
