@@ -130,5 +130,11 @@ def gather(w: np.ndarray, index: np.ndarray | None, axis: int, divide: float = 1
     w = np.asarray(w)
     out = w if index is None else np.take(w, np.asarray(index, dtype=np.int64), axis=axis)
     if divide != 1.0:
-        out = (out.astype(np.float64) / divide).astype(w.dtype)
+        if w.dtype == np.float32 and float(np.float32(divide)) == divide:
+            # one correctly rounded float32 division equals the float64 division rounded to float32
+            # (53 >= 2 x 24 + 2 bits: double rounding is innocuous for /), without two float64 copies
+            d = np.float32(divide)
+            out = out / d if out is w else np.divide(out, d, out=out)
+        else:
+            out = (out.astype(np.float64) / divide).astype(w.dtype)
     return out
