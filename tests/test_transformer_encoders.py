@@ -25,9 +25,11 @@ from netmorph.verification.inputs import make_inputs
 LOWERED = {("bert-mask", "widen-hidden"), ("distilbert-mask", "deepen")}  # two: the suite stays small
 PASSES = {"deepen": {}, "widen-mlp": {"factor": 2}, "add-heads": {"heads": 2}, "widen-hidden": {"factor": 2}}
 CASES = [*((k, p) for k in ("bert-mask", "distilbert-mask") for p in PASSES), ("roberta-mask", "deepen"),
+         ("roberta-mask", "add-heads"), ("roberta-mask", "widen-hidden"),
          ("albert-mask", "deepen"), ("albert-mask", "widen-mlp")]
-"""BERT and DistilBERT x every pass; RoBERTa and ALBERT by one or two (all four in
-``benchmarks/transformer_families.py``; the suite's time is kept small)."""
+"""BERT and DistilBERT x every pass; RoBERTa by the three that read its position ids' CumSum /
+GatherElements chain or copy a layer, ALBERT by two (all four in ``benchmarks/transformer_families.py``;
+the suite's time is kept small)."""
 
 
 @pytest.fixture(scope="module")

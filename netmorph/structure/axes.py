@@ -255,6 +255,9 @@ class AxisRoles:
             if x is None or idx is None:
                 return None
             return [[*x[:ax], *_plain(idx), *x[ax + 1:]]]
+        if op == "GatherElements":  # the output is shaped and indexed like the indices
+            lab = self.label(n.inputs[1]) if self._data(n.inputs[1]) else None
+            return None if lab is None else [list(lab)]
         if op == "Transpose":
             x = self.label(n.inputs[0])
             perm = n.attr("perm") or list(range(len(x)))[::-1]

@@ -62,7 +62,7 @@ SAME_SHAPE_OPS = frozenset({
     "RMSNormalization", "SimplifiedLayerNormalization", "Cast", "CastLike", "Identity", "Dropout", "Neg",
     "Sqrt", "Reciprocal", "Exp", "Log", "Abs", "IsNaN", "IsInf", "Not", "Clip", "Softplus", "HardSwish",
     "HardSigmoid", "LeakyRelu", "Elu", "Selu", "Mish", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign",
-    "Trilu", "Celu"})
+    "Trilu", "Celu", "CumSum"})
 BROADCAST_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "And", "Or", "Xor", "Max",
                            "Min", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Mod", "PRelu"})
 AXIS_REDUCE_OPS = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceProd"})
