@@ -624,7 +624,7 @@ class _Closure:
         in_axis = in_m.axis if in_m is not None else None
         if n.op_type in RESHAPE_OPS and n.op_type != "Transpose" and m.inner == 1:
             t_in, t_out = src.type.shape, out.type.shape
-            kept = _kept_axis(t_out, m.axis, t_in) if backward else _kept_axis(t_in, m.axis, t_out)
+            kept = kept_axis(t_out, m.axis, t_in) if backward else kept_axis(t_in, m.axis, t_out)
             if kept is not None:
                 if n.op_type == "Reshape":
                     how = _target_entry(n, (m.axis if backward else kept) - orank, self._width_of(m))
@@ -708,7 +708,7 @@ def _extent(dims) -> tuple[int, tuple[str, ...]] | None:
     return k, tuple(sorted(names))
 
 
-def _kept_axis(src, axis: int, dst) -> int | None:
+def kept_axis(src, axis: int, dst) -> int | None:
     """The axis of ``dst`` that is axis ``axis`` of ``src`` after a reshape, when the reshape keeps
     it whole: the same size, and as many elements after it (row-major order: an element's index on
     that axis is unchanged). ``None`` otherwise."""

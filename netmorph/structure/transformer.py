@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import StructureError
 from ..ir import Graph, Node, Value
+from .channels import kept_axis
 from .dataflow import DataFlow, Segment
 from .residual import match_residual
 
@@ -908,13 +909,14 @@ def _layers(units: list, layers: list[TransformerLayer], gate) -> None:
 
 def relaid_from(v: Value) -> Value:
     """The value that a chain of channels-last Reshapes ending at ``v`` starts from (``v`` itself
-    when none): each Reshape keeps the last (feature) axis whole, as Swin's merge of its windows
+    when none): each Reshape keeps the last (feature) axis whole, the channel finder's rule
+    (:func:`~netmorph.structure.channels.kept_axis`), as Swin's merge of its windows
     ``[B, H, W, C] -> [B, H*W, C]`` between the attention and the MLP unit does."""
     while (p := v.producer) is not None and p.op_type == "Reshape":
         src = p.inputs[0]
         a = src.type.shape if src.type is not None else None
         b = v.type.shape if v.type is not None else None
-        if not a or not b or not isinstance(a[-1], int) or a[-1] != b[-1]:
+        if not a or not b or kept_axis(a, len(a) - 1, b) != len(b) - 1:
             break
         v = src
     return v

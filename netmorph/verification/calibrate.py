@@ -73,7 +73,7 @@ def _nudged(w: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     """``w`` with each element one ulp up or down (seeded): ``nextafter(w, ±inf)``, computed on the
     bit patterns (one step of the integer view away from or toward zero; a zero becomes the
     smallest subnormal of the drawn sign). The directions are the bits of ``rng.bytes`` (one bit
-    per element: 4x faster than a float draw per element on GPT-2's 124 M weights)."""
+    per element; drawing them took 0.04 s for 30 M weights against 0.56 s for a float each)."""
     if not perturbable(w):
         return None
     shape = w.shape

@@ -118,8 +118,7 @@ def compare_output(
             flat = np.flatnonzero(nonfinite.ravel())[: NONFINITE_POSITIONS - len(nonfinite_at)]
             nonfinite_at += [(k, _idx(int(i), a.shape)) for i in flat]
         if diff.size:
-            bad_nf = failed & nonfinite if any_nonfinite else None
-            if bad_nf is not None and bad_nf.any():  # a one-sided NaN/Inf before a matched one
+            if any_nonfinite and (bad_nf := failed & nonfinite).any():  # a one-sided NaN/Inf first
                 pick = mismatch if mismatch.any() else bad_nf
                 cand = (2, 0.0, k, int(np.argmax(pick.ravel())))
             elif failed.any():
