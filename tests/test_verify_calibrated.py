@@ -185,3 +185,48 @@ def test_float64_probe_runs_where_ort_has_double_kernels_and_is_skipped_for_conv
     cnn = verify_models(bn_cnn(), bn_cnn(), tolerance="calibrated")
     assert "float64" not in cnn.calibration["probes"]
     assert cnn.calibration["skipped"]["float64"] == "ONNX Runtime's CPU provider has no float64 Conv"
+
+
+def scalar_loss(*, delta: float = 0.0) -> onnx.ModelProto:
+    """x[N, 4] -> MatMul -> ReduceMean to a 0-d output (a loss), ``delta`` added to one weight."""
+    w = np.random.default_rng(4).standard_normal((4, 4)).astype(np.float32)
+    w[1, 2] += delta
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"]),
+         helper.make_node("ReduceMean", ["y"], ["loss"], keepdims=0)],
+        "loss", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("loss", TensorProto.FLOAT, [])], [numpy_helper.from_array(w, "w")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_scalar_output_is_calibrated_and_judged():
+    """A 0-d float output (a loss) has per-element noise like any other (the noise of a scalar was
+    an IndexError in the calibration before): the same model passes, a moved weight fails."""
+    same = verify_models(scalar_loss(), scalar_loss(), tolerance="calibrated")
+    assert same.ok and same.outputs[0].shape == () and same.outputs[0].noise > 0
+    moved = verify_models(scalar_loss(), scalar_loss(delta=1e-2), tolerance="calibrated")
+    assert not moved.ok and moved.outputs[0].n_failed == 2  # one element per batch
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_blockwise_comparison_and_noise_equal_the_whole_array_ones(chunk, monkeypatch):
+    """The comparison and the noise are computed in blocks of ``CHUNK`` elements; a verification
+    with blocks of 1, 5 or 64 elements gives the report of one block per output (the default size
+    holds these outputs whole), NaN positions, worst element and statistics included."""
+    from netmorph.verification import cache, compare
+
+    def reports():
+        out = []
+        for a, b in ((mlp(), mlp()), (mlp(), mlp(delta=1e-3)), (bn_cnn(), bn_cnn(fold=True)),
+                     (scalar_loss(), scalar_loss(delta=1e-2))):
+            cache.clear()  # the noise is measured again, in blocks of this size
+            r = verify_models(a, b, tolerance="calibrated", batch_size=3).to_dict()
+            r.pop("seconds")
+            r["calibration"].pop("seconds")
+            out.append(r)
+        return out
+
+    whole = reports()
+    monkeypatch.setattr(compare, "CHUNK", chunk)
+    assert reports() == whole
+    assert [r["ok"] for r in whole] == [True, False, True, False]

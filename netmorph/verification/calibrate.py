@@ -211,6 +211,14 @@ CORE_SPAN = 1e4
 masked ``-1e9`` logit, one ``1e30`` element): their noise is their own, never lent to others."""
 
 
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-d array, partitioning ``values`` in place (it is a scratch copy)."""
+    n = values.size
+    kth = [n // 2 - 1, n // 2] if n % 2 == 0 else [n // 2]
+    values.partition(kth)
+    return float(np.mean(values[kth].astype(np.float64)))
+
+
 def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
                   source: Sequence[int] | None = None) -> tuple[list[np.ndarray], float]:
     """Per-element noise of one float output over its batches: ``(per batch array, floor)``.
@@ -227,33 +235,73 @@ def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
     * the **floor**: the median of those pooled values over the non-extreme elements, and ``eps x``
       the largest non-extreme ``|a|`` — a single extreme element moves neither.
 
-    The result of batch ``k`` broadcasts against ``ref[k]``.
+    The result of batch ``k`` broadcasts against ``ref[k]`` (float64). The work is done in blocks
+    (:func:`~netmorph.verification.compare.chunks`): besides the result, it holds the non-zero
+    ``|a|`` once (in the output's own type, for their median) and the pooled differences once.
     """
+    from .compare import chunks
+
     source = list(range(len(ref))) if source is None else list(source)
     eps = float(np.finfo(ref[0].dtype).eps) if ref else float(np.finfo(np.float32).eps)
-    mags = [np.where(np.isfinite(r), np.abs(r.astype(np.float64)), np.nan) for r in ref]
-    flat = np.concatenate([m[np.isfinite(m) & (m > 0)].ravel() for m in mags]) if mags else np.zeros(0)
-    limit = CORE_SPAN * float(np.median(flat)) if flat.size else 0.0
+    shapes = [np.shape(r) for r in ref]
+    ref = [np.asarray(r).reshape(-1) if np.ndim(r) == 0 else np.asarray(r) for r in ref]  # 0-d: (1,)
+    diffs = {k: np.asarray(d).reshape(-1) if np.ndim(d) == 0 else d for k, d in diffs.items()}
+    nonzero = []
+    for r in ref:  # the finite non-zero |a| (abs is exact in the output's own type)
+        for b in chunks(r.shape):
+            m = np.abs(r[b])
+            nonzero.append(m[np.isfinite(m) & (m > 0)].ravel())
+    flat = np.concatenate(nonzero) if nonzero else np.zeros(0)
+    del nonzero
+    limit = CORE_SPAN * _median(flat) if flat.size else 0.0
+    del flat
+
+    def core_of(block_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = np.abs(block_values.astype(np.float64))
+        with np.errstate(invalid="ignore"):
+            return m, np.isfinite(m) & (m <= limit)
+
     pooled: dict[int, np.ndarray] = {}
     vals = []
     for k, d in diffs.items():
-        core = np.isfinite(mags[k]) & (mags[k] <= limit)
-        dc = np.where(core, d, 0.0)
-        pooled[k] = dc.max(axis=0, keepdims=True) if dc.ndim >= 2 else dc
-        vals.append(np.broadcast_to(pooled[k], dc.shape)[core].ravel())
-    core_max = max((float(m[np.isfinite(m) & (m <= limit)].max(initial=0.0)) for m in mags), default=0.0)
+        r = ref[k]
+        if d.ndim >= 2:
+            p = np.zeros((1, *d.shape[1:]))
+            for row in range(d.shape[0]):
+                for b in chunks(d.shape[1:]):
+                    _, core = core_of(r[(row, *b)])
+                    np.maximum(p[(0, *b)], np.where(core, d[(row, *b)], 0.0), out=p[(0, *b)])
+        else:
+            _, core = core_of(r)
+            p = np.where(core, d, 0.0)
+        pooled[k] = p
+        for b in chunks(d.shape):
+            _, core = core_of(r[b])
+            vals.append(np.broadcast_to(p, d.shape)[b][core].ravel())
+    core_max = 0.0
+    for r in ref:
+        for b in chunks(r.shape):
+            m, core = core_of(r[b])
+            core_max = max(core_max, float(m[core].max(initial=0.0)))
     vals = np.concatenate(vals) if vals else np.zeros(0)
-    floor = max(float(np.median(vals)) if vals.size else 0.0, eps * core_max)
+    floor = max(_median(vals) if vals.size else 0.0, eps * core_max)
+    del vals
     out = []
-    for k, m in enumerate(mags):
-        core = np.isfinite(m) & (m <= limit)
-        own = eps * np.nan_to_num(m, nan=0.0)
-        if k in diffs:
-            own = np.maximum(own, diffs[k])
+    for k, r in enumerate(ref):
         p = pooled.get(source[k])
-        if p is not None and p.shape[1:] == m.shape[1:] and (p.shape[0] == 1 or p.shape == m.shape):
-            own = np.maximum(own, np.where(core, p, 0.0))
-        out.append(np.maximum(own, floor))
+        pool = p is not None and p.shape[1:] == r.shape[1:] and (p.shape[0] == 1 or p.shape == r.shape)
+        res = np.empty(r.shape)
+        for b in chunks(r.shape):
+            m, core = core_of(r[b])
+            own = np.where(np.isfinite(m), m, 0.0)
+            own *= eps
+            if k in diffs:
+                np.maximum(own, diffs[k][b], out=own)
+            if pool:
+                np.maximum(own, np.where(core, np.broadcast_to(p, r.shape)[b], 0.0), out=own)
+            np.maximum(own, floor, out=own)
+            res[b] = own
+        out.append(res.reshape(shapes[k]))
     return out, floor
 
 
@@ -325,6 +373,28 @@ def _probe_models(a: LoadedModel, ref: dict[str, list[np.ndarray]], floats: list
         yield "float64", wide, False
 
 
+def _accumulate(acc: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """``acc = max(acc, |x - y|)`` element-wise (``|x - y|`` in float64, 0 where either is not
+    finite), in blocks (:func:`~netmorph.verification.compare.chunks`); returns the largest
+    ``|x - y|`` (0.0 for no elements)."""
+    from .compare import chunks
+
+    x, y = np.asarray(x), np.asarray(y)
+    if acc.ndim == 0:
+        acc, x, y = acc.reshape(-1), x.reshape(-1), y.reshape(-1)
+    top = 0.0
+    for b in chunks(acc.shape):
+        xb, yb = x[b].astype(np.float64), np.asarray(y[b], np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.subtract(xb, yb, out=xb)
+            np.abs(d, out=d)
+            d[~(np.isfinite(yb) & np.isfinite(x[b]))] = 0.0
+        if d.size:
+            top = max(top, float(d.max()))
+        np.maximum(acc[b], d, out=acc[b])
+    return top
+
+
 def measure_noise(
     a: LoadedModel, feeds: Sequence[dict[str, np.ndarray]], names: Sequence[str],
     ref: dict[str, list[np.ndarray]], *, seed: int = 0, providers: Sequence[Any] | None = None,
@@ -365,14 +435,9 @@ def measure_noise(
                 n: v.astype(np.float64) if v.dtype == np.float32 else v for n, v in feed.items()}
             out = run_session(sess, model, given, list(floats), k)
             for n in floats:
-                x, y = ref[n][k].astype(np.float64), np.asarray(out[n], np.float64)
-                if x.shape != y.shape:
+                if np.shape(out[n]) != np.shape(ref[n][k]):
                     continue
-                with np.errstate(invalid="ignore", over="ignore"):
-                    d = np.where(np.isfinite(x) & np.isfinite(y), np.abs(x - y), 0.0)
-                diffs[n][k] = np.maximum(diffs[n][k], d)
-                if d.size:
-                    seen[probe][n] = max(seen[probe][n], float(d.max()))
+                seen[probe][n] = max(seen[probe][n], _accumulate(diffs[n][k], ref[n][k], out[n]))
             del out
         del sess, model
         gc.collect()

@@ -73,6 +73,40 @@ def _finite(a: np.ndarray, b: np.ndarray, tol: Tolerance, atol: np.ndarray | Non
     return diff, rel, failed, none, none, need
 
 
+CHUNK = 1 << 20
+"""Elements compared at a time: every temporary of the rule is this size, not the output's (the
+whole output is held once more, as the finite differences the statistics are taken over)."""
+
+
+def chunks(shape: tuple[int, ...], size: int | None = None):
+    """Index tuples that cut an array of ``shape`` into C-ordered blocks of about ``size``
+    elements: every leading axis but one indexed, that one sliced, the trailing axes whole (so a
+    block of a broadcast view is a view)."""
+    size = CHUNK if size is None else size
+    if not shape:
+        yield ()
+        return
+    inner, axis = 1, len(shape)
+    while axis > 0 and inner * shape[axis - 1] <= size:
+        axis -= 1
+        inner *= shape[axis]
+    if axis == 0:
+        yield (slice(None),)
+        return
+    step = max(1, size // inner)
+    for lead in np.ndindex(*shape[: axis - 1]):
+        for j in range(0, shape[axis - 1], step):
+            yield (*lead, slice(j, min(j + step, shape[axis - 1])))
+
+
+def _global(block: tuple, local: int, shape: tuple[int, ...], bshape: tuple[int, ...]) -> int:
+    """The flat C index in ``shape`` of element ``local`` of the block at ``block``."""
+    at = [int(x) for x in np.unravel_index(local, bshape)] if bshape else []
+    if block:  # (*leading indices, slice of the next axis): the block's first axis is that slice
+        at = [*block[:-1], (block[-1].start or 0) + at[0], *at[1:]]
+    return int(np.ravel_multi_index(tuple(at), shape)) if shape else 0
+
+
 def compare_output(
     name: str, pairs: Sequence[tuple[np.ndarray, np.ndarray]], tol: Tolerance, noise: float | None = None,
     element_noise: Sequence[np.ndarray] | None = None, k: float | None = None,
@@ -87,55 +121,77 @@ def compare_output(
     ``noise`` (calibrated tolerance) is the output's noise floor; with ``element_noise`` (per pair,
     broadcasting against its arrays) and ``k`` an element fails iff ``|a-b| > k x`` its own noise,
     and ``noise_ratio`` is the largest ``|a-b| / noise`` of an element (the ``K`` it would need).
+
+    Each pair is compared in blocks of :data:`CHUNK` elements (:func:`chunks`), in C order, so the
+    rule's temporaries stay small; the verdict and every statistic are those of the whole arrays.
     """
-    diffs = []
+    pairs = [(np.asarray(a), np.asarray(b)) for a, b in pairs]
+    n = sum(int(a.size) for a, _ in pairs)
+    alld = np.empty(n, np.float64)  # the finite differences, for the statistics
+    n_fin = 0
     max_rel = min_atol = 0.0
     n_failed = n_mismatch = 0
     nan_a = nan_b = inf_a = inf_b = 0
     nonfinite_at: list[tuple[int, tuple[int, ...]]] = []
-    best = None  # (rank, diff, batch, flat index): rank 2 failing non-finite, 1 failing, 0 passing
+    best = None  # (rank, diff, batch, flat index, a, b): rank 2 failing non-finite, 1 failing, 0 passing
     ratio = 0.0
     factor = k
     for k, (a, b) in enumerate(pairs):
-        a, b = np.asarray(a), np.asarray(b)
-        en = None if element_noise is None else np.asarray(element_noise[k])
-        diff, rel, failed, nonfinite, mismatch, need = elementwise(
-            a, b, tol, None if en is None else factor * en)
-        if en is not None and diff.size:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = diff / np.maximum(en, 1e-300)  # 0 where diff is 0 (the divisor is positive)
-            ratio = max(ratio, float(r.max()))
-            del r
-        n_failed += int(failed.sum())
-        n_mismatch += int(mismatch.sum())
-        any_nonfinite = bool(nonfinite.any())
-        if a.dtype.kind == "f" and any_nonfinite:  # else neither side holds a NaN or an Inf
-            nan_a += int(np.isnan(a).sum())
-            nan_b += int(np.isnan(b).sum())
-            inf_a += int(np.isinf(a).sum())
-            inf_b += int(np.isinf(b).sum())
-        if len(nonfinite_at) < NONFINITE_POSITIONS and any_nonfinite:
-            flat = np.flatnonzero(nonfinite.ravel())[: NONFINITE_POSITIONS - len(nonfinite_at)]
-            nonfinite_at += [(k, _idx(int(i), a.shape)) for i in flat]
-        if diff.size:
-            if any_nonfinite and (bad_nf := failed & nonfinite).any():  # a one-sided NaN/Inf first
-                pick = mismatch if mismatch.any() else bad_nf
-                cand = (2, 0.0, k, int(np.argmax(pick.ravel())))
-            elif failed.any():
-                i = int(np.argmax(np.where(failed, diff, -1.0).ravel()))
-                cand = (1, float(diff.flat[i]), k, i)
-            else:
+        en = None if element_noise is None else np.broadcast_to(np.asarray(element_noise[k]), a.shape)
+        first_mismatch = first_bad = None  # flat indices in this pair
+        top_fail = top = None  # (diff, flat index)
+        for block in chunks(a.shape):
+            ab, bb = a[block], b[block]
+            eb = None if en is None else en[block]
+            diff, rel, failed, nonfinite, mismatch, need = elementwise(
+                ab, bb, tol, None if eb is None else factor * eb)
+            if eb is not None and diff.size:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r = diff / np.maximum(eb, 1e-300)  # 0 where diff is 0 (the divisor is positive)
+                ratio = max(ratio, float(r.max()))
+                del r
+            n_failed += int(failed.sum())
+            n_mismatch += int(mismatch.sum())
+            any_nonfinite = bool(nonfinite.any())
+            if ab.dtype.kind == "f" and any_nonfinite:  # else neither side holds a NaN or an Inf
+                nan_a += int(np.isnan(ab).sum())
+                nan_b += int(np.isnan(bb).sum())
+                inf_a += int(np.isinf(ab).sum())
+                inf_b += int(np.isinf(bb).sum())
+            if len(nonfinite_at) < NONFINITE_POSITIONS and any_nonfinite:
+                flat = np.flatnonzero(nonfinite.ravel())[: NONFINITE_POSITIONS - len(nonfinite_at)]
+                nonfinite_at += [(k, _idx(_global(block, int(i), a.shape, diff.shape), a.shape))
+                                 for i in flat]
+            if diff.size:
+                if any_nonfinite and (bad_nf := failed & nonfinite).any():
+                    if first_mismatch is None and mismatch.any():
+                        first_mismatch = _global(block, int(np.argmax(mismatch.ravel())), a.shape, diff.shape)
+                    if first_bad is None:
+                        first_bad = _global(block, int(np.argmax(bad_nf.ravel())), a.shape, diff.shape)
+                if failed.any():
+                    i = int(np.argmax(np.where(failed, diff, -1.0).ravel()))
+                    if top_fail is None or float(diff.flat[i]) > top_fail[0]:
+                        top_fail = (float(diff.flat[i]), _global(block, i, a.shape, diff.shape))
                 i = int(np.argmax(diff.ravel()))
-                cand = (0, float(diff.flat[i]), k, i)
-            if best is None or cand[:2] > best[:2]:
-                best = (*cand, a, b)
-            max_rel = max(max_rel, float(rel.max()))
-            min_atol = max(min_atol, float(need.max()))
-        diffs.append(diff[~nonfinite] if any_nonfinite else diff.ravel())
-    alld = np.concatenate(diffs) if diffs else np.zeros(0)
-    n_fin = int(alld.size)
-    n = sum(int(np.asarray(a).size) for a, _ in pairs)
-    a0 = np.asarray(pairs[0][0]) if pairs else np.zeros(0, np.float32)
+                if top is None or float(diff.flat[i]) > top[0]:
+                    top = (float(diff.flat[i]), _global(block, i, a.shape, diff.shape))
+                max_rel = max(max_rel, float(rel.max()))
+                min_atol = max(min_atol, float(need.max()))
+            fin = diff[~nonfinite] if any_nonfinite else diff.ravel()
+            alld[n_fin:n_fin + fin.size] = fin
+            n_fin += int(fin.size)
+        if first_bad is not None:  # a one-sided NaN/Inf first (a mismatch before any other)
+            cand = (2, 0.0, k, first_mismatch if first_mismatch is not None else first_bad)
+        elif top_fail is not None:
+            cand = (1, top_fail[0], k, top_fail[1])
+        elif top is not None:
+            cand = (0, top[0], k, top[1])
+        else:
+            cand = None
+        if cand is not None and (best is None or cand[:2] > best[:2]):
+            best = (*cand, a, b)
+    alld = alld[:n_fin]
+    a0 = pairs[0][0] if pairs else np.zeros(0, np.float32)
     worst_noise = None
     if best is None:
         wk, widx, av, bv = 0, (), 0.0, 0.0
