@@ -265,8 +265,11 @@ def _zero_inputs(graph: Graph, ctx: PassContext, n: Node, indices: list[int]) ->
         arr = constant_array(old)
         z = graph.add_parameter(f"{n.name}.zero{i}", zeros_like(arr))
         n.set_input(i, z)
-        ctx.lineage.records.pop(old.name, None)
-        ctx.derive(z.name, "new", note="zeroed: the branch output is exactly 0")
+        copied = ctx.lineage.records.pop(old.name, None)
+        # the zeros replace the copied tensor: name its parent, so the role it plays (a BN's scale)
+        # can be told (netmorph.hf.mapping.place writes the copy back as a checkpoint layer)
+        parent = copied.parent if copied is not None else None
+        ctx.derive(z.name, "new", parent=parent, note="zeroed: the branch output is exactly 0")
 
 
 def insert_fresh_unit(graph: Graph, ctx: PassContext, y: Value, *, name: str,
