@@ -5,7 +5,10 @@ One entry per ``config.model_type``; adding a family is data, not code:
 - ``layers``: a regular expression over ``state_dict`` keys with two groups, the layer index and
   the key's role inside the layer (``transformer.h.3.attn.c_attn.weight`` -> ``3``,
   ``attn.c_attn.weight``); keys it does not match are outside the layers (embeddings, final norm);
-- ``layer_key``: how to write the key of role ``{role}`` in layer ``{i}``;
+  three groups (stage, layer, role) number the layers of each stage apart (torchvision's ResNet,
+  :mod:`netmorph.torch.classes`, whose rules also use ``("stage_layers",)`` and ``("scale", role,
+  axis)``: see :func:`netmorph.hf.mapping.config_changes`);
+- ``layer_key``: how to write the key of role ``{role}`` in layer ``{i}`` (of stage ``{stage}``);
 - ``config``: config field -> how the child's value is read: ``("layers",)`` the number of layers,
   ``("dim", role, axis)`` a dimension of a layer parameter (the same in every layer, else the
   child cannot be written as one config), ``("structure", attribute)`` what the transformer

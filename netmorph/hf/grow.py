@@ -9,7 +9,6 @@ passes' lineage.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NetmorphError, PreconditionError, VerificationError
+from ..errors import PreconditionError, VerificationError
 from ..torch.carry import carry_optimizer, origins_of
 from ..torch.export import TensorSlot, capture
 from ..torch.grow import _passes, run_passes
 from ..torch.optim_state import STATE_MODES, rules_for
 from .families import FAMILIES
-from .mapping import child_config, place
+from .mapping import child_config, load_placed, parent_key_of, place, reading
 
 RTOL = 1e-4
 """The grown model's logits may differ from the parent's by ``RTOL * max|parent logits|``."""
@@ -98,7 +97,7 @@ def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | No
     parent_slots = {k.removeprefix("model."): s for k, s in cap.slots.items()}
     placed = place(graph, parent_slots, origins_of(steps, graph), family, what)
     shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
-    cfg = child_config(model.config, placed, family, what, (_reading(cap.graph), _reading(graph)), shapes)
+    cfg = child_config(model.config, placed, family, what, (reading(cap.graph), reading(graph)), shapes)
     untied = _untie_if_needed(cfg, graph, placed, family)
     try:  # the config must survive a save / from_pretrained round trip (its validators run there)
         cfg = cfg.__class__.from_dict(cfg.to_dict())
@@ -106,14 +105,14 @@ def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | No
     except Exception as e:  # noqa: BLE001 - the config class's validators raise their own types
         raise PreconditionError(f"{what}: this growth is not a config change of {type(model).__name__} "
                                 f"({_reason(e)})") from None
-    _load(child, graph, placed, model, cap, family, what)
+    load_placed(child, graph, placed, model.state_dict(), cap.unmapped, family, what, prefix="model.")
     if verify:
         check_forward(model, child, family, seed, what)
     child.train(was_training)
     model.train(was_training)
     new_opt = None
     if optimizer is not None:
-        new_opt = _carry(optimizer, wrapper, cap, steps, child, graph, placed, state)
+        new_opt = _carry(optimizer, wrapper, cap, steps, child, graph, placed, family, state)
     report = {
         "passes": [r.to_dict() for r in reports], "verified": verify,
         "config": {k: [getattr(model.config, k, None), getattr(cfg, k, None)]
@@ -160,16 +159,6 @@ def _tied_by_data_flow(cap, family: dict) -> None:
             cap.slots[key] = TensorSlot(ir, shape, transpose=shape != torch_shape)
 
 
-def _reading(graph):
-    """The transformer recognition of ``graph`` (head counts), or ``None`` where it reads none."""
-    from ..structure.transformer import recognise_transformer
-
-    try:
-        return recognise_transformer(graph)
-    except NetmorphError:
-        return None
-
-
 def _untie_if_needed(cfg, graph, placed, family: dict) -> str | None:
     """A tied output head that the growth made differ from the token embedding (``widen-hidden``
     scales the head's duplicated input columns, the embedding duplicates its columns unscaled) is
@@ -189,44 +178,6 @@ def _untie_if_needed(cfg, graph, placed, family: dict) -> str | None:
             f"duplicated inputs): {field} set to false, the two are saved apart")
 
 
-def _load(child: nn.Module, graph, placed, parent: nn.Module, cap, family: dict, what: str) -> None:
-    """Fill ``child`` with the placed tensors; tensors the export dropped because they were zero
-    (biases) stay zero in the child."""
-    sd = child.state_dict()
-    new: dict[str, torch.Tensor] = {}
-    for p in placed:
-        if p.key not in sd:
-            raise PreconditionError(f"{what}: the grown tensor {p.key!r} has no place in a "
-                                    f"{type(child).__name__} of the new config")
-        a = p.slot.from_ir(graph.value(p.ir).const.array, p.shape)
-        if tuple(sd[p.key].shape) != tuple(a.shape):
-            raise PreconditionError(f"{what}: the grown {p.key!r} is {tuple(a.shape)}, the new config gives "
-                                    f"{tuple(sd[p.key].shape)}: this growth is not a config change of "
-                                    f"{type(child).__name__}")
-        new[p.key] = torch.from_numpy(np.array(a, dtype=np.float32, copy=True))
-    layer_re = re.compile(family["layers"])
-    psd = parent.state_dict()
-    zero_roles = set()
-    for k in cap.unmapped:
-        k = k.removeprefix("model.")
-        if k in psd and not torch.count_nonzero(psd[k]):
-            m = layer_re.match(k)
-            zero_roles.add(m.group(2) if m else k)
-    for k, t in sd.items():
-        if k in new:
-            continue
-        m = layer_re.match(k)
-        if (m.group(2) if m else k) in zero_roles:
-            new[k] = torch.zeros_like(t)
-        elif k in psd and psd[k].shape == t.shape and m is None:
-            new[k] = psd[k].detach().clone()  # a buffer or tensor the forward did not read
-        elif not t.is_floating_point() or k not in dict(child.named_parameters()):
-            new[k] = t  # a buffer of the new config (masks, rotary tables)
-        else:
-            raise PreconditionError(f"{what}: no grown tensor for {k!r}")
-    child.load_state_dict(new, strict=True)
-
-
 def check_forward(parent: nn.Module, child: nn.Module, family: dict, seed: int, what: str) -> float:
     """The child's logits against the parent's on two random batches (two lengths); the worst
     ``max|c - p| / max|p|``, or a :class:`VerificationError` above :data:`RTOL`."""
@@ -244,37 +195,18 @@ def check_forward(parent: nn.Module, child: nn.Module, family: dict, seed: int, 
     return worst
 
 
-def _carry(optimizer, wrapper, cap, steps, child, graph, placed, state):
+def _carry(optimizer, wrapper, cap, steps, child, graph, placed, family, state):
     """The optimizer over ``child``'s parameters, its state carried (netmorph.torch's rules).
 
     Parameters the export folded into constants (GPT-2's position table at the export's length)
     are not in the graph: they are the parent's tensor unchanged, so they keep its group and state.
     """
-    bindings = []
-    for p in placed:
-        path, _, attr = p.key.rpartition(".")
-        bindings.append((p.ir, None, 0, list(p.slot.shape), path, attr, p.slot.transpose))
     keys = {p.key for p in placed}
-    outside = {k: q for k, q in child.named_parameters() if k not in keys and q.requires_grad}
-    for q in outside.values():
-        q.requires_grad_(False)
-    child.netmorph_bindings = bindings
-    try:
-        new = carry_optimizer(optimizer, wrapper, cap, steps, child, graph, state=state)
-    finally:
-        del child.netmorph_bindings
-        for q in outside.values():
-            q.requires_grad_(True)
-    parent_params = dict(wrapper.model.named_parameters())
-    for k, q in outside.items():
-        src = parent_params.get(k)
-        gi = next((i for i, g in enumerate(optimizer.param_groups)
-                   if any(x is src for x in g["params"])), None)
-        if gi is None:
-            continue  # the parent's optimizer did not train it
-        new.param_groups[gi]["params"].append(q)
-        st = optimizer.state.get(src)
-        if st and state == "map":
-            new.state[q] = {n: (v.detach().clone() if isinstance(v, torch.Tensor) else v)
-                            for n, v in st.items()}
-    return new
+    parent_keys = dict(wrapper.named_parameters())
+    kept = {}
+    for k, q in child.named_parameters():
+        src = "model." + parent_key_of(k, placed, family)
+        if k not in keys and q.requires_grad and src in parent_keys:
+            kept[k] = src
+    return carry_optimizer(optimizer, wrapper, cap, steps, child, graph, state=state,
+                           slots={p.key: p.slot for p in placed}, kept=kept)

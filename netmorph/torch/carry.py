@@ -49,6 +49,7 @@ class _Growth:
     slots: dict[str, TensorSlot]
     origins: dict[str, Origin]
     back: dict[str, str]
+    kept: dict[str, str]
 
     def parent_key(self, child_key: str) -> tuple[Origin | None, str | None]:
         slot = self.slots.get(child_key)
@@ -58,8 +59,9 @@ class _Growth:
 
 def carry_optimizer(optimizer: torch.optim.Optimizer, parent: nn.Module, captured: Captured,
                     steps: list[Step], child: nn.Module, graph: Graph, *, state: str = "map",
-                    param_group_of: GroupOf | None = None) -> torch.optim.Optimizer:
-    """A new optimizer over lowered ``child``'s parameters, with ``optimizer``'s state carried.
+                    param_group_of: GroupOf | None = None, slots: dict[str, TensorSlot] | None = None,
+                    kept: dict[str, str] | None = None) -> torch.optim.Optimizer:
+    """A new optimizer over ``child``'s parameters, with ``optimizer``'s state carried.
 
     Parameters
     ----------
@@ -70,15 +72,23 @@ def carry_optimizer(optimizer: torch.optim.Optimizer, parent: nn.Module, capture
     steps
         The pass applications from ``captured.graph`` to ``graph``.
     child, graph
-        The lowered child and the graph it was lowered from.
+        The child and the graph it was lowered from (or placed from).
     state
         ``map`` (SGD, Adam, AdamW; others refused) or ``reset`` (empty state, any class).
     param_group_of
         The group of every new parameter (default: see :func:`netmorph.torch.grow`).
+    slots
+        Child ``state_dict`` key -> the IR parameter it holds, for a child that is not a lowered
+        module (a model of the parent's own class; default: the lowered module's binding table).
+    kept
+        Child key -> parent key for child parameters no IR parameter holds (a tensor the export
+        folded away or dropped as zero): the parent tensor's group, and its state where the
+        shapes agree (else zero state).
     """
     rules = rules_for(optimizer) if state == "map" else {}
-    slots = lowered_slots(child)
-    growth = _Growth(captured, steps, graph, slots, origins_of(steps, graph), ir_to_torch(captured))
+    slots = lowered_slots(child) if slots is None else slots
+    kept = dict(kept or {})
+    growth = _Growth(captured, steps, graph, slots, origins_of(steps, graph), ir_to_torch(captured), kept)
     aliases: dict[int, list[str]] = {}  # a tied tensor (embedding = output head) has several keys
     for k, p in parent.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(p), []).append(k)
@@ -109,6 +119,10 @@ def _place(growth: _Growth, child_params: dict[str, nn.Parameter], group_of_key:
     pending: list[str] = []
     for key, p in child_params.items():
         if not p.requires_grad:
+            continue
+        if key in growth.kept:
+            if growth.kept[key] in group_of_key:
+                placed[key] = group_of_key[growth.kept[key]]
             continue
         o, parent = growth.parent_key(key)
         if group_of is not None and (o is None or o.kind == "new"):
@@ -169,10 +183,18 @@ def _carry_state(optimizer, new_opt, aliases, child_params, placed, growth: _Gro
                 ir_state.setdefault(slot.ir, arrays)
                 counters.setdefault(slot.ir, {k: v for k, v in entries.items() if rules[k] == 0 or v is None})
     mapped = carry_state(growth.steps, ir_state, moments) if growth.steps else ir_state
+    by_key = {k: p for p in _trained(optimizer) for k in aliases[id(p)]}
     for key, p in child_params.items():
         if key not in placed or placed[key] not in templates:
             continue  # a group with no state yet: the new optimizer starts it lazily, as torch does
         template = templates[placed[key]]
+        if key in growth.kept:
+            entries = optimizer.state.get(by_key.get(growth.kept[key]))
+            same = entries and all(v.shape == p.shape for k, v in entries.items()
+                                   if moments.get(k) and isinstance(v, torch.Tensor))
+            new_opt.state[p] = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v)
+                                for k, v in entries.items()} if same else _zeros(template, rules, p)
+            continue
         slot = slots[key]
         o = origins.get(slot.ir)
         arrays = mapped.get(slot.ir)
@@ -185,6 +207,11 @@ def _carry_state(optimizer, new_opt, aliases, child_params, placed, growth: _Gro
             t = torch.from_numpy(np.array(slot.from_ir(a, tuple(p.shape)), copy=True, order="C"))
             entry[k] = t.to(device=p.device, dtype=p.dtype)
         new_opt.state[p] = entry
+
+
+def _trained(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every tensor ``optimizer`` trains, group by group."""
+    return [p for g in optimizer.param_groups for p in g["params"]]
 
 
 def _zeros(template: dict[str, Any], rules: dict[str, int], p: torch.Tensor) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import PreconditionError
 from ..ir import Graph
 from .carry import GroupOf, carry_optimizer, ir_to_torch, origins_of
 from .export import Captured, TensorSlot, capture, lowered_slots, remember
@@ -41,6 +42,18 @@ class GrowthReport:
         How the parent became a graph: ``dynamo``, ``torchscript`` or ``lowered`` (no export).
     state
         ``map``, ``reset``, or ``None`` when no optimizer was given.
+    unmapped
+        Parent ``state_dict`` keys no IR parameter held (unused by ``forward``, or folded away).
+    returned_class
+        The qualified class name of :attr:`Grown.module`: the parent's own class (a
+        ``transformers`` model, a torchvision ``ResNet`` / ``VisionTransformer``) or the lowered
+        module's.
+    fallback
+        Why the child is a lowered module although the parent is of a class :func:`grow` rebuilds
+        (the growth is no change of its constructor arguments); ``None`` otherwise.
+    config
+        Constructor argument (or config field) -> ``[parent value, child value]`` for those the
+        growth changed, when the child is of the parent's own class.
     """
 
     passes: list[Any]
@@ -51,14 +64,30 @@ class GrowthReport:
     source: str
     state: str | None = None
     unmapped: list[str] = field(default_factory=list)
+    returned_class: str = ""
+    fallback: str | None = None
+    config: dict[str, list] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "passes": [p.to_dict() for p in self.passes], "name_map": self.name_map,
             "origins": {k: list(v) for k, v in self.origins.items()}, "new": self.new,
             "removed": self.removed, "source": self.source, "state": self.state,
-            "unmapped": self.unmapped,
+            "unmapped": self.unmapped, "returned_class": self.returned_class, "fallback": self.fallback,
+            "config": {k: _plain(v) for k, v in self.config.items()},
         }
+
+
+def _plain(values: list) -> list:
+    """Config values as JSON can hold them (a block or norm class by its name)."""
+    return [v if isinstance(v, (int, float, str, bool, list, type(None))) else getattr(v, "__name__", repr(v))
+            for v in values]
+
+
+def _qualname(module: nn.Module) -> str:
+    """``torchvision.models.resnet.ResNet``; a lowered module: ``torch.fx.graph_module.NetmorphModule``."""
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__name__}"
 
 
 @dataclass
@@ -77,8 +106,16 @@ class Grown:
         return self.module.state_dict()
 
     def save(self, path: Any) -> None:
-        """Write a checkpoint :func:`netmorph.torch.load` reads (see :mod:`netmorph.torch.checkpoint`)."""
-        from .checkpoint import save
+        """Write a checkpoint :func:`netmorph.torch.load` reads (see :mod:`netmorph.torch.checkpoint`).
+
+        Only for a lowered child: one of the user's own class (``report.returned_class``) is saved
+        as any model of that class is (its ``state_dict``, ``save_pretrained``)."""
+        from .checkpoint import CheckpointError, save
+
+        if not hasattr(self.module, "netmorph_bindings"):
+            raise CheckpointError(f"Grown.save writes lowered modules; this child is a "
+                                  f"{type(self.module).__name__}: save its state_dict (or save_pretrained) "
+                                  "as for any model of its class")
 
         save(path, self.module, self.optimizer, graph=self.graph)
 
@@ -148,14 +185,21 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
         ``module`` in the input's train/eval mode, on the device of its first parameter. A
         ``transformers`` model of a family :mod:`netmorph.hf` knows (GPT-2, Llama, Qwen2, Mistral)
         comes back as a model of **its own class** with the updated config (through
-        :func:`netmorph.hf.grow`; ``example_inputs``: token ids), any other module as a lowered one.
+        :func:`netmorph.hf.grow`; ``example_inputs``: token ids). A torchvision ``ResNet`` or
+        ``VisionTransformer`` comes back as **its own class** built with the updated constructor
+        arguments when the growth is a change of them (ResNet: ``deepen`` with ``mode="generic"``
+        -> ``layers``, a bottleneck-interior widening -> ``width_per_group``; ViT: ``deepen`` ->
+        ``num_layers``, ``widen-mlp`` -> ``mlp_dim``, ``widen-hidden`` -> ``hidden_dim``), its
+        weights loaded strictly and its own forward checked against the parent's
+        (:mod:`netmorph.torch.classes`); otherwise, and for any other module, as a lowered one
+        (``report.fallback`` says why a ResNet / ViT was not rebuilt).
 
     Raises
     ------
     netmorph.torch.ExportError, netmorph.errors.PreconditionError, netmorph.errors.VerificationError,
     netmorph.torch.OptimizerStateError
-        Export failed, a pass does not apply, a child failed verification, an optimizer whose
-        state has no stated growth rule.
+        Export failed, a pass does not apply, a child failed verification (in ONNX Runtime, or a
+        rebuilt model's own forward), an optimizer whose state has no stated growth rule.
     """
     if state not in STATE_MODES:
         raise ValueError(f"state must be one of {', '.join(STATE_MODES)}, not {state!r}")
@@ -177,13 +221,49 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
         child.to(first.device)
     child.train(module.training)
     remember(child, graph)
-    report = _report(cap, lowered_slots(child), origins_of(steps, graph), reports, module, child)
+    slots, kept, config, fallback = lowered_slots(child), None, {}, None
+    rules = _class_rules(module)
+    if rules is not None:
+        from .classes import rebuild
+
+        try:
+            rebuilt = rebuild(module, rules, cap, steps, graph, slots, inputs, verify=verify, seed=seed)
+        except PreconditionError as e:
+            fallback = str(e)
+        else:
+            child, slots, kept, config = rebuilt.module, rebuilt.slots, rebuilt.kept, rebuilt.config
+    report = _report(cap, slots, origins_of(steps, graph), reports, module, child)
+    report.returned_class, report.fallback, report.config = _qualname(child), fallback, config
+    _report_kept(report, kept, module, child)
     new_opt = None
     if optimizer is not None:
         report.state = state
         new_opt = carry_optimizer(optimizer, module, cap, steps, child, graph, state=state,
-                                  param_group_of=param_group_of)
+                                  param_group_of=param_group_of, slots=slots, kept=kept)
     return Grown(child, new_opt, report, graph)
+
+
+def _report_kept(report: GrowthReport, kept: dict[str, str] | None, module: nn.Module,
+                 child: nn.Module) -> None:
+    """A rebuilt child's tensors the graph did not hold (zero biases the export dropped) are their
+    parent tensors, ``same``, where the shapes agree (a widened one is ``new``)."""
+    parent, mine = module.state_dict(), child.state_dict()
+    for key, pk in (kept or {}).items():
+        if pk in parent and parent[pk].shape == mine[key].shape:
+            report.origins[key] = ("same", pk)
+            report.name_map.setdefault(pk, []).append(key)
+            if key in report.new:
+                report.new.remove(key)
+
+
+def _class_rules(module: nn.Module) -> dict[str, Any] | None:
+    """The rules of a torchvision class :mod:`netmorph.torch.classes` rebuilds (``None``: any other
+    module). Read by the class's module path: torchvision is not imported."""
+    if not type(module).__module__.startswith("torchvision."):
+        return None
+    from .classes import rules_of
+
+    return rules_of(module)
 
 
 def _hf_family(module: nn.Module) -> bool:
@@ -210,7 +290,8 @@ def _grow_hf(module, inputs, plist, optimizer, verify, state, seed) -> Grown:
             name_map.setdefault(parent, []).append(key)
     new = [k for k, (kind, _p) in g.origins.items() if kind == "new"]
     report = GrowthReport(g.pass_reports, name_map, dict(g.origins), new, [], "dynamo",
-                          state=state if optimizer is not None else None)
+                          state=state if optimizer is not None else None, returned_class=_qualname(g.model),
+                          config={k: list(v) for k, v in g.report.get("config", {}).items() if v[0] != v[1]})
     return Grown(g.model, g.optimizer, report, g.graph, extra={"hf": g.report})
 
 
