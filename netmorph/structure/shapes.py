@@ -88,3 +88,68 @@ def _measured(v: Value, arrs: list[np.ndarray]) -> TensorType:
         else:
             dims.append(sizes[0])
     return TensorType(elem, tuple(dims))
+
+
+# -- declared shapes at given input sizes -------------------------------------------------------
+def symbol_sizes(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, int]:
+    """The size each symbolic input dim takes in ``feeds`` (by the inputs' declared shapes); a
+    symbol given two sizes, or a rank that disagrees, is left out."""
+    env: dict[str, int] = {}
+    clash: set[str] = set()
+    for v in graph.inputs:
+        arr = feeds.get(v.name)
+        if arr is None or v.type is None or v.type.shape is None or len(v.type.shape) != arr.ndim:
+            continue
+        for d, size in zip(v.type.shape, arr.shape, strict=True):
+            if isinstance(d, str):
+                if env.setdefault(d, int(size)) != int(size):
+                    clash.add(d)
+    return {k: s for k, s in env.items() if k not in clash}
+
+
+def declared_shape(v: Value, env: dict[str, int]) -> tuple[int, ...] | None:
+    """``v``'s declared shape with its symbols at the sizes ``env`` gives them, dims such as
+    ``'12*N'`` or ``'N*T'`` (what the dynamo exporter writes) evaluated; ``None`` when a dim is
+    unknown or names a symbol ``env`` has no size for."""
+    t = v.type
+    if t is None or t.shape is None:
+        return None
+    out = []
+    for d in t.shape:
+        size = d if isinstance(d, int) else _evaluate(d, env) if isinstance(d, str) else None
+        if size is None or size < 0:
+            return None
+        out.append(int(size))
+    return tuple(out)
+
+
+def _evaluate(expr: str, env: dict[str, int]) -> int | None:
+    """An integer expression of symbols (``+ - * // %``, parentheses), or ``None``."""
+    import ast
+
+    if len(expr) > 200:
+        return None
+    try:
+        tree = ast.parse(expr.replace(" ", ""), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+    def ev(n):
+        if isinstance(n, ast.Expression):
+            return ev(n.body)
+        if isinstance(n, ast.Constant) and type(n.value) is int:
+            return n.value
+        if isinstance(n, ast.Name):
+            return env[n.id]
+        if isinstance(n, ast.BinOp):
+            a, b = ev(n.left), ev(n.right)
+            ops = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
+                   ast.FloorDiv: lambda: a // b, ast.Mod: lambda: a % b}
+            return ops[type(n.op)]()
+        raise KeyError(type(n).__name__)
+
+    try:
+        value = ev(tree)
+    except (KeyError, ZeroDivisionError, RecursionError):
+        return None
+    return value if isinstance(value, int) else None

@@ -680,22 +680,41 @@ def probe_shapes(graph: Graph, names: list[str], flow: DataFlow, *, runs: int = 
     import onnxruntime as ort
 
     from ..onnx_io import graph_session
+    from .shapes import declared_shape, symbol_sizes
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 4
-    sess = graph_session(graph, extra_outputs=names, options=so)  # weights read in place, any size
     inp = flow.image
     t = inp.type
     shape = list(t.shape) if t is not None and t.shape is not None else [2, 8]
     dtype = t.dtype if t is not None and t.elem_type else np.float32
 
-    def run(batch: int, other: int):
+    def feeds_at(batch: int, other: int):
         dims = [d if isinstance(d, int) else (batch if i == 0 else other) for i, d in enumerate(shape)]
-        feeds = side_input_feeds(flow, {i: d for i, d in enumerate(dims)})
-        outs = sess.run(names, {inp.name: np.zeros(dims, dtype=dtype), **feeds})
-        return {n: tuple(o.shape) for n, o in zip(names, outs, strict=True)}, int(dims[0])
+        return {inp.name: np.zeros(dims, dtype=dtype), **side_input_feeds(flow, dict(enumerate(dims)))}, dims
+
+    # a value whose declared shape the input sizes determine is not fetched: fetching every value
+    # of ViT-B held 1.1 GiB of activations at once (ONNX Runtime keeps all outputs of a run)
+    env = symbol_sizes(graph, feeds_at(2, 8)[0])
+    fetch = [n for n in names if declared_shape(graph.value(n), env) is None]
+    every = list(dict.fromkeys(fetch + [o.name for o in graph.outputs]))  # the outputs: a real run
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 4
+    sess = graph_session(graph, extra_outputs=fetch, options=so)  # weights read in place, any size
+
+    def run(batch: int, other: int):
+        feed, dims = feeds_at(batch, other)
+        outs = sess.run(every, feed)
+        got = {n: tuple(o.shape) for n, o in zip(every, outs, strict=True)}
+        del outs
+        at = symbol_sizes(graph, feed)
+        for n in names:
+            if n not in got:
+                s = declared_shape(graph.value(n), at)
+                if s is None:
+                    raise StructureError(f"value {n!r} has no declared size at these inputs")
+                got[n] = s
+        return {n: got[n] for n in names}, int(dims[0])
 
     last = None
     for other in (8, 16, 6, 4, 32, *range(1, 33)):
