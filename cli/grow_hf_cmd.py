@@ -21,23 +21,30 @@ from .grow_cmd import build_passes
               help="add-heads: heads to add (a multiple of the KV groups).")
 @click.option("--level", default=None, help="Comma list of layer indices.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the passes and the checks.")
+@click.option("--rtol", type=float, help="Verification rtol (overrides the pass contract).")
+@click.option("--atol", type=float, help="Verification atol (overrides the pass contract).")
 @click.option("--no-verify", is_flag=True, help="Skip verification (prints a warning).")
 @click.option("--state", type=click.Choice(["map", "reset"]), default="map", show_default=True,
               help="An optimizer saved in MODEL_DIR (optimizer.safetensors): carry its state or reset it.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="The folder to write (must not exist).")
 def grow_hf(model_dir: Path, pass_names: tuple[str, ...], layers, after, factor, heads, level, seed: int,
-            no_verify: bool, state: str, output: Path) -> None:
+            rtol: float | None, atol: float | None, no_verify: bool, state: str, output: Path) -> None:
     """Grow the transformers checkpoint in MODEL_DIR; write a folder that from_pretrained loads as the
     same class with the updated config, plus the lineage and the carried optimizer state.
+
+    --rtol / --atol also bound the check of the rebuilt model's own forward: max|child - parent|
+    <= atol + rtol * max|parent logits| (default: rtol 1e-4, atol 0).
 
     Example: netmorph grow-hf gpt2-small/ --pass deepen -o gpt2-deeper/
     """
     import netmorph.hf as nmh
     from netmorph.errors import NetmorphError, VerificationError
+    from netmorph.limits import check_optional_float
 
     passes = build_passes(pass_names, {"layers": layers, "after": after, "factor": factor, "heads": heads,
                                        "level": level}, 1)
+    rtol, atol = check_optional_float("--rtol", rtol), check_optional_float("--atol", atol)
     if output.exists():
         fail(f"{output}: already exists (a grown checkpoint is written as a new folder)")
     model = nmh.load_folder(model_dir)
@@ -47,7 +54,8 @@ def grow_hf(model_dir: Path, pass_names: tuple[str, ...], layers, after, factor,
     if no_verify:
         click.echo("netmorph: warning: --no-verify: the child is NOT checked against its parent", err=True)
     try:
-        g = nmh.grow(model, passes, optimizer=optimizer, verify=not no_verify, state=state, seed=seed)
+        g = nmh.grow(model, passes, optimizer=optimizer, verify=not no_verify, state=state, seed=seed,
+                     rtol=rtol, atol=atol)
     except VerificationError as e:
         fail(f"{output} not written: {e}", code=EXIT_FAILED if type(e) is VerificationError else 2)
         return

@@ -114,6 +114,8 @@ def test_grow_hf_deepen_reloads_as_the_same_class_and_steps_as_the_parent(folder
 
 def test_widen_mlp_and_widen_hidden_keep_the_head_tied_and_keep_training(folder):
     import netmorph.hf as nmh
+    from netmorph.errors import VerificationError
+    from netmorph.hf.grow import family_of
 
     _, parent, parent_opt = folder
     g = nmh.grow(parent, ["widen-mlp", "widen-hidden"], optimizer=parent_opt, factor=2)
@@ -126,6 +128,12 @@ def test_widen_mlp_and_widen_hidden_keep_the_head_tied_and_keep_training(folder)
     assert cfg.tie_word_embeddings is True and g.report["untied"] is None
     assert g.model.lm_head.weight.data_ptr() == g.model.transformer.wte.weight.data_ptr()
     _close(g.model, parent.eval())
+    # the rebuilt model's own forward check takes the tolerances too: its logits are the parent's at
+    # rounding level, within the default bound (1e-4 relative), not bit-identical
+    family = family_of(parent)
+    assert 0 < nmh.check_forward(parent, g.model, family, 0, "GPT2LMHeadModel") <= 1e-4
+    with pytest.raises(VerificationError, match=r"logits differ .*> atol 0 \+ rtol 0 \*"):
+        nmh.check_forward(parent, g.model, family, 0, "GPT2LMHeadModel", rtol=0, atol=0)
     opt = g.optimizer
     m = g.model
     for p in (m.lm_head.weight, m.transformer.wte.weight, m.transformer.h[0].mlp.c_fc.weight):
@@ -133,6 +141,36 @@ def test_widen_mlp_and_widen_hidden_keep_the_head_tied_and_keep_training(folder)
         assert float(opt.state[p]["exp_avg_sq"].abs().max()) > 0  # carried, not fresh
     loss = _train(g.model, opt, steps=1)
     assert loss == loss
+
+
+def test_grow_hf_exact_tolerances_fail_a_rounding_level_child_and_write_nothing(folder, tmp_path,
+                                                                               monkeypatch):
+    """``--rtol 0 --atol 0`` ask ONNX Runtime for a bit-identical child; ``widen-hidden``'s differs
+    at float rounding level (max abs 4.5e-6 here), so the run is exit 1, one error line naming the
+    failed verification, nothing written. The same command without the options (the contract's
+    calibrated bound) writes the folder: the tolerance alone fails it."""
+    from transformers import AutoModelForCausalLM
+
+    path, parent, _ = folder
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # a relative -o: the whole verdict fits the error line's bound
+    command = ["grow-hf", str(path), "--pass", "widen-hidden", "-o", "wider"]
+    r = CliRunner().invoke(cli, [*command, "--rtol", "0", "--atol", "0"])
+    assert r.exit_code == 1, r.output
+    assert isinstance(r.exception, SystemExit) and "Traceback" not in r.output
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("netmorph:")]
+    assert errors == [r.stderr.strip().splitlines()[-1]], r.stderr  # one line, the last one
+    line = errors[0]
+    assert line.startswith("netmorph: error: wider not written: pass 1 (widen-hidden()): child differs from "
+                           "its parent: output 'linear' max abs "), line
+    assert "> atol 0 and > rtol 0 x |a|" in line and "min atol to pass" in line, line
+    assert "--debug" not in line, line  # the whole verdict, not cut to the line's bound
+    assert list(work.iterdir()) == []  # no OUT_DIR, no temporary folder beside it
+    r = CliRunner().invoke(cli, command)
+    assert r.exit_code == 0, r.output
+    assert "n_embd 32 -> 64" in r.stdout and [p.name for p in work.iterdir()] == ["wider"]
+    _close(AutoModelForCausalLM.from_pretrained(work / "wider").eval(), parent.eval())
 
 
 def test_grow_hf_refuses_an_existing_output_and_a_folder_without_safetensors(folder, tmp_path):
@@ -148,3 +186,7 @@ def test_grow_hf_refuses_an_existing_output_and_a_folder_without_safetensors(fol
     r = CliRunner().invoke(cli, ["grow-hf", str(bare), "--pass", "deepen", "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "safetensors" in r.output and not (tmp_path / "o").exists()
     assert len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(cli, ["grow-hf", str(path), "--pass", "deepen", "--rtol", "-1",
+                                 "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and r.output.strip() == "netmorph: error: --rtol must be >= 0, got -1"
+    assert not (tmp_path / "o").exists()

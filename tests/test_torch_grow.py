@@ -384,6 +384,21 @@ def test_widen_gathers_and_divides_the_moments(opt_name):
     g.optimizer.step()  # the mapped state has the child's shapes
 
 
+def test_rtol_and_atol_override_the_contract():
+    """``rtol`` / ``atol`` reach the PassManager: at 0 / 0 the widened child (the consumer's columns
+    divided: rounding-level differences) fails its ONNX Runtime verification; a negative one is refused
+    before any export. The same growth at the contract's bound passes (the test above)."""
+    from netmorph.errors import VerificationError
+    from netmorph.limits import LimitError
+
+    parent, _ = _trained("sgd-momentum", steps=1)
+    x = _batch(11)[0][:2]
+    with pytest.raises(VerificationError, match=r"pass 1 \(widen\(.*child differs from its parent: .*atol 0"):
+        nmt.grow(parent, x, "widen", node="body.0", rtol=0, atol=0)
+    with pytest.raises(LimitError, match="atol must be >= 0, got -1"):
+        nmt.grow(parent, x, "widen", node="body.0", atol=-1)
+
+
 def test_a_module_no_exporter_can_take_is_one_clear_error():
     with pytest.raises(nmt.ExportError, match=r"dynamo: .*; torchscript: "):
         nmt.grow(SmallCNN(), torch.randn(2, 5, 16, 16), "deepen")  # 5 channels into a 3-channel conv

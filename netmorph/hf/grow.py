@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import PreconditionError, VerificationError
+from ..limits import check_optional_float
 from ..torch.carry import carry_optimizer, origins_of
 from ..torch.export import TensorSlot, capture
 from ..torch.grow import _passes, run_passes
@@ -25,7 +26,8 @@ from .families import FAMILIES
 from .mapping import child_config, load_placed, parent_key_of, place, reading
 
 RTOL = 1e-4
-"""The grown model's logits may differ from the parent's by ``RTOL * max|parent logits|``."""
+"""The grown model's logits may differ from the parent's by ``RTOL * max|parent logits|`` (unless
+:func:`grow` is given ``rtol`` / ``atol``)."""
 
 
 class Logits(nn.Module):
@@ -69,7 +71,7 @@ def example_ids(config, family: dict, seed: int, batch: int = 2, length: int = 8
 
 def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | None = None,
          verify: bool = True, state: str = "map", seed: int = 0, example: torch.Tensor | None = None,
-         **pass_options: Any) -> HFGrown:
+         rtol: float | None = None, atol: float | None = None, **pass_options: Any) -> HFGrown:
     """Grow ``transformers`` causal LM ``model`` with ``passes`` (names or Pass objects).
 
     Returns a model of ``type(model)`` with the updated config (layers, MLP width), its weights
@@ -77,7 +79,16 @@ def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | No
     given ``optimizer`` (over ``model``'s parameters), a new one of the same class over the child's
     parameters with the state carried (``state="map"``) or fresh (``"reset"``). ``example``: token
     ids to export with (default: random ids, batch 2, length 8).
+
+    ``rtol`` / ``atol`` (``netmorph grow-hf --rtol/--atol``): the tolerances every child is verified
+    with in ONNX Runtime, overriding each pass's contract (``PassManager(rtol=, atol=)``; ``None``:
+    the contract's, an exact contract against the parent's calibrated rounding noise). They bound
+    the grown model's own forward too: ``max|child - parent| <= atol + rtol * max|parent|`` over
+    the logits, with ``rtol`` :data:`RTOL` and ``atol`` 0 where not given (so ``rtol=0, atol=0``
+    asks for bit-identical logits in both checks). Raises :class:`VerificationError` when a check
+    fails.
     """
+    rtol, atol = check_optional_float("rtol", rtol), check_optional_float("atol", atol)
     if state not in STATE_MODES:
         raise ValueError(f"state must be one of {', '.join(STATE_MODES)}, not {state!r}")
     family = family_of(model)
@@ -92,7 +103,7 @@ def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | No
     seq_max = int(getattr(model.config, family["positions"])) if family.get("position_table") else None
     cap = capture(wrapper, (ids,), exporter="dynamo", seq_max=seq_max)
     _tied_by_data_flow(cap, family)
-    steps, reports = run_passes(cap.graph, plist, verify=verify, seed=seed)
+    steps, reports = run_passes(cap.graph, plist, verify=verify, seed=seed, rtol=rtol, atol=atol)
     graph = steps[-1].child if steps else cap.graph
     parent_slots = {k.removeprefix("model."): s for k, s in cap.slots.items()}
     placed = place(graph, parent_slots, origins_of(steps, graph), family, what)
@@ -107,7 +118,7 @@ def grow(model: nn.Module, passes: Any, *, optimizer: torch.optim.Optimizer | No
                                 f"({_reason(e)})") from None
     load_placed(child, graph, placed, model.state_dict(), cap.unmapped, family, what, prefix="model.")
     if verify:
-        check_forward(model, child, family, seed, what)
+        check_forward(model, child, family, seed, what, rtol=rtol, atol=atol)
     child.train(was_training)
     model.train(was_training)
     new_opt = None
@@ -178,20 +189,25 @@ def _untie_if_needed(cfg, graph, placed, family: dict) -> str | None:
             f"duplicated inputs): {field} set to false, the two are saved apart")
 
 
-def check_forward(parent: nn.Module, child: nn.Module, family: dict, seed: int, what: str) -> float:
+def check_forward(parent: nn.Module, child: nn.Module, family: dict, seed: int, what: str, *,
+                  rtol: float | None = None, atol: float | None = None) -> float:
     """The child's logits against the parent's on two random batches (two lengths); the worst
-    ``max|c - p| / max|p|``, or a :class:`VerificationError` above :data:`RTOL`."""
+    ``max|c - p| / max|p|``, or a :class:`VerificationError` where ``max|c - p|`` exceeds
+    ``atol + rtol * max|p|`` on a batch (``rtol``: :data:`RTOL`, ``atol``: 0 when ``None``)."""
+    rtol = RTOL if rtol is None else rtol
+    atol = 0.0 if atol is None else atol
     worst = 0.0
     with torch.no_grad():
         for i, length in enumerate((8, 5)):
             ids = example_ids(parent.config, family, seed + 100 + i, batch=3, length=length)
             p = parent(input_ids=ids, use_cache=False).logits
             c = child(input_ids=ids, use_cache=False).logits
-            err = float((c - p).abs().max() / p.abs().max().clamp_min(1e-12))
-            worst = max(worst, err)
-    if not worst <= RTOL:
-        raise VerificationError(f"{what}: the grown model's logits differ from the parent's "
-                                f"(max rel error {worst:.3g} > {RTOL:g})")
+            diff, scale = float((c - p).abs().max()), float(p.abs().max())
+            worst = max(worst, diff / max(scale, 1e-12))
+            if not diff <= atol + rtol * scale:
+                raise VerificationError(f"{what}: the grown model's logits differ from the parent's (max "
+                                        f"abs error {diff:.3g} > atol {atol:g} + rtol {rtol:g} * max|logits| "
+                                        f"{scale:.3g}; max rel error {diff / max(scale, 1e-12):.3g})")
     return worst
 
 

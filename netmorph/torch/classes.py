@@ -116,13 +116,14 @@ class Rebuilt:
 
 
 def rebuild(module: nn.Module, rules: dict[str, Any], cap: Captured, steps: list[Step], graph: Graph,
-            lowered: dict[str, TensorSlot], inputs: tuple, *, verify: bool, seed: int) -> Rebuilt:
+            lowered: dict[str, TensorSlot], inputs: tuple, *, verify: bool, seed: int,
+            rtol: float | None = None, atol: float | None = None) -> Rebuilt:
     """``graph`` (the growth of ``module``) as a model of ``type(module)``.
 
     ``lowered``: the slots of the lowered child (every tensor the grown graph holds must find a
     key of the class). Raises :class:`PreconditionError` when the growth is not a config change
     of the class, :class:`VerificationError` when the rebuilt model's forward differs from the
-    parent's by more than :data:`RTOL` (``verify``).
+    parent's by more than :data:`RTOL` (``verify``; ``rtol`` / ``atol``: see :func:`check_forward`).
     """
     from ..hf.mapping import config_changes, load_placed, parent_key_of, place, reading
     from .carry import origins_of
@@ -165,7 +166,7 @@ def rebuild(module: nn.Module, rules: dict[str, Any], cap: Captured, steps: list
     if first is not None and first.is_floating_point():
         child.to(device=first.device, dtype=first.dtype)
     if verify:
-        check_forward(module, child, inputs[0], seed, what)
+        check_forward(module, child, inputs[0], seed, what, rtol=rtol, atol=atol)
     child.train(module.training)
     slots = {p.key: p.slot for p in placed}
     kept = {k: parent_key_of(k, placed, rules) for k, q in child.named_parameters() if k not in slots}
@@ -190,26 +191,35 @@ def _check_as_built(module: nn.Module, cls: type, args: dict[str, Any], what: st
                                 f"was changed after construction: {line or 'another number of modules'})")
 
 
-def check_forward(parent: nn.Module, child: nn.Module, x: torch.Tensor, seed: int, what: str) -> float:
+def check_forward(parent: nn.Module, child: nn.Module, x: torch.Tensor, seed: int, what: str, *,
+                  rtol: float | None = None, atol: float | None = None) -> float:
     """The child's outputs against the parent's (eval mode) on ``x`` and on a random batch of one
-    more image; the worst ``max|c - p| / max|p|``, or a :class:`VerificationError` above :data:`RTOL`."""
+    more image; the worst ``max|c - p| / max|p|``, or a :class:`VerificationError` where ``max|c - p|``
+    exceeds ``atol + rtol * max|p|`` on a batch (``rtol``: :data:`RTOL`, ``atol``: 0 when ``None``)."""
+    rtol = RTOL if rtol is None else rtol
+    atol = 0.0 if atol is None else atol
     g = torch.Generator().manual_seed(seed + 100)
     other = torch.randn((x.shape[0] + 1, *x.shape[1:]), generator=g).to(device=x.device, dtype=x.dtype)
     was = parent.training, child.training
     parent.eval()
     child.eval()
-    worst = 0.0
+    worst, failed = 0.0, None
     try:
         with torch.no_grad(), _full_float32(x.is_cuda):
             for batch in (x, other):
                 p, c = parent(batch), child(batch)
-                worst = max(worst, float((c - p).abs().max() / p.abs().max().clamp_min(1e-12)))
+                diff, scale = float((c - p).abs().max()), float(p.abs().max())
+                worst = max(worst, diff / max(scale, 1e-12))
+                if failed is None and not diff <= atol + rtol * scale:
+                    failed = diff, scale
     finally:
         parent.train(was[0])
         child.train(was[1])
-    if not worst <= RTOL:
-        raise VerificationError(f"{what}: the rebuilt {what}'s outputs differ from the parent's "
-                                f"(max rel error {worst:.3g} > {RTOL:g})")
+    if failed is not None:
+        diff, scale = failed
+        raise VerificationError(f"{what}: the rebuilt {what}'s outputs differ from the parent's (max abs "
+                                f"error {diff:.3g} > atol {atol:g} + rtol {rtol:g} * max|outputs| "
+                                f"{scale:.3g}; max rel error {diff / max(scale, 1e-12):.3g})")
     return worst
 
 

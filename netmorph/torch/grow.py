@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import PreconditionError
 from ..ir import Graph
+from ..limits import check_optional_float
 from .carry import GroupOf, carry_optimizer, ir_to_torch, origins_of
 from .export import Captured, TensorSlot, capture, lowered_slots, remember
 from .optim_state import STATE_MODES, rules_for
@@ -130,13 +131,17 @@ def _passes(passes: Any, options: dict[str, Any]) -> list[Any]:
     return make_passes(items, options)  # each named pass takes the options it declares
 
 
-def run_passes(graph: Graph, passes: Sequence[Any], *, verify: bool, seed: int) -> tuple[list[Step], list]:
-    """Apply ``passes`` one by one (pass ``i`` seeded ``seed + i``, as one PassManager run does)."""
+def run_passes(graph: Graph, passes: Sequence[Any], *, verify: bool, seed: int, rtol: float | None = None,
+               atol: float | None = None) -> tuple[list[Step], list]:
+    """Apply ``passes`` one by one (pass ``i`` seeded ``seed + i``, as one PassManager run does).
+
+    ``rtol`` / ``atol``: the verification tolerances of every child, overriding each pass's contract
+    (``PassManager(rtol=, atol=)``; ``None``: the contract's, an exact one calibrated)."""
     from ..passes import PassManager
 
     steps, reports, current = [], [], graph
     for i, p in enumerate(passes):
-        child, (rep,) = PassManager(verify=verify, seed=seed + i).run(current, [p])
+        child, (rep,) = PassManager(verify=verify, rtol=rtol, atol=atol, seed=seed + i).run(current, [p])
         steps.append(Step(current, child, rep.lineage))
         reports.append(rep)
         current = child
@@ -145,7 +150,7 @@ def run_passes(graph: Graph, passes: Sequence[Any], *, verify: bool, seed: int) 
 
 def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
          optimizer: torch.optim.Optimizer | None = None, verify: bool = True, state: str = "map",
-         exporter: str = "auto", seed: int = 0,
+         exporter: str = "auto", seed: int = 0, rtol: float | None = None, atol: float | None = None,
          param_group_of: GroupOf | None = None, **pass_options: Any) -> Grown:
     """Grow ``module`` with ``passes``; return the child module and, given one, its optimizer.
 
@@ -171,6 +176,11 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
         ``auto`` (dynamo, then TorchScript), ``dynamo`` or ``torchscript``.
     seed
         Seed of the passes' solvers and of the verification inputs.
+    rtol, atol
+        Verification tolerances overriding every pass's contract (as ``netmorph grow --rtol/--atol``
+        and ``PassManager(rtol=, atol=)``); they also bound the check of a rebuilt model's own
+        forward (``transformers``, torchvision classes): ``max|child - parent| <= atol + rtol *
+        max|parent|`` (``None``: ``1e-4`` and ``0``, the default check).
     param_group_of
         ``param_group_of(child_key, tensor) -> group index`` for every new parameter. Default:
         the group of the tensor it replaces when its pass records one (a split conv's factors
@@ -205,12 +215,13 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
         raise ValueError(f"state must be one of {', '.join(STATE_MODES)}, not {state!r}")
     if optimizer is not None and state == "map":
         rules_for(optimizer)  # refuse an unknown optimizer before any work
+    rtol, atol = check_optional_float("rtol", rtol), check_optional_float("atol", atol)
     plist = _passes(passes, pass_options)
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     if exporter in ("auto", "dynamo") and param_group_of is None and _hf_family(module):
-        return _grow_hf(module, inputs, plist, optimizer, verify, state, seed)
+        return _grow_hf(module, inputs, plist, optimizer, verify, state, seed, rtol, atol)
     cap = capture(module, inputs, exporter=exporter)
-    steps, reports = run_passes(cap.graph, plist, verify=verify, seed=seed)
+    steps, reports = run_passes(cap.graph, plist, verify=verify, seed=seed, rtol=rtol, atol=atol)
     graph = steps[-1].child if steps else cap.graph
     from ..lowering import lower
 
@@ -227,7 +238,8 @@ def grow(module: nn.Module, example_inputs: Any, passes: Any, *,
         from .classes import rebuild
 
         try:
-            rebuilt = rebuild(module, rules, cap, steps, graph, slots, inputs, verify=verify, seed=seed)
+            rebuilt = rebuild(module, rules, cap, steps, graph, slots, inputs, verify=verify, seed=seed,
+                              rtol=rtol, atol=atol)
         except PreconditionError as e:
             fallback = str(e)
         else:
@@ -277,13 +289,14 @@ def _hf_family(module: nn.Module) -> bool:
     return kind in FAMILIES
 
 
-def _grow_hf(module, inputs, plist, optimizer, verify, state, seed) -> Grown:
+def _grow_hf(module, inputs, plist, optimizer, verify, state, seed, rtol, atol) -> Grown:
     """:func:`netmorph.hf.grow` behind :func:`grow`'s interface: ``Grown.module`` is of the user's class."""
     from ..hf import grow as hf_grow
 
     ids = inputs[0] if len(inputs) == 1 and isinstance(inputs[0], torch.Tensor) and inputs[0].ndim == 2 \
         and not inputs[0].is_floating_point() else None
-    g = hf_grow(module, plist, optimizer=optimizer, verify=verify, state=state, seed=seed, example=ids)
+    g = hf_grow(module, plist, optimizer=optimizer, verify=verify, state=state, seed=seed, example=ids,
+                rtol=rtol, atol=atol)
     name_map: dict[str, list[str]] = {}
     for key, (_kind, parent) in g.origins.items():
         if parent is not None:
