@@ -6,6 +6,8 @@ with the dynamo exporter into ``--cache`` (export time is not part of any number
 - ``grow_s``: wall time of the ``netmorph grow`` subprocess (``--report`` gives ``verify_s``);
 - ``peak_rss_gb``: the child process's maximum resident set (``resource.getrusage``);
 - ``weights_gb``: bytes of weights of the larger of parent and child; ``rss_ratio`` = peak / that;
+  ``rss_above_imports_ratio``: the same less the interpreter's own peak after the imports of a
+  grow and before any model (``machine.imports_rss_gb``, measured once per run);
 - ``floor_s``: the same job done bare, in its own process: ``onnx.load`` + ``onnx.save`` of
   the parent, one ONNX Runtime session and one run of the parent and of the child on the same
   inputs; ``grow_floor_ratio`` = ``grow_s / floor_s``;
@@ -284,6 +286,15 @@ def _measure(cmd: list[str]) -> None:
     print(json.dumps({"rc": p.returncode, "stderr": p.stderr[-3000:], "wall": wall, "rss_gb": rss}))
 
 
+def _imports_gb(netmorph: str) -> float | None:
+    """Peak RSS of the interpreter beside ``netmorph`` importing what ``netmorph grow`` imports
+    (numpy, onnx, ONNX Runtime, the CLI and the passes), no model: the fixed part of every row."""
+    python = Path(netmorph).parent / "python"
+    code = "import numpy, onnx, onnxruntime, netmorph.cli.main, netmorph.passes"
+    rc, _err, _wall, rss = _run_measured([str(python if python.exists() else sys.executable), "-c", code])
+    return round(rss, 3) if rc == 0 else None
+
+
 def _weights_bytes(path: Path) -> int:
     import onnx
 
@@ -344,6 +355,8 @@ def run_row(model: str, pass_args: list[str], base: str | None, args) -> dict:
         cw = _weights_bytes(child)
         big = max(pw, cw)
         row.update(child_weights_gb=round(cw / 1e9, 3), rss_ratio=round(rss * 2**30 / big, 2))
+        if args.imports_gb is not None:  # the peak less what the interpreter holds before any model
+            row["rss_above_imports_ratio"] = round((rss - args.imports_gb) * 2**30 / big, 2)
         r = _child(["_floor", str(parent), str(child), str(seq_of(model, args.quick))])
         if r.returncode == 0:
             row["floor_s"] = round(float(r.stdout.strip()), 2)
@@ -389,6 +402,8 @@ def main() -> None:
     out = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
            "quick": args.quick, "netmorph": args.netmorph, "rows": []}
+    args.imports_gb = _imports_gb(args.netmorph)
+    out["machine"]["imports_rss_gb"] = args.imports_gb
     for model, pass_args, base in rows:
         row = run_row(model, pass_args, base, args)
         print(json.dumps(row), file=sys.stderr, flush=True)
