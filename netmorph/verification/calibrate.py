@@ -219,6 +219,12 @@ def _median(values: np.ndarray) -> float:
     return float(np.mean(values[kth].astype(np.float64)))
 
 
+def _noise_dtype(ref: np.ndarray) -> np.dtype:
+    """The type an output's per-element noise is held in: float32 for a float32 output (half the
+    memory of float64: 0.13 GB less on GPT-2 small's logits), else float64."""
+    return np.dtype(np.float32) if ref.dtype == np.float32 else np.dtype(np.float64)
+
+
 def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
                   source: Sequence[int] | None = None) -> tuple[list[np.ndarray], float]:
     """Per-element noise of one float output over its batches: ``(per batch array, floor)``.
@@ -235,7 +241,8 @@ def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
     * the **floor**: the median of those pooled values over the non-extreme elements, and ``eps x``
       the largest non-extreme ``|a|`` — a single extreme element moves neither.
 
-    The result of batch ``k`` broadcasts against ``ref[k]`` (float64). The work is done in blocks
+    The result of batch ``k`` broadcasts against ``ref[k]``: float32 for a float32 output (each
+    value rounded up from its float64 one), float64 otherwise. The work is done in blocks
     (:func:`~netmorph.verification.compare.chunks`): besides the result, it holds the non-zero
     ``|a|`` once (in the output's own type, for their median) and the pooled differences once.
     """
@@ -290,7 +297,7 @@ def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
     for k, r in enumerate(ref):
         p = pooled.get(source[k])
         pool = p is not None and p.shape[1:] == r.shape[1:] and (p.shape[0] == 1 or p.shape == r.shape)
-        res = np.empty(r.shape)
+        res = np.empty(r.shape, _noise_dtype(r))
         for b in chunks(r.shape):
             m, core = core_of(r[b])
             own = np.where(np.isfinite(m), m, 0.0)
@@ -300,7 +307,11 @@ def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
             if pool:
                 np.maximum(own, np.where(core, np.broadcast_to(p, r.shape)[b], 0.0), out=own)
             np.maximum(own, floor, out=own)
-            res[b] = own
+            with np.errstate(over="ignore"):  # a difference beyond float32's range: inf, never fails
+                res[b] = own
+            if res.dtype != own.dtype:  # rounded up, never below the float64 value: never stricter
+                lo = res[b] < own
+                res[b][lo] = np.nextafter(res[b][lo], np.inf)
         out.append(res.reshape(shapes[k]))
     return out, floor
 

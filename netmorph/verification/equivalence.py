@@ -132,22 +132,22 @@ def verify_models(
     if opts.check_optimized_b and not opts.optimize_b:
         runs.append(("ORT-optimised", True))
     to_b = {n: opts.name_map.get(n, n) for n in [*ia.inputs, *ia.outputs]}
-    results: list[list[dict[str, np.ndarray]]] = []
+    per_run: list[list[OutputDiff]] = []
     failure = None
     for label, optimize in runs:
         got, failure = run_candidate(mb, ma.label, feeds, ref, names, to_b, opts, optimize, label,
                                      plan_dims=None if plan is None else plan.batch_dims,
-                                     first=not results)
+                                     first=not per_run)
         if failure is not None:
             break
-        if not results and not optimize and not opts.name_map:  # b as written: the next parent's reference
+        if not per_run and not optimize and not opts.name_map:  # b as written: the next parent's reference
             kb = cache.key(cache.model_digest(mb.proto, mb.weights), cache.feeds_digest(feeds), opts)
             if cache.get(kb) is None:
                 cache.put(kb, Remembered({n: [g[n] for g in got] for n in names}, provider))
-        results.append(got)
         clock.lap(f"b {label}")
-    per_run = [[_compare(n, ref, got, feeds, opts, noise) for n in names] for got in results]
-    clock.lap("compare")
+        per_run.append([_compare(n, ref, got, feeds, opts, noise) for n in names])
+        del got  # compared before the next run is made: one run's outputs held at a time
+        clock.lap("compare")
     outputs = per_run[0] if per_run else []
     if failure is None and sum(o.n_elements for o in outputs) == 0:
         raise InputsError("the outputs have no elements on these inputs: nothing would be compared")
