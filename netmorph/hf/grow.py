@@ -16,18 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import PreconditionError, VerificationError
+from ..errors import PreconditionError
 from ..limits import check_optional_float
+from ..torch.agreement import RTOL, judge  # noqa: F401 - RTOL: the bound this module documents
 from ..torch.carry import carry_optimizer, origins_of
 from ..torch.export import TensorSlot, capture
 from ..torch.grow import _passes, run_passes
 from ..torch.optim_state import STATE_MODES, rules_for
 from .families import FAMILIES
 from .mapping import child_config, load_placed, parent_key_of, place, reading
-
-RTOL = 1e-4
-"""The grown model's logits may differ from the parent's by ``RTOL * max|parent logits|`` (unless
-:func:`grow` is given ``rtol`` / ``atol``)."""
 
 
 class Logits(nn.Module):
@@ -191,24 +188,17 @@ def _untie_if_needed(cfg, graph, placed, family: dict) -> str | None:
 
 def check_forward(parent: nn.Module, child: nn.Module, family: dict, seed: int, what: str, *,
                   rtol: float | None = None, atol: float | None = None) -> float:
-    """The child's logits against the parent's on two random batches (two lengths); the worst
-    ``max|c - p| / max|p|``, or a :class:`VerificationError` where ``max|c - p|`` exceeds
-    ``atol + rtol * max|p|`` on a batch (``rtol``: :data:`RTOL`, ``atol``: 0 when ``None``)."""
-    rtol = RTOL if rtol is None else rtol
-    atol = 0.0 if atol is None else atol
-    worst = 0.0
-    with torch.no_grad():
+    """The child's logits against the parent's on two random batches (two lengths), judged by
+    :func:`netmorph.torch.agreement.judge` (``atol + rtol * max|p|``; ``rtol``: :data:`RTOL`,
+    ``atol``: 0 when ``None``); the worst ``max|c - p| / max|p|``."""
+
+    def pairs():
         for i, length in enumerate((8, 5)):
             ids = example_ids(parent.config, family, seed + 100 + i, batch=3, length=length)
-            p = parent(input_ids=ids, use_cache=False).logits
-            c = child(input_ids=ids, use_cache=False).logits
-            diff, scale = float((c - p).abs().max()), float(p.abs().max())
-            worst = max(worst, diff / max(scale, 1e-12))
-            if not diff <= atol + rtol * scale:
-                raise VerificationError(f"{what}: the grown model's logits differ from the parent's (max "
-                                        f"abs error {diff:.3g} > atol {atol:g} + rtol {rtol:g} * max|logits| "
-                                        f"{scale:.3g}; max rel error {diff / max(scale, 1e-12):.3g})")
-    return worst
+            yield parent(input_ids=ids, use_cache=False).logits, child(input_ids=ids, use_cache=False).logits
+
+    with torch.no_grad():
+        return judge(pairs(), rtol=rtol, atol=atol, what=(f"{what}: the grown model's logits", "logits"))
 
 
 def _carry(optimizer, wrapper, cap, steps, child, graph, placed, family, state):

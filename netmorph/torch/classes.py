@@ -32,13 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import PreconditionError, VerificationError
+from ..errors import PreconditionError
 from ..ir import Graph
+from .agreement import RTOL, judge  # noqa: F401 - RTOL: the bound this module documents
 from .export import Captured, TensorSlot
 from .trace import Step
-
-RTOL = 1e-4
-"""The rebuilt model's outputs may differ from the parent's by ``RTOL * max|parent outputs|``."""
 
 
 def _resnet_arguments(m: nn.Module) -> dict[str, Any]:
@@ -194,33 +192,20 @@ def _check_as_built(module: nn.Module, cls: type, args: dict[str, Any], what: st
 def check_forward(parent: nn.Module, child: nn.Module, x: torch.Tensor, seed: int, what: str, *,
                   rtol: float | None = None, atol: float | None = None) -> float:
     """The child's outputs against the parent's (eval mode) on ``x`` and on a random batch of one
-    more image; the worst ``max|c - p| / max|p|``, or a :class:`VerificationError` where ``max|c - p|``
-    exceeds ``atol + rtol * max|p|`` on a batch (``rtol``: :data:`RTOL`, ``atol``: 0 when ``None``)."""
-    rtol = RTOL if rtol is None else rtol
-    atol = 0.0 if atol is None else atol
+    more image, judged by :func:`netmorph.torch.agreement.judge` (``atol + rtol * max|p|``;
+    ``rtol``: :data:`RTOL`, ``atol``: 0 when ``None``); the worst ``max|c - p| / max|p|``."""
     g = torch.Generator().manual_seed(seed + 100)
     other = torch.randn((x.shape[0] + 1, *x.shape[1:]), generator=g).to(device=x.device, dtype=x.dtype)
     was = parent.training, child.training
     parent.eval()
     child.eval()
-    worst, failed = 0.0, None
     try:
         with torch.no_grad(), _full_float32(x.is_cuda):
-            for batch in (x, other):
-                p, c = parent(batch), child(batch)
-                diff, scale = float((c - p).abs().max()), float(p.abs().max())
-                worst = max(worst, diff / max(scale, 1e-12))
-                if failed is None and not diff <= atol + rtol * scale:
-                    failed = diff, scale
+            return judge(((parent(b), child(b)) for b in (x, other)), rtol=rtol, atol=atol,
+                         what=(f"{what}: the rebuilt {what}'s outputs", "outputs"))
     finally:
         parent.train(was[0])
         child.train(was[1])
-    if failed is not None:
-        diff, scale = failed
-        raise VerificationError(f"{what}: the rebuilt {what}'s outputs differ from the parent's (max abs "
-                                f"error {diff:.3g} > atol {atol:g} + rtol {rtol:g} * max|outputs| "
-                                f"{scale:.3g}; max rel error {diff / max(scale, 1e-12):.3g})")
-    return worst
 
 
 @contextlib.contextmanager
