@@ -244,7 +244,8 @@ def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
     The result of batch ``k`` broadcasts against ``ref[k]``: float32 for a float32 output (each
     value rounded up from its float64 one), float64 otherwise. The work is done in blocks
     (:func:`~netmorph.verification.compare.chunks`): besides the result, it holds the non-zero
-    ``|a|`` once (in the output's own type, for their median) and the pooled differences once.
+    ``|a|`` once (in the output's own type, for their median), which elements are non-extreme
+    (a byte each) and the pooled differences.
     """
     from .compare import chunks
 
@@ -263,33 +264,33 @@ def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
     limit = CORE_SPAN * _median(flat) if flat.size else 0.0
     del flat
 
-    def core_of(block_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        m = np.abs(block_values.astype(np.float64))
-        with np.errstate(invalid="ignore"):
-            return m, np.isfinite(m) & (m <= limit)
+    def abs64(block_values: np.ndarray) -> np.ndarray:
+        return np.abs(block_values.astype(np.float64))
 
+    cores, core_max = [], 0.0  # per batch: the non-extreme finite elements (one byte each)
+    for r in ref:
+        core = np.empty(r.shape, bool)
+        for b in chunks(r.shape):
+            m = abs64(r[b])
+            with np.errstate(invalid="ignore"):
+                core[b] = c = np.isfinite(m) & (m <= limit)
+            core_max = max(core_max, float(m[c].max(initial=0.0)))
+        cores.append(core)
     pooled: dict[int, np.ndarray] = {}
     vals = []
     for k, d in diffs.items():
-        r = ref[k]
+        core = cores[k]
         if d.ndim >= 2:
             p = np.zeros((1, *d.shape[1:]))
             for row in range(d.shape[0]):
                 for b in chunks(d.shape[1:]):
-                    _, core = core_of(r[(row, *b)])
-                    np.maximum(p[(0, *b)], np.where(core, d[(row, *b)], 0.0), out=p[(0, *b)])
+                    at = (row, *b)
+                    np.maximum(p[(0, *b)], np.where(core[at], d[at], 0.0), out=p[(0, *b)])
         else:
-            _, core = core_of(r)
             p = np.where(core, d, 0.0)
         pooled[k] = p
         for b in chunks(d.shape):
-            _, core = core_of(r[b])
-            vals.append(np.broadcast_to(p, d.shape)[b][core].ravel())
-    core_max = 0.0
-    for r in ref:
-        for b in chunks(r.shape):
-            m, core = core_of(r[b])
-            core_max = max(core_max, float(m[core].max(initial=0.0)))
+            vals.append(np.broadcast_to(p, d.shape)[b][core[b]].ravel())
     vals = np.concatenate(vals) if vals else np.zeros(0)
     floor = max(_median(vals) if vals.size else 0.0, eps * core_max)
     del vals
@@ -299,13 +300,13 @@ def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
         pool = p is not None and p.shape[1:] == r.shape[1:] and (p.shape[0] == 1 or p.shape == r.shape)
         res = np.empty(r.shape, _noise_dtype(r))
         for b in chunks(r.shape):
-            m, core = core_of(r[b])
+            m = abs64(r[b])
             own = np.where(np.isfinite(m), m, 0.0)
             own *= eps
             if k in diffs:
                 np.maximum(own, diffs[k][b], out=own)
             if pool:
-                np.maximum(own, np.where(core, np.broadcast_to(p, r.shape)[b], 0.0), out=own)
+                np.maximum(own, np.where(cores[k][b], np.broadcast_to(p, r.shape)[b], 0.0), out=own)
             np.maximum(own, floor, out=own)
             with np.errstate(over="ignore"):  # a difference beyond float32's range: inf, never fails
                 res[b] = own
