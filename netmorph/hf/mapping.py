@@ -209,10 +209,7 @@ def _scaled(value, placed: list[Placed], rule, layer_re: re.Pattern, parent_shap
 def _per_layer_lists(config, cfg, placed: list[Placed]) -> None:
     """Per-layer config lists (Qwen2's ``layer_types``: full or sliding attention) follow the
     layers: each child layer takes the entry of the parent layer its tensors derive from."""
-    source: dict[int, int] = {}
-    for p in placed:
-        if p.layer is not None and p.parent_layer is not None:
-            source.setdefault(p.layer, p.parent_layer)
+    source = {layer: parent for (_stage, layer), parent in parent_layer_keys(placed).items()}
     for field in ("layer_types",):
         old = getattr(config, field, None)
         if not isinstance(old, list) or len(source) == len(old) and all(source[i] == i for i in source):

@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .compare import chunks
 from .errors import ModelRunError
 from .limits import max_float64_probe_bytes
 from .models import LoadedModel
@@ -247,8 +248,6 @@ def element_noise(ref: Sequence[np.ndarray], diffs: Mapping[int, np.ndarray],
     ``|a|`` once (in the output's own type, for their median), which elements are non-extreme
     (a byte each) and the pooled differences.
     """
-    from .compare import chunks
-
     source = list(range(len(ref))) if source is None else list(source)
     eps = float(np.finfo(ref[0].dtype).eps) if ref else float(np.finfo(np.float32).eps)
     shapes = [np.shape(r) for r in ref]
@@ -389,8 +388,6 @@ def _accumulate(acc: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     """``acc = max(acc, |x - y|)`` element-wise (``|x - y|`` in float64, 0 where either is not
     finite), in blocks (:func:`~netmorph.verification.compare.chunks`); returns the largest
     ``|x - y|`` (0.0 for no elements)."""
-    from .compare import chunks
-
     x, y = np.asarray(x), np.asarray(y)
     if acc.ndim == 0:
         acc, x, y = acc.reshape(-1), x.reshape(-1), y.reshape(-1)
